@@ -1,0 +1,175 @@
+"""Students: any Hugging Face causal LM, or a freshly initialised ``scratch:<family>-<size>`` model.
+
+Scratch students use the paper's student architectures (``llama``, ``gemma``, ``bloom``) from
+transformers config classes, with a character-level tokenizer built from the training data,
+so the whole pipeline runs on a CPU with no download.
+
+Sizes (d_model / layers / heads, char vocab, tied embeddings, FFN 4d):
+
+======  =====================  =========
+name    shape                  params
+======  =====================  =========
+xxs     128 / 1 / 4            ~0.27 M
+xs      128 / 2 / 4            ~0.5 M
+s       256 / 4 / 4            ~4 M
+m       384 / 6 / 6            ~15 M
+======  =====================  =========
+
+An explicit shape is also accepted: ``scratch:llama-d192-l3-h4``.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+FAMILIES = ("llama", "gemma", "bloom")
+SIZES: dict[str, tuple[int, int, int]] = {
+    "xxs": (128, 1, 4),
+    "xs": (128, 2, 4),
+    "s": (256, 4, 4),
+    "m": (384, 6, 6),
+}
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
+MAX_POSITIONS = 4096
+
+
+@dataclass(frozen=True)
+class ScratchSpec:
+    family: str
+    d_model: int
+    layers: int
+    heads: int
+
+    @property
+    def name(self) -> str:
+        return f"scratch:{self.family}-d{self.d_model}-l{self.layers}-h{self.heads}"
+
+
+def parse_scratch(spec: str) -> ScratchSpec:
+    """Parse ``scratch:llama-xs`` or ``scratch:gemma-d192-l3-h4``."""
+    body = spec.split(":", 1)[1] if ":" in spec else spec
+    m = re.fullmatch(r"(\w+?)-(xxs|xs|s|m)", body)
+    if m:
+        fam, size = m.groups()
+        d, l, h = SIZES[size]
+    else:
+        m = re.fullmatch(r"(\w+?)-d(\d+)-l(\d+)-h(\d+)", body)
+        if not m:
+            raise UserError(
+                f"unknown scratch student {spec!r}: use scratch:<family>-<size> with family in "
+                f"{', '.join(FAMILIES)} and size in {', '.join(SIZES)} (e.g. scratch:llama-xs), "
+                "or scratch:<family>-d<d_model>-l<layers>-h<heads>"
+            )
+        fam, d, l, h = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
+    if fam not in FAMILIES:
+        raise UserError(f"unknown scratch family {fam!r} in {spec!r}; choose one of {', '.join(FAMILIES)}")
+    if d % h:
+        raise UserError(f"scratch student {spec!r}: d_model {d} must be divisible by heads {h}")
+    return ScratchSpec(fam, d, l, h)
+
+
+def is_scratch(spec: str) -> bool:
+    return spec.startswith("scratch:")
+
+
+# ------------------------------------------------------------------------------------------
+# character tokenizer
+# ------------------------------------------------------------------------------------------
+def build_char_tokenizer(texts: Iterable[str], max_chars: int = 512):
+    """A character-level ``PreTrainedTokenizerFast``: printable ASCII plus the data's characters."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    counts: Counter[str] = Counter()
+    for t in texts:
+        counts.update(t)
+    chars = list(dict.fromkeys(list(string.printable) + [c for c, _ in counts.most_common(max_chars)]))
+    chars = [c for c in chars if c not in ("\r", "\x0b", "\x0c")][: max_chars + 100]
+    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
+    for c in chars:
+        vocab.setdefault(c, len(vocab))
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        pad_token="<pad>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        clean_up_tokenization_spaces=False,
+    )
+    tok.padding_side = "right"
+    tok.model_max_length = MAX_POSITIONS
+    return tok
+
+
+def build_scratch_config(spec: ScratchSpec, tokenizer, max_positions: int = MAX_POSITIONS):
+    from transformers import BloomConfig, GemmaConfig, LlamaConfig
+
+    d, l, h = spec.d_model, spec.layers, spec.heads
+    common: dict[str, Any] = dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    if spec.family == "llama":
+        return LlamaConfig(
+            hidden_size=d, intermediate_size=4 * d, num_hidden_layers=l, num_attention_heads=h,
+            num_key_value_heads=h, max_position_embeddings=max_positions, **common,
+        )
+    if spec.family == "gemma":
+        return GemmaConfig(
+            hidden_size=d, intermediate_size=4 * d, num_hidden_layers=l, num_attention_heads=h,
+            num_key_value_heads=h, head_dim=d // h, max_position_embeddings=max_positions, **common,
+        )
+    return BloomConfig(hidden_size=d, n_layer=l, n_head=h, **common)
+
+
+def make_scratch_student(spec: str | ScratchSpec, texts: Iterable[str], seed: int = 0):
+    """Return ``(model, tokenizer)`` for a freshly initialised scratch student."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    sp = parse_scratch(spec) if isinstance(spec, str) else spec
+    tok = build_char_tokenizer(texts)
+    cfg = build_scratch_config(sp, tok)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    return model, tok
+
+
+def load_pretrained(name_or_path: str, **kwargs):
+    """Load a hub or local model + tokenizer; offline / missing gives a one-line UserError."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as e:
+        if local.exists():
+            raise UserError(f"cannot load model from {local}: {str(e).splitlines()[0]}") from None
+        raise UserError(
+            f"cannot load model {name_or_path!r} (not a local directory, and the Hugging Face Hub "
+            "is unreachable or has no such model): download it where you have internet "
+            "(`huggingface-cli download NAME --local-dir DIR`) and pass --model/--student DIR, "
+            "or use a scratch student such as scratch:llama-xs"
+        ) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,1 @@
+"""Adapters for the seven benchmarks of the paper. (Filled in by the foundation issue.)"""

@@ -1,0 +1,78 @@
+"""One prompt template, stored with the model and reused by evaluation.
+
+Training and evaluation must render prompts identically; the template is written to
+``MODEL_DIR/cotdistill_template.json`` by ``train`` and read back by ``evaluate``.
+
+* ``plain`` (base models, scratch students): ``"Question: {question}\\nAnswer:"`` and the
+  completion ``" {rationale}"`` followed by EOS.
+* ``chat``: the tokenizer's own chat template, question as the user turn, rationale as the
+  assistant turn.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+TEMPLATE_FILE = "cotdistill_template.json"
+
+
+class PromptTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["plain", "chat"] = "plain"
+    prompt: str = "Question: {question}\nAnswer:"
+    completion_prefix: str = " "
+    system: str | None = None
+
+    # -- rendering ---------------------------------------------------------------------------
+    def render_prompt(self, question: str, tokenizer: Any = None) -> str:
+        if self.kind == "chat":
+            if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+                raise ValueError("chat template requested but the tokenizer has none")
+            msgs = ([{"role": "system", "content": self.system}] if self.system else []) + [
+                {"role": "user", "content": question}
+            ]
+            return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return self.prompt.format(question=question)
+
+    def render_completion(self, output: str) -> str:
+        """Completion text (without EOS; the trainer appends the tokenizer's EOS token)."""
+        if self.kind == "chat":
+            return output.strip()
+        return self.completion_prefix + output.strip()
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, model_dir: str | Path) -> None:
+        Path(model_dir, TEMPLATE_FILE).write_text(self.model_dump_json(indent=2) + "\n")
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "PromptTemplate | None":
+        p = Path(model_dir, TEMPLATE_FILE)
+        if not p.exists():
+            return None
+        return cls.model_validate(json.loads(p.read_text()))
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: Any) -> "PromptTemplate":
+        """Default: the chat template when the tokenizer has one, else the plain template."""
+        if getattr(tokenizer, "chat_template", None):
+            return cls(kind="chat")
+        return cls()
+
+
+NAMED_TEMPLATES: dict[str, PromptTemplate] = {
+    "plain": PromptTemplate(),
+    "qa": PromptTemplate(prompt="Q: {question}\nA:"),
+    "alpaca": PromptTemplate(
+        prompt=(
+            "Below is an instruction that describes a task. Write a response that appropriately "
+            "completes the request.\n\n### Instruction:\n{question}\n\n### Response:\n"
+        ),
+        completion_prefix="",
+    ),
+    "chat": PromptTemplate(kind="chat"),
+}

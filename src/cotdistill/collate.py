@@ -1,0 +1,200 @@
+"""Tokenisation and batching for SFT on traces: completion-only labels, packing with a 4-D mask.
+
+Each training example is ``prompt + completion + EOS``; ``labels`` are ``-100`` on the prompt
+(and on padding) and equal to the input ids on the completion and the EOS, so the loss is taken
+on the rationale and the stop token only.
+
+Packing: the examples of one micro-batch are placed first-fit-decreasing into rows of
+``pack_length`` tokens (longer when one example is longer). Restarting ``position_ids`` alone does
+NOT isolate packed examples with sdpa attention in transformers 5.x (each example would attend to
+its predecessors in the row), so the collator also builds an explicit 4-D boolean mask
+``(rows, 1, T, T)`` = "same example AND causal". :func:`packing_mode` checks, on the actual model,
+which mask form reproduces the logits of each example run alone; where none does (BLOOM builds its
+ALiBi bias from a 2-D mask) training falls back to padded batches grouped by length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+
+IGNORE = -100
+PackMode = Literal["bool", "float", "position_ids"]
+
+
+def encode_example(
+    prompt: str,
+    completion: str,
+    tokenizer: Any,
+    cutoff_len: int,
+    add_special_tokens: bool = True,
+) -> dict[str, Any]:
+    """Token ids and completion-only labels for one example (EOS appended and learned).
+
+    The prompt and the completion are tokenised separately, exactly as evaluation will see the
+    prompt. Examples longer than ``cutoff_len`` are truncated at the end (``truncated`` is set).
+    """
+    p = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("tokenizer has no EOS token")
+    ids = list(p) + list(c) + [eos]
+    labels = [IGNORE] * len(p) + list(c) + [eos]
+    truncated = len(ids) > cutoff_len
+    if truncated:
+        ids, labels = ids[:cutoff_len], labels[:cutoff_len]
+    # the first token of an example is never a target: in a packed row it would otherwise be
+    # predicted from the previous example's last token
+    if labels:
+        labels[0] = IGNORE
+    return {"input_ids": ids, "labels": labels, "truncated": truncated}
+
+
+def pack_rows(lengths: Sequence[int], pack_length: int) -> list[list[int]]:
+    """First-fit-decreasing bin packing of example indices into rows of ``pack_length`` tokens.
+
+    Deterministic (ties broken by index); an example longer than ``pack_length`` gets its own row.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in order:
+        n = lengths[i]
+        for r, f in enumerate(free):
+            if n <= f:
+                rows[r].append(i)
+                free[r] -= n
+                break
+        else:
+            rows.append([i])
+            free.append(max(pack_length - n, 0))
+    return rows
+
+
+def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
+    """(B, T) segment ids -> (B, 1, T, T) bool mask, True where query may attend key.
+
+    Padding has its own segment id (-1), so every query row attends at least to itself (no NaN).
+    """
+    T = segments.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=segments.device).tril()
+    return ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
+
+
+class PackingCollator:
+    """Packs a micro-batch of encoded examples into rows with a block-diagonal causal mask."""
+
+    def __init__(self, pad_id: int, pack_length: int = 512, mode: PackMode = "bool"):
+        self.pad_id = int(pad_id)
+        self.pack_length = int(pack_length)
+        self.mode = mode
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        lengths = [len(f["input_ids"]) for f in features]
+        rows = pack_rows(lengths, self.pack_length)
+        T = max(sum(lengths[i] for i in r) for r in rows)
+        R = len(rows)
+        ids = torch.full((R, T), self.pad_id, dtype=torch.long)
+        labels = torch.full((R, T), IGNORE, dtype=torch.long)
+        pos = torch.zeros((R, T), dtype=torch.long)
+        seg = torch.full((R, T), -1, dtype=torch.long)
+        for r, members in enumerate(rows):
+            o = 0
+            for k, i in enumerate(sorted(members)):
+                n = lengths[i]
+                ids[r, o : o + n] = torch.tensor(features[i]["input_ids"])
+                labels[r, o : o + n] = torch.tensor(features[i]["labels"])
+                pos[r, o : o + n] = torch.arange(n)
+                seg[r, o : o + n] = k
+                o += n
+            if o < T:  # padding continues the position count (only matters for position-id packing)
+                pos[r, o:] = torch.arange(T - o)
+        batch: dict[str, torch.Tensor] = {"input_ids": ids, "labels": labels, "position_ids": pos}
+        if self.mode in ("bool", "float"):
+            batch["attention_mask"] = block_causal_mask(seg)
+        batch["n_tokens"] = torch.tensor(sum(lengths), dtype=torch.long)
+        return batch
+
+
+class PaddingCollator:
+    """Right-pads a micro-batch to its longest example (the fallback when packing is unsupported)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = int(pad_id)
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        lengths = [len(f["input_ids"]) for f in features]
+        T = max(lengths)
+        B = len(features)
+        ids = torch.full((B, T), self.pad_id, dtype=torch.long)
+        labels = torch.full((B, T), IGNORE, dtype=torch.long)
+        att = torch.zeros((B, T), dtype=torch.long)
+        for b, f in enumerate(features):
+            n = lengths[b]
+            ids[b, :n] = torch.tensor(f["input_ids"])
+            labels[b, :n] = torch.tensor(f["labels"])
+            att[b, :n] = 1
+        return {
+            "input_ids": ids,
+            "labels": labels,
+            "attention_mask": att,
+            "n_tokens": torch.tensor(sum(lengths), dtype=torch.long),
+        }
+
+
+def float_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Boolean 4-D mask -> additive mask (0 where allowed, dtype-min elsewhere), for eager attention."""
+    out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return out.masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def packing_mode(model: Any, tol: float | None = None) -> PackMode | None:
+    """Which packing form reproduces, on this model, the logits of each example run alone.
+
+    Tries an explicit boolean 4-D mask, an additive float 4-D mask, then position ids alone
+    (flash-attention's varlen path). Returns the first that matches within ``tol`` (default
+    1e-4 for fp32 weights, 5e-2 for half precision), or None (pad instead).
+    """
+    param = next(model.parameters())
+    dtype, device = param.dtype, param.device
+    if tol is None:
+        tol = 1e-4 if dtype == torch.float32 else 5e-2
+    vocab = int(model.get_input_embeddings().weight.shape[0])
+    g = torch.Generator().manual_seed(0)
+    lens = (7, 11)
+    seqs = [torch.randint(4, max(vocab, 5), (n,), generator=g) for n in lens]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            alone = [model(input_ids=s[None].to(device)).logits[0].float() for s in seqs]
+            # two examples packed in one row, followed by 3 padding tokens
+            ids = torch.cat([seqs[0], seqs[1], torch.zeros(3, dtype=torch.long)])[None]
+            pos = torch.cat([torch.arange(n) for n in (*lens, 3)])[None]
+            seg = torch.tensor([[0] * lens[0] + [1] * lens[1] + [-1] * 3])
+            mask = block_causal_mask(seg)
+            order = [0, 1]
+            for mode in ("bool", "float", "position_ids"):
+                kw: dict[str, Any] = {"position_ids": pos.to(device)}
+                if mode == "bool":
+                    kw["attention_mask"] = mask.to(device)
+                elif mode == "float":
+                    kw["attention_mask"] = float_mask(mask, dtype).to(device)
+                try:
+                    out = model(input_ids=ids.to(device), **kw).logits[0].float()
+                except Exception:  # noqa: BLE001 - an architecture that rejects this form
+                    continue
+                o, ok = 0, True
+                for i in order:
+                    n = lens[i]
+                    diff = (out[o : o + n] - alone[i]).abs().max().item()
+                    ok = ok and diff <= tol * max(1.0, alone[i].abs().max().item())
+                    o += n
+                if ok:
+                    return mode  # type: ignore[return-value]
+    finally:
+        model.train(was_training)
+    return None

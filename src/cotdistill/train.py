@@ -1,0 +1,802 @@
+"""Student training: supervised fine-tuning on teacher traces (transformers Trainer + PEFT).
+
+    from cotdistill.train import TrainConfig, train, is_complete
+    res = train(["traces.jsonl"], "scratch:llama-xs", "runs/a/model",
+                TrainConfig.scratch(max_steps=400, batch_size=32))
+    res.train_tokens, res.wall_s, res.final_loss
+
+What one run does:
+
+* student: a local path / hub name of any causal LM, or ``scratch:<family>-<size>`` (a fresh
+  llama / gemma / bloom model with a character tokenizer built from the training texts);
+* text: ``template.render_prompt(question)`` + ``template.render_completion(output)`` + EOS, with
+  the loss on the completion and EOS only (prompt and padding labels are -100). The template is
+  the tokenizer's chat template when it has one, else ``"Question: …\\nAnswer:"``, and is stored
+  with the model as ``cotdistill_template.json`` for evaluation;
+* batching: each micro-batch is packed into fixed-length rows with a 4-D block-diagonal causal
+  mask (verified on the model; padded length-grouped batches where the architecture rejects it);
+* optimisation: the Hugging Face ``Trainer`` (AdamW, schedule, clipping, bf16 autocast,
+  gradient accumulation, DDP / DeepSpeed / FSDP through accelerate, checkpoints and exact resume);
+* output: ``out_dir`` is created by renaming a finished staging directory, so it exists only when
+  complete (``COMPLETE`` marker inside). Checkpoints live in ``<out_dir>.partial/`` until the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import UserError
+from .template import NAMED_TEMPLATES, PromptTemplate
+from .traces import Trace
+
+COMPLETE = "COMPLETE"
+SUMMARY = "train_summary.json"
+CONFIG_FILE = "train_config.json"
+METRICS = "metrics.jsonl"
+LOSS_PNG = "loss.png"
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+# dense bf16 peak (FLOP/s) of accelerators we know, for MFU; CPU peaks are machine-specific
+# and are given in the config (``peak_tflops``).
+_KNOWN_PEAKS_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+
+
+# ------------------------------------------------------------------------------------------
+# config
+# ------------------------------------------------------------------------------------------
+class LoraSettings(BaseModel):
+    """LoRA via PEFT. The merged model is saved (loadable without peft); the adapter in ``adapter/``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+
+class TrainConfig(BaseModel):
+    """Training hyper-parameters. Defaults reproduce the paper (arXiv 2502.18001): full
+    fine-tuning, AdamW, lr 5e-5, 3 epochs, cosine, no warmup, effective batch 64, cutoff 4096,
+    seed 100, grad-norm clip 1.0. ``TrainConfig.scratch()`` gives the measured defaults for
+    scratch students on CPU (``configs/train_scratch.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # optimisation
+    learning_rate: float = Field(5e-5, gt=0, description="peak learning rate")
+    epochs: float = Field(3.0, gt=0, description="passes over the traces (ignored when max_steps/max_tokens is set)")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
+    max_tokens: int | None = Field(None, ge=1, description="token budget (prompt+completion, no padding); converted to steps from the mean example length")
+    batch_size: int = Field(64, ge=1, description="effective batch in examples per optimizer step (all devices, all accumulation steps)")
+    micro_batch_size: int | None = Field(None, ge=1, description="examples per forward pass per device; default: batch_size / devices (no accumulation)")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of the peak lr")
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    adam_epsilon: float = Field(1e-8, gt=0)
+    max_grad_norm: float = Field(1.0, ge=0)
+    seed: int = 100
+    # data
+    cutoff_len: int = Field(4096, ge=8, description="examples are truncated to this many tokens")
+    template: Literal["auto", "plain", "qa", "alpaca", "chat"] = Field("auto", description="auto: the tokenizer's chat template when it has one, else plain 'Question: …\\nAnswer:'")
+    packing: Literal["auto", "on", "off"] = Field("auto", description="auto: pack when the model reproduces unpacked logits with a 4-D mask, else length-grouped padding")
+    pack_length: int = Field(512, ge=8, description="row length for packing (a longer example gets its own row)")
+    # precision / hardware
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="mixed-precision autocast; auto = bf16 where the device supports it")
+    model_dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype of the loaded weights (pretrained students)")
+    attn_implementation: str | None = Field(None, description="e.g. sdpa, eager, flash_attention_2; default: the model's")
+    gradient_checkpointing: bool = False
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+    peak_tflops: float | None = Field(None, gt=0, description="device peak TFLOP/s for MFU (known GPUs are detected)")
+    # LoRA
+    lora: LoraSettings = LoraSettings()
+    # checkpoints / logging
+    save_steps: int = Field(200, ge=1, description="checkpoint interval (optimizer steps)")
+    save_total_limit: int = Field(2, ge=1)
+    keep_checkpoints: bool = Field(False, description="keep <out>.partial/checkpoints after success")
+    logging_steps: int = Field(10, ge=1)
+    # scale-out (passed through to transformers.TrainingArguments)
+    deepspeed: str | None = Field(None, description="DeepSpeed JSON config path (ZeRO)")
+    fsdp: str | None = Field(None, description="FSDP option string, e.g. 'full_shard auto_wrap'")
+    fsdp_config: str | None = Field(None, description="FSDP config JSON path")
+
+    # -- constructors -------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "TrainConfig":
+        """Load a YAML config; unknown keys or wrong types raise a one-line UserError."""
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist: pass a YAML file like {CONFIG_DIR / 'train_default.yaml'}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise UserError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+        return cls.validated(data, source=str(path))
+
+    @classmethod
+    def validated(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err.get("loc", ())) or "config"
+            if err.get("type") == "extra_forbidden":
+                raise UserError(
+                    f"{source}: unknown key {loc!r}; valid keys: {', '.join(cls.model_fields)}"
+                ) from None
+            raise UserError(f"{source}: field {loc!r}: {err.get('msg')} (got {err.get('input')!r})") from None
+
+    @classmethod
+    def default(cls, **overrides: Any) -> "TrainConfig":
+        """The paper's defaults (``configs/train_default.yaml``) with overrides."""
+        return cls._from_packaged("train_default.yaml", overrides)
+
+    @classmethod
+    def scratch(cls, **overrides: Any) -> "TrainConfig":
+        """Measured defaults for scratch students on CPU (``configs/train_scratch.yaml``)."""
+        return cls._from_packaged("train_scratch.yaml", overrides)
+
+    @classmethod
+    def for_student(cls, student: str, **overrides: Any) -> "TrainConfig":
+        return cls.scratch(**overrides) if student.startswith("scratch:") else cls.default(**overrides)
+
+    @classmethod
+    def _from_packaged(cls, name: str, overrides: dict[str, Any]) -> "TrainConfig":
+        base = yaml.safe_load((CONFIG_DIR / name).read_text()) or {}
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.validated(base, source=name)
+
+    def with_overrides(self, **overrides: Any) -> "TrainConfig":
+        data = self.model_dump()
+        for k, v in overrides.items():
+            if v is None:
+                continue
+            if k == "lora" and isinstance(v, bool):
+                data["lora"]["enabled"] = v
+            else:
+                data[k] = v
+        return self.validated(data, source="overrides")
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    train_tokens: int
+    completion_tokens: int
+    steps: int
+    wall_s: float
+    final_loss: float | None
+    tokens_per_s: float
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def is_complete(out_dir: str | os.PathLike) -> bool:
+    """True when ``out_dir`` holds a finished training run (a later stage may use it)."""
+    return Path(out_dir, COMPLETE).is_file()
+
+
+def load_result(out_dir: str | os.PathLike) -> TrainResult:
+    """The TrainResult of a finished run directory."""
+    out = Path(out_dir)
+    if not is_complete(out):
+        raise UserError(f"{out} is not a finished training run (no {COMPLETE} marker): train it first")
+    s = json.loads((out / SUMMARY).read_text())
+    return TrainResult(
+        model_dir=out,
+        train_tokens=s["train_tokens"],
+        completion_tokens=s["completion_tokens"],
+        steps=s["steps"],
+        wall_s=s["wall_s"],
+        final_loss=s["final_loss"],
+        tokens_per_s=s["tokens_per_s"],
+        summary=s,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------
+def _alpaca_to_traces(rows: list[Any], path: Path) -> list[Trace]:
+    out = []
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict) or "instruction" not in r or "output" not in r:
+            raise UserError(f"{path}: item {i} is not a trace nor an alpaca record with instruction/output")
+        q = r["instruction"] + (("\n" + r["input"]) if r.get("input") else "")
+        out.append(Trace(id=str(i), task="unknown", question=q, gold="", teacher="unknown", level=0,
+                         output=str(r["output"]), source=path.name))
+    return out
+
+
+def load_traces(items: Sequence[Trace | str | os.PathLike]) -> list[Trace]:
+    """Traces from Trace objects and/or files (trace JSONL, or alpaca ``[{instruction, output}]`` JSON)."""
+    from .paths import load_json_any
+    from .traces import read_traces
+
+    traces: list[Trace] = []
+    for it in items:
+        if isinstance(it, Trace):
+            traces.append(it)
+            continue
+        p = Path(it)
+        if not p.exists():
+            raise UserError(f"trace file {p} does not exist: pass a traces.jsonl written by `cotdistill import-paper` or `cotdistill generate`")
+        if p.suffix == ".jsonl" or p.is_dir():
+            traces.extend(read_traces(p))
+            continue
+        rows = load_json_any(p)
+        if isinstance(rows, list) and rows and isinstance(rows[0], dict) and "instruction" in rows[0]:
+            traces.extend(_alpaca_to_traces(rows, p))
+        elif isinstance(rows, list) and rows and isinstance(rows[0], dict) and "output" in rows[0]:
+            try:
+                traces.extend(Trace.model_validate(r) for r in rows)
+            except ValidationError as e:
+                raise UserError(f"{p}: invalid trace: {e.errors()[0].get('msg')}") from None
+        else:
+            raise UserError(f"{p} has no traces: expected trace JSONL or a JSON list of {{instruction, output}}")
+    if not traces:
+        raise UserError("no training traces: pass at least one non-empty --traces file")
+    return traces
+
+
+def fingerprint(traces: Sequence[Trace]) -> str:
+    """sha256 of the training texts (question, output) in order: identifies the data of a run."""
+    h = hashlib.sha256()
+    for t in traces:
+        h.update(json.dumps([t.question, t.output], ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+class _ListDataset:
+    def __init__(self, rows: list[dict[str, Any]]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _resolve_precision(cfg: TrainConfig, device_type: str) -> str:
+    import torch
+
+    if cfg.precision != "auto":
+        return cfg.precision
+    if device_type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device_type == "cpu":
+        try:
+            if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+                return "bf16"
+        except AttributeError:  # pragma: no cover - older torch
+            pass
+    return "fp32"
+
+
+def _peak_flops(cfg: TrainConfig, precision: str) -> float | None:
+    import torch
+
+    if cfg.peak_tflops:
+        return cfg.peak_tflops * 1e12
+    if torch.cuda.is_available() and precision in ("bf16", "fp16"):
+        name = torch.cuda.get_device_name()
+        for k, v in _KNOWN_PEAKS_BF16.items():
+            if k in name:
+                return v
+    return None
+
+
+def _last_checkpoint(ckpt_dir: Path) -> Path | None:
+    """Latest checkpoint whose trainer state was written (a checkpoint cut by a kill is skipped)."""
+    if not ckpt_dir.is_dir():
+        return None
+    best, best_step = None, -1
+    for p in ckpt_dir.iterdir():
+        if p.is_dir() and p.name.startswith("checkpoint-") and (p / "trainer_state.json").is_file():
+            try:
+                step = int(p.name.split("-")[1])
+            except ValueError:
+                continue
+            if step > best_step:
+                best, best_step = p, step
+    return best
+
+
+def _load_student(student: str, texts: list[str], cfg: TrainConfig):
+    import torch
+
+    from .students import is_scratch, load_pretrained, make_scratch_student, parse_scratch
+
+    if is_scratch(student):
+        parse_scratch(student)  # one-line error for a bad name
+        model, tok = make_scratch_student(student, texts, seed=cfg.seed)
+        if cfg.attn_implementation:
+            model.config._attn_implementation = cfg.attn_implementation
+        return model, tok
+    kw: dict[str, Any] = {"dtype": getattr(torch, cfg.model_dtype)}
+    if cfg.attn_implementation:
+        kw["attn_implementation"] = cfg.attn_implementation
+    return load_pretrained(student, **kw)
+
+
+def _plot_loss(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if pts:
+        ax.plot(*zip(*pts), lw=1.5)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("train loss (completion tokens)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name("tmp-" + path.name)
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _params_checksum(model) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------
+# trainer
+# ------------------------------------------------------------------------------------------
+def _make_trainer_class():
+    import torch
+    from transformers import Trainer
+
+    from .collate import float_mask
+
+    class CotTrainer(Trainer):
+        """Trainer that counts non-pad tokens, logs throughput / MFU, and feeds 4-D masks."""
+
+        def __init__(self, *a, mask_mode=None, n_params=0, peak_flops=None, **kw):
+            super().__init__(*a, **kw)
+            self.mask_mode = mask_mode
+            self.n_params = n_params
+            self.peak_flops = peak_flops
+            self._tok_local = 0
+            self._t_last = None
+            self._tok_last = 0
+            self._session_t0 = None
+            self._session_tok0 = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            n = inputs.pop("n_tokens", None)
+            if n is not None and model.training:
+                self._tok_local += int(n)
+            if self.mask_mode == "float" and "attention_mask" in inputs and inputs["attention_mask"].dim() == 4:
+                dtype = next(model.parameters()).dtype
+                inputs["attention_mask"] = float_mask(inputs["attention_mask"], dtype)
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+        def flush_tokens(self) -> None:
+            """Add the tokens seen on all ranks since the last flush to the (checkpointed) state."""
+            t = torch.tensor(self._tok_local, dtype=torch.long, device=self.args.device)
+            if self.args.world_size > 1:
+                t = self.accelerator.reduce(t, reduction="sum")
+            self.state.num_input_tokens_seen += int(t.item())
+            self._tok_local = 0
+
+        def log(self, logs, start_time=None):
+            if "loss" in logs:  # a training log
+                self.flush_tokens()
+                now = time.perf_counter()
+                tok = self.state.num_input_tokens_seen
+                if self._t_last is None:
+                    self._t_last, self._tok_last = self._session_t0, self._session_tok0
+                dt = max(now - self._t_last, 1e-9)
+                tps = (tok - self._tok_last) / dt
+                logs["tokens"] = tok
+                logs["tokens_per_s"] = round(tps, 1)
+                if self.peak_flops:
+                    logs["mfu"] = round(6 * self.n_params * tps / self.peak_flops, 5)
+                logs["elapsed_s"] = round(now - self._session_t0, 3)
+                self._t_last, self._tok_last = now, tok
+            super().log(logs, start_time)
+
+        def _save_checkpoint(self, model, trial):
+            self.flush_tokens()
+            super()._save_checkpoint(model, trial)
+
+    return CotTrainer
+
+
+def _progress_callback(total_steps: int, enabled: bool):
+    from transformers import TrainerCallback
+
+    class RichProgress(TrainerCallback):
+        def __init__(self):
+            self.prog = None
+            self.task = None
+            self.last = ""
+
+        def on_train_begin(self, args, state, control, **kw):
+            if not enabled or not state.is_world_process_zero:
+                return
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self.prog = Progress(
+                TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"), transient=False,
+            )
+            self.prog.start()
+            self.task = self.prog.add_task("train", total=total_steps, completed=state.global_step, info="")
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.prog is not None:
+                self.prog.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if self.prog is not None and logs and "loss" in logs:
+                info = f"loss {logs['loss']:.4f}"
+                if "tokens_per_s" in logs:
+                    info += f"  {logs['tokens_per_s']:,.0f} tok/s"
+                self.prog.update(self.task, info=info)
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.prog is not None:
+                self.prog.update(self.task, completed=state.global_step)
+                self.prog.stop()
+                self.prog = None
+
+    return RichProgress()
+
+
+# ------------------------------------------------------------------------------------------
+# the entry point
+# ------------------------------------------------------------------------------------------
+def train(
+    traces: Sequence[Trace | str | os.PathLike],
+    student: str,
+    out_dir: str | os.PathLike,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Fine-tune ``student`` on ``traces`` and write a finished model directory at ``out_dir``.
+
+    ``config`` defaults to :meth:`TrainConfig.for_student` (paper defaults for pretrained models,
+    measured CPU defaults for scratch students). With ``resume=True`` an interrupted run continues
+    from its last checkpoint in ``<out_dir>.partial/`` (same final weights as an uninterrupted
+    run), and a finished ``out_dir`` is returned as-is. Works unchanged under
+    ``accelerate launch`` / ``torchrun`` (DDP, DeepSpeed, FSDP).
+    """
+    import torch
+    import transformers
+    from transformers import TrainingArguments
+
+    from .collate import PackingCollator, PaddingCollator, encode_example, packing_mode
+
+    t_start = time.perf_counter()
+    cfg = config if config is not None else TrainConfig.for_student(student)
+    out = Path(out_dir)
+    work = out.with_name(out.name + ".partial")
+    stage = work / "final"
+    ckpt_dir = work / "checkpoints"
+    world, rank = _world_size(), _rank()
+    main = rank == 0
+
+    # ---- validate everything before touching the disk ------------------------------------
+    if out.exists():
+        if is_complete(out) and resume and not overwrite:
+            return load_result(out)
+        if not overwrite:
+            what = "a finished run" if is_complete(out) else "a directory that is not a finished run"
+            raise UserError(f"output directory {out} already exists ({what}): choose another --out or pass --overwrite")
+    data = load_traces(traces)
+    data = [t for t in data if t.output.strip()]
+    if not data:
+        raise UserError("all traces have an empty output: nothing to train on; check the trace files")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    fp = fingerprint(data)
+
+    # template (needs the tokenizer for 'auto' / 'chat'): build texts with the plain template for
+    # the scratch tokenizer's vocabulary, then pick the template from the loaded tokenizer
+    plain = NAMED_TEMPLATES["plain"] if cfg.template in ("auto", "chat") else NAMED_TEMPLATES[cfg.template]
+    vocab_texts = [plain.render_prompt(t.question) + plain.render_completion(t.output) for t in data]
+    model, tok = _load_student(student, vocab_texts, cfg)
+    if cfg.template == "auto":
+        template = PromptTemplate.for_tokenizer(tok)
+    elif cfg.template == "chat":
+        if not getattr(tok, "chat_template", None):
+            raise UserError(f"template 'chat' requested but the tokenizer of {student!r} has no chat template; use template: plain")
+        template = PromptTemplate(kind="chat")
+    else:
+        template = NAMED_TEMPLATES[cfg.template]
+    add_special = template.kind != "chat"
+
+    # ---- batching geometry ---------------------------------------------------------------
+    micro = cfg.micro_batch_size or max(cfg.batch_size // world, 1)
+    if cfg.batch_size % (micro * world):
+        raise UserError(
+            f"batch_size {cfg.batch_size} is not a multiple of micro_batch_size {micro} x {world} devices: "
+            "change batch_size or micro_batch_size"
+        )
+    accum = cfg.batch_size // (micro * world)
+
+    # ---- encode --------------------------------------------------------------------------
+    rows = []
+    n_trunc = 0
+    for t in data:
+        enc = encode_example(template.render_prompt(t.question, tok), template.render_completion(t.output),
+                             tok, cfg.cutoff_len, add_special_tokens=add_special)
+        n_trunc += enc.pop("truncated")
+        rows.append(enc)
+    mean_len = sum(len(r["input_ids"]) for r in rows) / len(rows)
+    steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    if cfg.max_tokens:
+        max_steps = max(1, math.ceil(cfg.max_tokens / (mean_len * cfg.batch_size)))
+        if cfg.max_steps:
+            max_steps = min(max_steps, cfg.max_steps)
+    elif cfg.max_steps:
+        max_steps = cfg.max_steps
+    else:
+        max_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+
+    # ---- packing mode (verified on the model) ---------------------------------------------
+    mode = packing_mode(model) if cfg.packing != "off" else None
+    if cfg.packing == "on" and mode is None:
+        raise UserError(
+            f"packing: on, but {type(model).__name__} does not reproduce unpacked logits with a 4-D mask "
+            "or position ids: use packing: auto (length-grouped padding)"
+        )
+    collator = PackingCollator(tok.pad_token_id, cfg.pack_length, mode) if mode else PaddingCollator(tok.pad_token_id)
+
+    # ---- LoRA ----------------------------------------------------------------------------
+    if cfg.lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+            target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM",
+        ))
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+
+    # ---- run identity / resume -------------------------------------------------------------
+    run_key = hashlib.sha256(json.dumps(
+        {"config": cfg.model_dump(mode="json"), "student": student, "data": fp, "world": world},
+        sort_keys=True).encode()).hexdigest()
+    resume_from = None
+    if work.exists():
+        key_file = work / "run_key.json"
+        old_key = json.loads(key_file.read_text()).get("key") if key_file.is_file() else None
+        last = _last_checkpoint(ckpt_dir)
+        if overwrite or last is None:
+            if main:
+                shutil.rmtree(work, ignore_errors=True)
+        elif resume:
+            if old_key is not None and old_key != run_key:
+                raise UserError(
+                    f"{work} holds an interrupted run with a different config, student or data: "
+                    "rerun with the original settings, or pass --overwrite to start over"
+                )
+            resume_from = last
+        else:
+            raise UserError(
+                f"{work} holds an interrupted run (last {last.name}): pass --resume to continue it "
+                "or --overwrite to start over"
+            )
+    if overwrite and out.exists() and main:
+        shutil.rmtree(out)
+    if main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(work / "run_key.json", json.dumps({"key": run_key}) + "\n")
+
+    # ---- trainer -------------------------------------------------------------------------
+    device_type = "cuda" if torch.cuda.is_available() and not os.environ.get("ACCELERATE_USE_CPU") else "cpu"
+    precision = _resolve_precision(cfg, device_type)
+    sched = cfg.lr_scheduler
+    sched_kwargs: dict[str, Any] = {}
+    if sched == "cosine" and cfg.min_lr_ratio > 0:
+        sched, sched_kwargs = "cosine_with_min_lr", {"min_lr_rate": cfg.min_lr_ratio}
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accum,
+        max_steps=max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=sched,
+        lr_scheduler_kwargs=sched_kwargs,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        adam_epsilon=cfg.adam_epsilon,
+        max_grad_norm=cfg.max_grad_norm,
+        optim="adamw_torch",
+        seed=cfg.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device_type == "cpu",
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        train_sampling_strategy="random" if mode else "group_by_length",
+        include_num_input_tokens_seen="no",
+        gradient_checkpointing=False,
+        deepspeed=cfg.deepspeed,
+        fsdp=cfg.fsdp or "",
+        fsdp_config=cfg.fsdp_config,
+        ddp_find_unused_parameters=False if world > 1 else None,
+        log_level="warning",
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    peak = _peak_flops(cfg, precision)
+    Trainer = _make_trainer_class()
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=_ListDataset(rows),
+        data_collator=collator,
+        processing_class=tok,
+        mask_mode=mode,
+        n_params=n_trainable if cfg.lora.enabled else n_params,
+        peak_flops=peak,
+        callbacks=[_progress_callback(max_steps, progress)],
+    )
+    transformers.logging.set_verbosity_error()
+    trainer._session_t0 = time.perf_counter()
+    if resume_from is not None:
+        trainer._session_tok0 = json.loads((resume_from / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
+    t_train = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_wall = time.perf_counter() - t_train
+    trainer.flush_tokens()
+
+    # ---- write the finished directory (rank 0), atomically ---------------------------------
+    final_model = trainer.model
+    checksums = None
+    if world > 1:
+        import torch.distributed as dist
+
+        mine = _params_checksum(trainer.accelerator.unwrap_model(final_model))
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, mine)
+        checksums = gathered
+    state = trainer.state
+    history = [dict(r) for r in state.log_history if "loss" in r]
+    total_tokens = int(state.num_input_tokens_seen)
+    completion_tokens_per_epoch = sum(sum(1 for x in r["labels"] if x != -100) for r in rows)
+    result_summary: dict[str, Any] = {}
+    if main:
+        if stage.exists():
+            shutil.rmtree(stage)
+        stage.mkdir(parents=True)
+        to_save = trainer.accelerator.unwrap_model(final_model)
+        if cfg.lora.enabled:
+            to_save.save_pretrained(stage / "adapter")
+            to_save = to_save.merge_and_unload()
+        to_save.save_pretrained(stage, safe_serialization=True)
+        tok.save_pretrained(stage)
+        template.save(stage)
+        final_loss = history[-1]["loss"] if history else None
+        tps = (total_tokens - trainer._session_tok0) / max(train_wall, 1e-9)
+        summary = {
+            "student": student,
+            "model_class": type(to_save).__name__,
+            "params": n_params,
+            "trainable_params": n_trainable,
+            "examples": len(rows),
+            "truncated_examples": n_trunc,
+            "steps": state.global_step,
+            "epochs": round(state.global_step * cfg.batch_size / len(rows), 4),
+            "batch_size": cfg.batch_size,
+            "micro_batch_size": micro,
+            "grad_accum": accum,
+            "world_size": world,
+            "train_tokens": total_tokens,
+            "completion_tokens": int(round(completion_tokens_per_epoch * state.global_step * cfg.batch_size / len(rows))),
+            "wall_s": round(time.perf_counter() - t_start, 3),
+            "train_wall_s": round(train_wall, 3),
+            "tokens_per_s": round(tps, 1),
+            "mfu": round(6 * (n_trainable if cfg.lora.enabled else n_params) * tps / peak, 5) if peak else None,
+            "peak_flops": peak,
+            "final_loss": final_loss,
+            "train_loss": output.training_loss,
+            "batching": f"packed ({mode} mask)" if mode else "padded, length-grouped",
+            "precision": precision,
+            "device": device_type,
+            "threads": torch.get_num_threads(),
+            "resumed_from": resume_from.name if resume_from else None,
+            "data_fingerprint": fp,
+            "rank_param_checksums": checksums,
+            "machine": platform.processor() or platform.machine(),
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        }
+        resolved = {
+            "student": student,
+            "traces": [str(x) for x in traces if not isinstance(x, Trace)] or "<in-memory>",
+            "data_fingerprint": fp,
+            "config": cfg.model_dump(mode="json"),
+            "template": template.model_dump(),
+            "resolved": {"max_steps": max_steps, "micro_batch_size": micro, "grad_accum": accum,
+                          "precision": precision, "batching": summary["batching"]},
+        }
+        _atomic_write(stage / CONFIG_FILE, json.dumps(resolved, indent=2) + "\n")
+        _atomic_write(stage / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+        _plot_loss(history, stage / LOSS_PNG, f"{student}  ({len(rows)} traces, {state.global_step} steps)")
+        _atomic_write(stage / SUMMARY, json.dumps(summary, indent=2) + "\n")
+        _atomic_write(stage / COMPLETE, json.dumps({"data_fingerprint": fp, "run_key": run_key}) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(stage, out)
+        if cfg.keep_checkpoints:
+            pass
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        result_summary = summary
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if not main:
+            result_summary = json.loads((out / SUMMARY).read_text())
+    s = result_summary
+    return TrainResult(
+        model_dir=out, train_tokens=s["train_tokens"], completion_tokens=s["completion_tokens"],
+        steps=s["steps"], wall_s=s["wall_s"], final_loss=s["final_loss"], tokens_per_s=s["tokens_per_s"],
+        summary=s,
+    )

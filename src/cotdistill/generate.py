@@ -1,0 +1,386 @@
+"""Teacher generation: every (example, level, format, sample) -> one Trace, crash-safe and resumable.
+
+>>> from cotdistill.generate import GenerateConfig, generate
+>>> cfg = GenerateConfig(teacher="openai:gpt-4o-mini", levels=[1, 3, 5], formats=["cot"])
+>>> res = generate(examples, "runs/svamp-gpt4o", cfg)      # -> GenerateResult
+>>> res.traces_path                                         # runs/svamp-gpt4o/traces.jsonl
+
+Every completed call is appended to ``OUT/calls.jsonl`` (a :class:`cotdistill.store.Store`,
+fsync'd) the moment it returns, keyed by a hash of (backend, model, messages, sampling
+parameters, sample index). A rerun skips every stored success and retries stored failures, so a
+run killed at any moment and run again yields the same ``traces.jsonl`` without repeating a
+completed call. ``traces.jsonl`` is written at the end, atomically, in a fixed order
+(example, level, format, sample). Level 0 needs no call (``The answer is <gold>.``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field, field_validator
+
+from . import answers
+from .errors import UserError, redact
+from .prompts import EXEMPLARS, answer_only, build_messages, parse_formats, parse_levels
+from .store import Store, content_key
+from .teachers.base import Request, Result, Teacher, TeacherConfig, make_teacher
+from .traces import Trace, write_traces
+
+CALLS_FILE = "calls.jsonl"
+TRACES_FILE = "traces.jsonl"
+
+
+class GenerateConfig(TeacherConfig):
+    """Everything ``cotdistill generate`` needs besides the examples (loadable from YAML)."""
+
+    teacher: str = Field(..., description="backend:model, e.g. openai:gpt-4o-mini, hf:./m, replay:traces.jsonl, lab")
+    levels: list[Union[int, Literal["human"]]] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6],
+                                                       description="Granularity levels; 0 = answer only (no call).")
+    formats: list[str] = Field(default_factory=lambda: ["cot"], description="Formats among cot, subq, rar, sym.")
+    samples: int = Field(1, ge=1, description="Samples per (example, level, format); use temperature > 0 for n > 1.")
+    hint_gold: bool = Field(False, description="Show the gold answer to the teacher (the paper's 'with ground truth').")
+    price_in: Optional[float] = Field(None, ge=0, description="USD per 1M prompt tokens, for the cost column.")
+    price_out: Optional[float] = Field(None, ge=0, description="USD per 1M completion tokens.")
+
+    @field_validator("levels", mode="before")
+    @classmethod
+    def _levels(cls, v: Any) -> Any:
+        return parse_levels(v)
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _formats(cls, v: Any) -> Any:
+        return parse_formats(v)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved config without secrets (written to OUT/config.json)."""
+        d = self.model_dump(mode="json", exclude={"api_key"})
+        d["api_key"] = "***" if self.api_key else None
+        return d
+
+
+class GenerationInterrupted(UserError):
+    """Ctrl-C: everything completed is stored; the same command resumes."""
+
+    exit_code = 130
+
+
+@dataclass
+class GenerateResult:
+    out_dir: Path
+    traces_path: Path
+    traces: list[Trace]
+    calls: int  # teacher calls this command needs in total
+    cached: int  # of which already stored before this run
+    done: int  # completed in this run
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def _job_key(teacher: Teacher, req: Request) -> str:
+    if teacher.cacheable:
+        return content_key({"backend": teacher.backend, "model": teacher.model, "messages": req.messages,
+                            "params": teacher.params(), "sample": req.sample})
+    ex = req.example
+    return content_key({"backend": teacher.backend, "model": teacher.model, "task": ex.task, "id": ex.id,
+                        "question": ex.question, "level": req.level, "format": req.fmt, "sample": req.sample})
+
+
+def plan(examples: list[Any], config: GenerateConfig, teacher: Teacher | None = None) -> list[Request]:
+    """All jobs in output order. Level 0 jobs have ``messages=None`` and ``key=""`` (no call)."""
+    jobs: list[Request] = []
+    needs_messages = teacher.needs_messages if teacher is not None else True
+    if teacher is not None and teacher.backend not in ("replay",) and "human" in config.levels:
+        raise UserError("level 'human' can only be replayed from imported data: use --teacher replay:FILE")
+    for ex in examples:
+        for level in config.levels:
+            for fmt in config.formats:
+                for s in range(1 if level == 0 else config.samples):
+                    r = Request(example=ex, level=level, fmt=fmt, sample=s)
+                    if level != 0:
+                        if needs_messages:
+                            r.messages = build_messages(ex, level, fmt, hint_gold=config.hint_gold)
+                        if teacher is not None:
+                            r.key = _job_key(teacher, r)
+                    jobs.append(r)
+    return jobs
+
+
+def _est_completion_tokens(answer_type: str, level: Any, fmt: str) -> float:
+    ex = EXEMPLARS.get((answer_type, level, fmt)) or EXEMPLARS.get((answer_type, level, "cot")) or ""
+    return 1.5 * len(ex) / 4  # benchmark questions run ~1.5x our exemplars
+
+
+def dry_run(examples: list[Any], config: GenerateConfig, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Count calls (minus those already stored in ``out_dir``) and estimate tokens; calls nothing."""
+    jobs = plan(examples, config)
+    store_keys: set[str] = set()
+    backend, _, model = config.teacher.partition(":")
+    cacheable = backend in ("openai", "hf", "vllm")
+    if out_dir is not None and cacheable and (Path(out_dir) / CALLS_FILE).exists():
+        st = Store(Path(out_dir) / CALLS_FILE)
+        store_keys = {r["key"] for r in st.records() if r.get("status") == "ok"}
+        st.close()
+    rows: dict[tuple, dict[str, Any]] = {}
+    for j in jobs:
+        row = rows.setdefault((j.level, j.fmt), {"level": j.level, "format": j.fmt, "calls": 0, "cached": 0,
+                                                  "prompt_tokens": 0.0, "completion_tokens": 0.0})
+        if j.level == 0:
+            continue
+        if cacheable and j.messages is not None:
+            key = content_key({"backend": backend, "model": model, "messages": j.messages,
+                               "params": {"temperature": config.temperature, "top_p": config.top_p,
+                                          "max_tokens": config.max_tokens, "seed": config.seed},
+                               "sample": j.sample})
+            if key in store_keys:
+                row["cached"] += 1
+                continue
+        row["calls"] += 1
+        if j.messages is not None:
+            row["prompt_tokens"] += sum(len(m["content"]) for m in j.messages) / 4
+        row["completion_tokens"] += _est_completion_tokens(j.example.answer_type, j.level, j.fmt)
+    out = []
+    for row in rows.values():
+        row["prompt_tokens"] = int(row["prompt_tokens"])
+        row["completion_tokens"] = int(row["completion_tokens"])
+        row["cost"] = _cost(config, row["prompt_tokens"], row["completion_tokens"])
+        out.append(row)
+    total = {k: sum(r[k] for r in out) for k in ("calls", "cached", "prompt_tokens", "completion_tokens")}
+    total["cost"] = _cost(config, total["prompt_tokens"], total["completion_tokens"])
+    return {"rows": out, "total": total}
+
+
+def _cost(config: GenerateConfig, p: float, c: float) -> float | None:
+    if config.price_in is None and config.price_out is None:
+        return None
+    return round((p * (config.price_in or 0) + c * (config.price_out or 0)) / 1e6, 6)
+
+
+def _run_coro(factory):
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # called from inside an event loop (notebooks)
+        return pool.submit(asyncio.run, factory()).result()
+
+
+def generate(
+    examples: list[Any],
+    out_dir: str | os.PathLike,
+    config: GenerateConfig | None = None,
+    *,
+    teacher: Teacher | None = None,
+    progress: bool = True,
+    console: Any = None,
+    **overrides: Any,
+) -> GenerateResult:
+    """Generate traces for ``examples`` into ``out_dir/traces.jsonl`` (resumable; see module doc).
+
+    ``config`` may be omitted and given as keyword overrides (``teacher="lab", levels=[0, 3]``).
+    Failed calls are stored with their error, listed in ``out_dir/failed.jsonl`` and retried by
+    the next run; they do not raise. A fatal error (bad key, unknown model) raises UserError.
+    """
+    if config is None:
+        config = GenerateConfig(**overrides)
+    elif overrides:
+        config = config.model_copy(update=overrides)
+        config = GenerateConfig.model_validate(config.model_dump())
+    if not examples:
+        raise UserError("no examples to generate for: check --task/--split/--limit")
+    t_start = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = teacher or make_teacher(config.teacher, config)
+    secrets = teacher.secrets() + ([config.api_key.get_secret_value()] if config.api_key else [])
+    _atomic_write(out / "config.json", json.dumps(config.public_dict(), indent=2) + "\n")
+    jobs = plan(examples, config, teacher)
+
+    store = Store(out / CALLS_FILE) if teacher.cacheable else None
+    mem: dict[str, dict[str, Any]] = {}  # results of non-cacheable teachers (replay, lab)
+    unique: dict[str, Request] = {}
+    for j in jobs:
+        if j.level != 0 and j.key not in unique:
+            unique[j.key] = j
+    pending = [j for k, j in unique.items() if store is None or store.ok(k) is None]
+    cached = len(unique) - len(pending)
+    counts = {"done": 0, "failed": 0, "prompt": 0, "completion": 0}
+
+    def record(req: Request, res: Result | Exception) -> None:
+        ex = req.example
+        base = {"teacher": teacher.name, "task": ex.task, "id": ex.id, "level": req.level, "format": req.fmt,
+                "sample": req.sample, "t": round(time.time(), 3)}
+        if isinstance(res, Exception):
+            rec = {"status": "error", **base, "error": redact(str(res), *secrets)}
+            counts["failed"] += 1
+        else:
+            rec = {"status": "ok", **base, "output": res.text, "usage": res.usage, "finish_reason": res.finish_reason}
+            if res.teacher:
+                rec["trace_teacher"] = res.teacher
+            if res.source:
+                rec["source"] = res.source
+            counts["done"] += 1
+            if res.usage:
+                counts["prompt"] += res.usage.get("prompt_tokens", 0)
+                counts["completion"] += res.usage.get("completion_tokens", 0)
+        if store is not None:
+            store.put(req.key, rec)
+        else:
+            mem[req.key] = {"key": req.key, **rec}
+
+    prog = _Progress(len(unique), cached, counts, enabled=progress and bool(pending), console=console, teacher=teacher.name)
+
+    async def run() -> None:
+        agen = teacher.stream(pending)
+        try:
+            async for req, res in agen:
+                record(req, res)
+                prog.update()
+        finally:
+            await agen.aclose()
+
+    try:
+        with prog:
+            if pending:
+                _run_coro(run)
+    except KeyboardInterrupt:
+        total = len(store) if store is not None else 0
+        if store is not None:
+            store.close()
+        raise GenerationInterrupted(
+            f"interrupted: {counts['done']} calls completed in this run, {total} stored in {out / CALLS_FILE}; "
+            "rerun the same command to resume"
+        ) from None
+    finally:
+        teacher.close()
+
+    traces, failed = _collect(jobs, teacher, store, mem)
+    if store is not None:
+        store.close()
+    traces_path = out / TRACES_FILE
+    write_traces(traces_path, traces)
+    _atomic_write(out / "failed.jsonl", "".join(json.dumps(f) + "\n" for f in failed))
+    summary = summarize(traces, config, failed)
+    _atomic_write(out / "summary.json", json.dumps({"rows": summary, "calls": len(unique), "cached": cached,
+                                                      "done": counts["done"], "failed": len(failed)}, indent=2) + "\n")
+    return GenerateResult(out, traces_path, traces, len(unique), cached, counts["done"], failed, summary,
+                          round(time.time() - t_start, 3))
+
+
+def _collect(jobs: list[Request], teacher: Teacher, store: Store | None, mem: dict[str, dict[str, Any]]):
+    traces: list[Trace] = []
+    failed: list[dict[str, Any]] = []
+    seen_failed: set[str] = set()
+    for j in jobs:
+        ex = j.example
+        rec: dict[str, Any] | None
+        if j.level == 0:
+            rec = {"status": "ok", "output": answer_only(ex), "usage": None}
+        else:
+            rec = store.get(j.key) if store is not None else mem.get(j.key)
+        if rec is None or rec.get("status") != "ok":
+            if j.key not in seen_failed:
+                seen_failed.add(j.key)
+                failed.append({"task": ex.task, "id": ex.id, "level": j.level, "format": j.fmt, "sample": j.sample,
+                               "error": (rec or {}).get("error", "not run (interrupted)")})
+            continue
+        output = rec.get("output") or ""
+        pred, ok = answers.correct(output, ex.answer, ex.answer_type)
+        usage = rec.get("usage") or None
+        traces.append(Trace(
+            id=ex.id, task=ex.task, question=ex.question, gold=ex.answer,
+            teacher=rec.get("trace_teacher") or teacher.name, level=j.level, format=j.fmt, sample=j.sample,
+            output=output, pred=pred, correct=ok, usage=usage,
+            source=rec.get("source") or ("gold answer (level 0)" if j.level == 0 else f"cotdistill generate {teacher.name}"),
+        ))
+    return traces, failed
+
+
+def summarize(traces: list[Trace], config: GenerateConfig, failed: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Per (level, format): rows, failed, correct %, mean words, tokens, cost."""
+    cells: dict[tuple, dict[str, Any]] = {}
+    order = {lv: i for i, lv in enumerate(config.levels)}
+    for t in traces:
+        c = cells.setdefault((t.level, t.format), {"level": t.level, "format": t.format, "rows": 0, "failed": 0,
+                                                    "_correct": 0, "_words": 0, "prompt_tokens": 0,
+                                                    "completion_tokens": 0})
+        c["rows"] += 1
+        c["_correct"] += bool(t.correct)
+        c["_words"] += len(t.output.split())
+        if t.usage:
+            c["prompt_tokens"] += t.usage.get("prompt_tokens", 0)
+            c["completion_tokens"] += t.usage.get("completion_tokens", 0)
+    for f in failed or []:
+        c = cells.setdefault((f["level"], f["format"]), {"level": f["level"], "format": f["format"], "rows": 0,
+                                                         "failed": 0, "_correct": 0, "_words": 0,
+                                                         "prompt_tokens": 0, "completion_tokens": 0})
+        c["failed"] += 1
+    rows = []
+    for key in sorted(cells, key=lambda k: (order.get(k[0], 99), config.formats.index(k[1]) if k[1] in config.formats else 9)):
+        c = cells[key]
+        n = c["rows"]
+        rows.append({
+            "level": c["level"], "format": c["format"], "rows": n, "failed": c["failed"],
+            "correct_pct": round(100.0 * c["_correct"] / n, 2) if n else None,
+            "mean_words": round(c["_words"] / n, 1) if n else None,
+            "prompt_tokens": c["prompt_tokens"], "completion_tokens": c["completion_tokens"],
+            "cost": _cost(config, c["prompt_tokens"], c["completion_tokens"]),
+        })
+    return rows
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class _Progress:
+    """A rich progress bar with done / failed / cached counts, tokens and ETA (no-op when disabled)."""
+
+    def __init__(self, total: int, cached: int, counts: dict[str, int], enabled: bool, console: Any, teacher: str):
+        self.enabled = enabled
+        self.counts = counts
+        self.cached = cached
+        self.total = total
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.p = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("done {task.fields[done]} · failed {task.fields[failed]} · cached {task.fields[cached]} · "
+                       "tokens {task.fields[tokens]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=console or Console(stderr=True), transient=False,
+        )
+        self.task = self.p.add_task(f"generate {teacher}", total=total, completed=cached, done=0, failed=0,
+                                    cached=cached, tokens=0)
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            self.p.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self.p.stop()
+
+    def update(self) -> None:
+        if not self.enabled:
+            return
+        c = self.counts
+        self.p.update(self.task, completed=self.cached + c["done"] + c["failed"], done=c["done"], failed=c["failed"],
+                      tokens=f"{c['prompt'] + c['completion']:,}")

@@ -1,0 +1,109 @@
+"""Append-only, crash-safe record store keyed by content hash.
+
+One JSON line per record, ``{"key": ..., "status": "ok"|"error", ...}``, written with
+``flush`` + ``fsync`` the moment a call completes, so a run killed at any instant (even SIGKILL)
+loses at most the line being written. On open, a torn last line (no trailing newline, or not
+valid JSON) is cut off before anything new is appended. The newest record of a key wins, so a
+failed call recorded as ``error`` is superseded by a later success.
+
+>>> st = Store("run/calls.jsonl")
+>>> k = content_key({"backend": "openai", "model": "m", "messages": [...], "params": {...}, "sample": 0})
+>>> st.get(k)        # None, or the stored record
+>>> st.put(k, {"status": "ok", "output": "...", "usage": {...}})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def content_key(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys, no whitespace)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class Store:
+    """Append-only JSONL store. Thread-safe; one writer process at a time per file."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._records: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self.torn_lines = 0
+        self._load()
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    # -- loading -----------------------------------------------------------------------------
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            data = f.read()
+        good_end = 0
+        pos = 0
+        while pos < len(data):
+            nl = data.find(b"\n", pos)
+            if nl < 0:  # torn last line (killed mid-write)
+                self.torn_lines += 1
+                break
+            line = data[pos:nl]
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                    self._records[rec["key"]] = rec
+                except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+                    # a corrupt line in the middle is skipped (never expected with fsync'd appends)
+                    self.torn_lines += 1
+            pos = nl + 1
+            good_end = pos
+        if good_end < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(good_end)
+                f.flush()
+                os.fsync(f.fileno())
+
+    # -- access ------------------------------------------------------------------------------
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self._records.get(key)
+
+    def ok(self, key: str) -> dict[str, Any] | None:
+        """The stored record when it is a success, else None."""
+        rec = self._records.get(key)
+        return rec if rec is not None and rec.get("status") == "ok" else None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        return iter(list(self._records.values()))
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        """Append a record durably (flush + fsync before returning)."""
+        rec = {"key": key, **{k: v for k, v in record.items() if k != "key"}}
+        line = json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._records[key] = rec
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

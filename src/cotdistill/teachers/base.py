@@ -1,0 +1,147 @@
+"""The teacher interface: one request per (example, level, format, sample), results streamed back.
+
+Backends are named ``backend:model``: ``openai:gpt-4o-mini``, ``hf:/path/to/model``,
+``vllm:/path/to/model``, ``replay:traces.jsonl``, ``lab``. :func:`make_teacher` builds one from
+that name and a :class:`TeacherConfig`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from ..errors import UserError
+
+
+class TeacherConfig(BaseModel):
+    """Sampling and transport settings shared by all backends (unused fields are ignored by a backend)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.0, ge=0.0, description="Sampling temperature; 0 = greedy (the paper's teachers were queried near-deterministically).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_tokens: int = Field(1024, ge=1, description="Completion token cap per call; a rationale that hits it is marked truncated (curate drops it).")
+    seed: Optional[int] = Field(None, description="Sampling seed passed to backends that accept one.")
+    # openai-compatible transport
+    base_url: Optional[str] = Field(None, description="Server URL; default $OPENAI_BASE_URL, else api.openai.com.")
+    api_key: Optional[SecretStr] = Field(None, description="API key; default $OPENAI_API_KEY. Never written to any file or log.")
+    concurrency: int = Field(32, ge=1, description="Calls in flight at once.")
+    timeout: float = Field(120.0, gt=0, description="Seconds per request before it is abandoned and retried.")
+    max_retries: int = Field(6, ge=0, description="Retries per call (429, 5xx, timeouts, dropped connections, malformed bodies).")
+    backoff_base: float = Field(1.0, ge=0, description="First retry delay in seconds; doubles per attempt, with jitter.")
+    backoff_max: float = Field(60.0, ge=0, description="Upper bound of one backoff delay (a server's Retry-After is honoured even when longer).")
+    rpm: Optional[float] = Field(None, gt=0, description="Requests-per-minute limit (token bucket), none by default.")
+    tpm: Optional[float] = Field(None, gt=0, description="Tokens-per-minute limit (prompt estimate + max_tokens), none by default.")
+    # local backends
+    batch_size: int = Field(16, ge=1, description="Prompts per batch for hf / vllm backends.")
+    # replay
+    replay_teacher: Optional[str] = Field(None, description="Replay only traces of this teacher (when the file holds several).")
+
+
+@dataclass
+class Request:
+    """One teacher call: ``messages`` is None for backends that do not read prompts (replay, lab)."""
+
+    example: Any
+    level: int | str
+    fmt: str
+    sample: int
+    messages: list[dict[str, str]] | None = None
+    key: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    text: str
+    usage: dict[str, int] | None = None
+    finish_reason: str | None = None
+    teacher: str | None = None  # overrides the teacher name in the trace (replay keeps the original)
+    source: str | None = None
+
+
+class TeacherError(Exception):
+    """A call that failed after its retries (recorded in the store, retried on the next run)."""
+
+
+class FatalTeacherError(UserError):
+    """A failure no retry can fix (bad key, unknown model): stops the run with one line."""
+
+
+class Teacher:
+    backend: str = ""
+    model: str = ""
+    cacheable: bool = True  # results go to the crash-safe store
+    needs_messages: bool = True
+    batch_size: int = 16
+
+    def __init__(self, model: str = "", config: TeacherConfig | None = None):
+        self.model = model
+        self.config = config or TeacherConfig()
+        self.batch_size = self.config.batch_size
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}:{self.model}" if self.model else self.backend
+
+    def params(self) -> dict[str, Any]:
+        """Sampling parameters that change the output (part of the cache key)."""
+        c = self.config
+        return {"temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.max_tokens, "seed": c.seed}
+
+    def secrets(self) -> list[str]:
+        return []
+
+    def generate_batch(self, requests: list[Request]) -> list[Result | Exception]:  # pragma: no cover
+        raise NotImplementedError
+
+    async def stream(self, requests: list[Request]) -> AsyncIterator[tuple[Request, Result | Exception]]:
+        """Yield ``(request, result or exception)`` as calls complete. Default: batches in a thread."""
+        for i in range(0, len(requests), self.batch_size):
+            chunk = requests[i : i + self.batch_size]
+            results = await asyncio.to_thread(self.generate_batch, chunk)
+            for r, res in zip(chunk, results):
+                yield r, res
+
+    def close(self) -> None:
+        pass
+
+
+BACKENDS = ("openai", "hf", "vllm", "replay", "lab")
+
+
+def make_teacher(spec: str, config: TeacherConfig | None = None) -> Teacher:
+    """Build a teacher from ``backend:model`` (``lab`` takes no model)."""
+    config = config or TeacherConfig()
+    backend, _, model = spec.partition(":")
+    backend = backend.strip().lower()
+    if backend == "lab":
+        from .lab import LabTeacher
+
+        return LabTeacher(model, config)
+    if backend not in BACKENDS:
+        raise UserError(
+            f"unknown teacher {spec!r}: use backend:model with backend in {', '.join(BACKENDS)} "
+            "(e.g. openai:gpt-4o-mini, hf:./model, replay:traces.jsonl, lab)"
+        )
+    if not model:
+        raise UserError(f"teacher {spec!r} names no model: write {backend}:MODEL")
+    if backend == "openai":
+        from .openai_compat import OpenAITeacher
+
+        return OpenAITeacher(model, config)
+    if backend == "hf":
+        from .hf_local import HFTeacher
+
+        return HFTeacher(model, config)
+    if backend == "vllm":
+        from .vllm import VLLMTeacher
+
+        return VLLMTeacher(model, config)
+    from .replay import ReplayTeacher
+
+    return ReplayTeacher(model, config)

@@ -28,9 +28,13 @@ Extraction rules, tried in this order; the first rule that yields a value wins, 
 1. ``answer_is`` -- the primary convention: the *last* "the answer is X" in the text (any case,
    with or without spaces, also "the answer is: X", "the correct/final answer is X",
    "the answer should/would/must be X", "Answer: X"). The text after the phrase is read up to the
-   end of its sentence; an arithmetic chain "81 - 60 = 21" gives the value after the last "=";
-   a negated answer ("the answer is not D") or an unreadable one ("the answer is <answer>") is
-   skipped and the previous occurrence is tried.
+   end of its sentence; an arithmetic chain "81 - 60 = 21" gives the value after the last "=",
+   a parenthesised comment is ignored ("4000 (profit or loss, ...)"). An unreadable answer
+   ("the answer is <answer>") is skipped and the previous occurrence is tried.
+   ``negated`` -- when the *last* statement refuses to answer ("the answer is not D", "... is
+   none of the above", "... is incorrect") the result is ``None`` with rule ``negated``: no
+   fallback digs an option out of a rationale that rejected it. A negation that names an answer
+   anyway is read ("the answer is not 40, it's 50" -> 50; "not A, B, C, so it must be D" -> D).
 2. ``hash`` -- GSM8K style ``#### X`` (last one).
 3. ``boxed`` -- the last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces).
 4. ``bold`` -- the last markdown ``**X**`` whose content reads as an answer of the type.
@@ -88,6 +92,7 @@ RULES = (
     "last_letter",
     "last_bool",
     "last_math",
+    "negated",
     "none",
 )
 
@@ -118,10 +123,17 @@ _ANSWER_IS = re.compile(
     re.IGNORECASE,
 )
 # answers glued to the phrase ("The answer istrue") are read too, but then "is" has no \b
-_ANSWER_IS_GLUED = re.compile(r"answer\s*is(?=[A-Z0-9$\\(<-])|answeris", re.IGNORECASE)
+_ANSWER_IS_GLUED = re.compile(r"answer\s*is(?=[A-Z0-9$\\(<-])|answeris|answer\s*ist\s*:", re.IGNORECASE)
 
 _NEGATED = re.compile(
-    r"^\W*(?:not\b|none\b|no\s+(?:option|choice|answer|correct)|neither\b|incorrect\b|unknown\b|undefined\b|unclear\b)",
+    r"^\W*(?:not\b|none\b|no\s+(?:option|choice|answer|correct|valid)|neither\b|incorrect\b|unknown\b|undefined\b|"
+    r"unclear\b|cannot\b|can't\b|indeterminate\b|ambiguous\b|n/a\b)",
+    re.IGNORECASE,
+)
+# inside a negated answer, a clause that still names one: "not 40, it's 50", "not A, B, C, so it must be D"
+_AFTER_NEGATION = re.compile(
+    r"(?:\bit'?s|\bit\s+is|\bmust\s+be|\bshould\s+be|\bwould\s+be|\bclosest\s+(?:match|answer|option|choice)(?:\s+is)?|"
+    r"\binstead(?:\s+it\s+is)?)\s*:?\s*(.+)",
     re.IGNORECASE,
 )
 
@@ -276,6 +288,10 @@ def _number_from_span(span: str) -> str | None:
         s = s[: m.start()]
     if _NEGATED.match(s):
         return None
+    # drop parenthesised comments ("4000 (profit or loss, so ... = -4000)"), keep "(24 + 51)"
+    s2 = re.sub(r"\([^()]*[A-Za-z]{2,}[^()]*\)", " ", s)
+    if _first_number(s2) is not None:
+        s = s2
     # an arithmetic chain: the value after the last "=" (or "≈")
     parts = re.split(r"(?<![<>!=])=(?!=)|≈", s)
     for part in reversed(parts):
@@ -335,8 +351,8 @@ def _equal_number(pred: str, gold: str) -> bool:
 # ----------------------------------------------------------------------------- choices
 
 _CHOICE_SPAN = re.compile(
-    r"^(?:\s|[:\-*#\"'`<>\[\]]|<answer>|\\text\{|\\boxed\{|\$|option|choice|answer|letter)*"
-    r"\(?([A-E])(?![A-Za-z0-9'])",
+    r"^(?:\s|[:=\-*#\"'`<>\[\]]|<answer>|\\text\{|\\boxed\{|\$|option|choice|answer|letter)*"
+    r"\(?([A-E])(?![A-Za-z]|'[a-z])",
     re.IGNORECASE,
 )
 _CHOICE_LOWER_OK = re.compile(r"^\W*(?:option|choice)?\s*\(?([a-e])\)?\s*(?:[.):,]|$)", re.IGNORECASE)
@@ -389,7 +405,15 @@ def _choice_from_span(span: str, choices: list[str] | None = None) -> str | None
     if m:
         return m.group(1).upper()
     sent = re.split(r"(?<=[a-z])\.\s|\n", s)[0]
-    return _choice_by_text(sent, choices)
+    v = _choice_by_text(sent, choices)
+    if v:
+        return v
+    # one distinct standalone capital letter later in the line ("30. i.e C", "24 B", "x+2 or Option C")
+    letters = {m.group(1) for m in re.finditer(r"(?<![A-Za-z'])([A-E])(?![a-z]|'[a-z])", s)
+               if not (m.group(1) == "A" and re.match(r"\s+[a-z]", s[m.end():]))}
+    if len(letters) == 1:
+        return letters.pop()
+    return None
 
 
 _LAST_LETTER = re.compile(
@@ -476,7 +500,7 @@ def _math_from_span(span: str) -> str | None:
     if m and m.start() < 20:
         return next(g for g in m.groups() if g is not None).strip() or None
     # plain text: up to the end of the sentence
-    s = re.split(r"\.(?!\d)\s|\.$|\n|,\s(?:so|which|since|because|as)\b", s)[0]
+    s = re.split(r"\.(?!\d)\s|\.$|\n|,\s(?:so|which|since|because|as)\b|\s\((?=[a-z]{3,})", s)[0]
     s = s.strip().rstrip(".").strip()
     return s or None
 
@@ -490,6 +514,7 @@ def _last_math(text: str) -> str | None:
     return found
 
 
+_UNICODE_MATH = str.maketrans({"π": "\\pi ", "×": "\\times ", "÷": "\\div ", "·": "\\cdot ", "∞": "\\infty ", "²": "^2", "³": "^3"})
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mbox|textit|mathbf|operatorname)\s*\{([^{}]*)\}")
 _UNIT_WORDS = (
     r"(?:units?|sq(?:uare)?\s*(?:units?|feet|ft|inches|in|meters|m|cm|miles)?|cubic\s*\w*|degrees?|"
@@ -504,8 +529,15 @@ _UNIT_WORDS = (
 def _normalize_math(s: str) -> str:
     """Normalise a LaTeX answer string (in the style of Hendrycks' ``is_equiv`` / Qwen2.5-Math)."""
     s = _as_text(s)
+    # balance braces cut off by a naive extractor ("\sqrt{5" -> "\sqrt{5}")
+    depth = s.count("{") - s.count("}")
+    if 0 < depth <= 3:
+        s += "}" * depth
     s = _strip_math_wrappers(s)
     s = s.replace("\n", " ").translate(_DASHES)
+    s = s.translate(_UNICODE_MATH)
+    s = re.sub(r"√\s*(\d+(?:\.\d+)?|[a-zA-Z])", r"\\sqrt{\1}", s)
+    s = re.sub(r"√\s*[(\[]([^()\[\]]*)[)\]]", r"\\sqrt{\1}", s)
     s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\:", "").replace("\\ ", " ")
     s = s.replace("\\left", "").replace("\\right", "").replace("\\bigl", "").replace("\\bigr", "")
     s = s.replace("\\Big", "").replace("\\big", "")
@@ -522,10 +554,10 @@ def _normalize_math(s: str) -> str:
         s = _TEXT_CMD.sub(r"\1", s)
     # trailing plain-word units: "441 pounds", "12 sq units"
     s = re.sub(r"(?<=[\d}])\s*(?:" + _UNIT_WORDS + r")(?:\^?\{?\d\}?)?\s*$", "", s, flags=re.I)
-    # "x = 5" / "a=5" -> "5" (one variable on the left only)
-    m = re.match(r"^\s*[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*(.+)$", s)
-    if m and "=" not in m.group(1):
-        s = m.group(1)
+    # "x = 5" -> "5"; a chain "6 \cdot 5 / 2 = 15" or "mr = 10 \cdot 24 = 240" -> its last side
+    parts = _split_top(s, "=")
+    if len(parts) > 1 and parts[-1].strip() and not re.search(r"[<>]$|\\[lg]e?q?$|\\neq?$", parts[-2].strip()):
+        s = parts[-1]
     # thousands separators "14,641" (only when the whole thing is a number)
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s.strip()):
         s = s.replace(",", "")
@@ -534,6 +566,8 @@ def _normalize_math(s: str) -> str:
     s = re.sub(r"\\frac\s*\{([^{}]*)\}\s*(\d)", r"\\frac{\1}{\2}", s)
     s = re.sub(r"\\frac\s*(\d)\s*\{", r"\\frac{\1}{", s)
     s = re.sub(r"\\sqrt\s*(\d+|[a-zA-Z])", r"\\sqrt{\1}", s)
+    s = re.sub(r"\\binom\s*(\d)\s*(\d)", r"\\binom{\1}{\2}", s)
+    s = re.sub(r"\{\s*(\w+)\s*\\choose\s*(\w+)\s*\}", r"\\binom{\1}{\2}", s)
     s = re.sub(r"\s+", "", s)
     s = s.rstrip(".")
     # 0.5 -> .5 style leading zero, "5." -> "5"
@@ -544,14 +578,10 @@ def _normalize_math(s: str) -> str:
             s = _fmt(Fraction(s))
         except ValueError:
             pass
-    # balance braces cut off by a naive extractor ("\sqrt{5" -> "\sqrt{5}")
-    depth = s.count("{") - s.count("}")
-    if 0 < depth <= 3:
-        s += "}" * depth
     return s
 
 
-_ALLOWED_NAMES = {"sqrt", "pi", "oo", "log", "sin", "cos", "tan", "exp", "I", "E", "Rational", "Integer"}
+_ALLOWED_NAMES = {"sqrt", "pi", "oo", "log", "sin", "cos", "tan", "exp", "binomial", "factorial"}
 
 
 def _latex_to_sympy_str(s: str) -> str | None:
@@ -621,13 +651,14 @@ def _latex_to_sympy_str(s: str) -> str | None:
     t = repl_frac(t)
     if t is None:
         return None
+    t = re.sub(r"\\binom\{([^{}]*)\}\{([^{}]*)\}", r"binomial(\1,\2)", t)
     t = t.replace("\\cdot", "*").replace("\\times", "*").replace("\\div", "/").replace("\\ast", "*")
     t = t.replace("\\pi", " pi ").replace("\\infty", " oo ").replace("\\ln", " log ").replace("\\log", " log ")
     for fn in ("sin", "cos", "tan", "exp"):
         t = t.replace("\\" + fn, f" {fn} ")
     t = t.replace("^", "**").replace("{", "(").replace("}", ")")
     t = t.replace("\\", "")
-    if re.search(r"[^0-9a-zA-Z+\-*/(). ,_]", t):
+    if re.search(r"[^0-9a-zA-Z+\-*/(). ,_!]", t):
         return None
     for name in re.findall(r"[A-Za-z_]+", t):
         if len(name) > 1 and name not in _ALLOWED_NAMES:
@@ -697,14 +728,14 @@ def _sympy_equal(a: str, b: str) -> bool:
     return bool(_run_with_timeout(work))
 
 
-def _split_top(s: str) -> list[str]:
+def _split_top(s: str, sep: str = ",") -> list[str]:
     parts, depth, cur = [], 0, []
     for c in s:
         if c in "([{":
             depth += 1
         elif c in ")]}":
             depth -= 1
-        if c == "," and depth == 0:
+        if c == sep and depth == 0:
             parts.append("".join(cur))
             cur = []
         else:
@@ -820,7 +851,15 @@ def _extract(text: str, answer_type: str, choices) -> tuple[str | None, str]:
     if not text.strip():
         return None, "none"
     # 1. "the answer is X", last occurrence first
-    for span in _answer_spans(text):
+    for i, span in enumerate(_answer_spans(text)):
+        if _NEGATED.match(span):
+            m = _AFTER_NEGATION.search(span)
+            v = _read_span(m.group(1), answer_type, choices) if m else None
+            if v:
+                return v, "answer_is"
+            if i == 0:  # the final statement refuses to answer ("none of the above", "not D")
+                return None, "negated"
+            continue
         v = _read_span(span, answer_type, choices)
         if v:
             return v, "answer_is"
@@ -864,6 +903,10 @@ def _extract(text: str, answer_type: str, choices) -> tuple[str | None, str]:
         return (v, "last_bool") if v else (None, "none")
     v = _last_math(text)
     if v:
+        # "$6 \cdot 2 = 12$": the value after the last top-level "="
+        parts = [p for p in re.split(r"(?<![<>!\\])=", v) if p.strip()]
+        if len(parts) > 1:
+            v = parts[-1]
         v = _normalize_math(v)
         if v:
             return v, "last_math"

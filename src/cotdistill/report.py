@@ -1,0 +1,668 @@
+"""Study reports: tables in the paper's layout, plots, paired significance and written findings.
+
+``write_report(study_dir)`` reads ``results.jsonl`` (and each cell's ``eval/predictions.jsonl``
+for paired tests) and writes ``report.md``, ``report.html`` (self-contained: PNGs embedded as
+data URIs) and the PNGs under ``figures/``. Everything in the findings section is computed from
+the data; nothing is templated prose about results that were not measured.
+
+Seeds are aggregated as mean ± sample standard deviation (``±0`` with one seed, flagged).
+Paired significance between two levels of one (task, teacher, format, student) uses the
+predictions of the same test items (and seeds): exact two-sided McNemar test on the discordant
+pairs plus a paired-bootstrap 95 % interval of the accuracy difference.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import random
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+GroupKey = tuple  # (task, teacher, format)
+
+
+# ------------------------------------------------------------------------------------------
+# loading and aggregation
+# ------------------------------------------------------------------------------------------
+def load_results(study_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of ``results.jsonl``; merged from the cells first when ``study.json`` is present."""
+    d = Path(study_dir)
+    if not d.is_dir():
+        raise UserError(f"study directory {d} does not exist: pass the output_dir of a study")
+    if (d / "study.json").exists():
+        from .study import StudyConfig, merge_results
+
+        try:
+            cfg = StudyConfig.model_validate(json.loads((d / "study.json").read_text()))
+            cfg.output_dir = str(d.resolve())
+            merge_results(cfg)
+        except Exception:  # noqa: BLE001 - a foreign results.jsonl is still readable below
+            pass
+    p = d / "results.jsonl"
+    if not p.exists():
+        raise UserError(f"{d} has no results.jsonl: run `cotdistill study CONFIG` first")
+    rows = []
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{p}:{i}: malformed JSON ({e.msg}); rerun the study to rewrite it") from None
+    return rows
+
+
+def _lvl_sort(level: Any) -> tuple:
+    return (1, 0) if level == "human" else (0, int(level))
+
+
+def _lvl_name(level: Any) -> str:
+    return "human" if level == "human" else ("L0 (answer only)" if int(level) == 0 else f"L{level}")
+
+
+@dataclass
+class Agg:
+    mean: float
+    sd: float
+    n_seeds: int
+    ci_low: float
+    ci_high: float
+    mean_output_tokens: float | None
+    train_tokens: float | None
+    cells: list[str]
+
+    def fmt(self, pct: bool = True) -> str:
+        m = self.mean * 100
+        if self.n_seeds > 1:
+            return f"{m:.1f} ± {self.sd * 100:.1f}"
+        return f"{m:.1f}"
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[tuple, Agg]:
+    """(task, teacher, format, student, level) -> mean ± sd over seeds (ok rows only)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get("status", "ok") != "ok":
+            continue
+        groups[(r["task"], r["teacher"], r["format"], r["student"], r["level"])].append(r)
+    out = {}
+    for k, rs in groups.items():
+        accs = [float(r["accuracy"]) for r in rs]
+        toks = [float(r["mean_output_tokens"]) for r in rs if r.get("mean_output_tokens") is not None]
+        tt = [float(r["train_tokens"]) for r in rs if r.get("train_tokens") is not None]
+        out[k] = Agg(
+            mean=statistics.fmean(accs), sd=statistics.stdev(accs) if len(accs) > 1 else 0.0, n_seeds=len(accs),
+            ci_low=statistics.fmean(float(r["ci_low"]) for r in rs),
+            ci_high=statistics.fmean(float(r["ci_high"]) for r in rs),
+            mean_output_tokens=statistics.fmean(toks) if toks else None,
+            train_tokens=statistics.fmean(tt) if tt else None,
+            cells=[r.get("cell", "") for r in rs],
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# paired significance
+# ------------------------------------------------------------------------------------------
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts ``b`` (A right, B wrong), ``c``."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_bootstrap(a: list[int], b: list[int], iters: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % paired-bootstrap interval of mean(b) - mean(a) over the same items."""
+    n = len(a)
+    if n == 0:
+        return 0.0, 0.0
+    rng = random.Random(seed)
+    diffs = [bb - aa for aa, bb in zip(a, b)]
+    stats = []
+    for _ in range(iters):
+        s = 0
+        for _ in range(n):
+            s += diffs[rng.randrange(n)]
+        stats.append(s / n)
+    stats.sort()
+    return stats[int(0.025 * iters)], stats[min(iters - 1, int(0.975 * iters))]
+
+
+def _stats_helpers():
+    """Prefer the evaluation engineer's ``cotdistill.stats`` helpers when they exist."""
+    try:
+        from . import stats as st  # type: ignore[attr-defined]
+    except ImportError:
+        return mcnemar_exact, paired_bootstrap
+    mc = getattr(st, "mcnemar_exact", None) or getattr(st, "mcnemar", None)
+    pb = getattr(st, "paired_bootstrap", None)
+    return (mc if callable(mc) else mcnemar_exact), (pb if callable(pb) else paired_bootstrap)
+
+
+def _predictions(study_dir: Path, cell: str) -> dict[str, int] | None:
+    p = study_dir / "cells" / cell / "eval" / "predictions.jsonl"
+    if not p.exists():
+        return None
+    out = {}
+    for line in p.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            r = json.loads(line)
+            out[str(r.get("id"))] = int(bool(r.get("correct")))
+    return out
+
+
+def paired_test(study_dir: Path, cells_a: list[str], cells_b: list[str]) -> dict[str, Any] | None:
+    """McNemar + paired bootstrap between two settings over the same items and seeds (cells are
+    matched by seed, the cell id suffix ``__s<seed>``)."""
+    def by_seed(cells):
+        return {c.rsplit("__", 1)[-1]: c for c in cells}
+
+    A, B = by_seed(cells_a), by_seed(cells_b)
+    va: list[int] = []
+    vb: list[int] = []
+    for s in sorted(set(A) & set(B)):
+        pa, pb = _predictions(study_dir, A[s]), _predictions(study_dir, B[s])
+        if pa is None or pb is None:
+            continue
+        for k in sorted(set(pa) & set(pb)):
+            va.append(pa[k])
+            vb.append(pb[k])
+    if not va:
+        return None
+    b = sum(1 for x, y in zip(va, vb) if x and not y)
+    c = sum(1 for x, y in zip(va, vb) if y and not x)
+    mc, pb = _stats_helpers()
+    try:
+        p = float(mc(b, c))
+    except TypeError:
+        p = mcnemar_exact(b, c)
+    try:
+        lo, hi = pb(va, vb)
+    except TypeError:
+        lo, hi = paired_bootstrap(va, vb)
+    return {"n": len(va), "a_only": b, "b_only": c, "diff": (sum(vb) - sum(va)) / len(va), "p": p,
+            "diff_lo": float(lo), "diff_hi": float(hi)}
+
+
+# ------------------------------------------------------------------------------------------
+# figures
+# ------------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    _plt().close(fig)
+    return path
+
+
+def _short(name: str) -> str:
+    if name.startswith("replay:"):
+        return "replay:" + Path(name.split(":", 1)[1]).name
+    return name
+
+
+# ------------------------------------------------------------------------------------------
+# the report
+# ------------------------------------------------------------------------------------------
+def _student_strength(rows: list[dict], study_dir: Path) -> dict[str, float]:
+    """Parameter count of each student when known (from its trained model), else its mean accuracy."""
+    params: dict[str, float] = {}
+    for r in rows:
+        if r.get("status", "ok") != "ok" or r["student"] in params:
+            continue
+        s = study_dir / "cells" / r.get("cell", "") / "model" / "train_summary.json"
+        cand = list((study_dir / "cells" / r.get("cell", "") / "model").glob("*summary*.json")) if r.get("cell") else []
+        for p in [s, *cand]:
+            try:
+                v = json.loads(p.read_text()).get("params")
+            except (OSError, json.JSONDecodeError):
+                continue
+            if v:
+                params[r["student"]] = float(v)
+                break
+    return params
+
+
+def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
+    """Compute everything the report shows (tables, tests, findings) as plain data."""
+    d = Path(study_dir)
+    rows = load_results(d)
+    ok = [r for r in rows if r.get("status", "ok") == "ok"]
+    failed = [r for r in rows if r.get("status") == "failed"]
+    agg = aggregate(rows)
+    students = list(dict.fromkeys(r["student"] for r in ok))
+    teachers = list(dict.fromkeys(r["teacher"] for r in ok))
+    tasks = list(dict.fromkeys(r["task"] for r in ok))
+    formats = list(dict.fromkeys(r["format"] for r in ok))
+    levels = sorted({r["level"] for r in ok}, key=_lvl_sort)
+    params = _student_strength(ok, d)
+
+    # per (task, teacher, student, format): level -> Agg; answer-only (L0) rows are shared by all formats
+    def cell_agg(task, teacher, fmt, student, level):
+        a = agg.get((task, teacher, fmt, student, level))
+        if a is None and (level == 0 or level == "human"):
+            a = agg.get((task, teacher, "cot", student, level))
+        return a
+
+    findings: list[str] = []
+    tests: list[dict[str, Any]] = []
+    per_student: dict[tuple, dict[str, Any]] = {}
+    for task in tasks:
+        for teacher in teachers:
+            for fmt in formats:
+                for st in students:
+                    curve = {lv: cell_agg(task, teacher, fmt, st, lv) for lv in levels}
+                    curve = {lv: a for lv, a in curve.items() if a is not None}
+                    nonzero = [lv for lv in curve if lv != 0]
+                    if not nonzero or (fmt != "cot" and all(lv in (0, "human") for lv in curve)):
+                        continue
+                    best = max(curve, key=lambda lv: curve[lv].mean)
+                    worst = min(curve, key=lambda lv: curve[lv].mean)
+                    num = sorted((lv for lv in curve if lv != "human"), key=int)
+                    vals = [curve[lv].mean for lv in num]
+                    # a difference inside the seeds' spread is not a change of direction
+                    tol = max([curve[lv].sd for lv in num] + [0.0])
+                    inc = all(b >= a - tol for a, b in zip(vals, vals[1:]))
+                    dec = all(b <= a + tol for a, b in zip(vals, vals[1:]))
+                    shape = "monotonically increasing" if inc else ("monotonically decreasing" if dec else "not monotonic")
+                    per_student[(task, teacher, fmt, st)] = {"curve": curve, "best": best, "shape": shape,
+                                                            "spread": curve[best].mean - curve[worst].mean}
+                    # paired tests: best vs answer-only, best vs each neighbour level
+                    for other in [lv for lv in curve if lv != best]:
+                        t = paired_test(d, curve[other].cells, curve[best].cells)
+                        if t:
+                            tests.append({"task": task, "teacher": teacher, "format": fmt, "student": st,
+                                          "a": other, "b": best, **t})
+    # written findings -------------------------------------------------------------------
+    def pct(x):
+        return f"{x * 100:.1f} %"
+
+    for (task, teacher, fmt, st), info in per_student.items():
+        curve, best = info["curve"], info["best"]
+        a = curve[best]
+        base = curve.get(0)
+        line = (f"**{st}** ({task}, teacher {_short(teacher)}, format {fmt}): best supervision is "
+                f"{_lvl_name(best)} at {pct(a.mean)}")
+        if a.n_seeds > 1:
+            line += f" (± {pct(a.sd)} over {a.n_seeds} seeds)"
+        if base is not None and best != 0:
+            t = next((t for t in tests if (t["task"], t["teacher"], t["format"], t["student"]) == (task, teacher, fmt, st)
+                      and t["a"] == 0 and t["b"] == best), None)
+            line += f", {pct(a.mean - base.mean)} over answer-only"
+            if t:
+                line += f" (McNemar p = {t['p']:.2g})"
+        line += f"; accuracy vs granularity is {info['shape']}"
+        line += f"; levels span {pct(info['spread'])}."
+        if a.n_seeds == 1:
+            line += " One seed only: treat the order of close levels as unsettled."
+        findings.append(line)
+    # students differ in their best level?
+    for task in tasks:
+        for teacher in teachers:
+            bests = {st: per_student[(task, teacher, "cot", st)]["best"] for st in students
+                     if (task, teacher, "cot", st) in per_student}
+            if len(bests) > 1:
+                if len(set(map(str, bests.values()))) > 1:
+                    findings.append(
+                        f"No single granularity is best for every student on {task} with {_short(teacher)}: "
+                        + ", ".join(f"{s} peaks at {_lvl_name(b)}" for s, b in bests.items())
+                        + " (the paper's finding that the best supervision depends on the student)."
+                    )
+                else:
+                    findings.append(f"All students peak at the same level on {task} with {_short(teacher)} "
+                                    f"({_lvl_name(next(iter(bests.values())))}).")
+    # Matthew effect: gain of the best CoT over answer-only vs student strength
+    matthew = []
+    for task in tasks:
+        for teacher in teachers:
+            pts = []
+            for st in students:
+                info = per_student.get((task, teacher, "cot", st))
+                if not info or 0 not in info["curve"]:
+                    continue
+                gain = max(a.mean for lv, a in info["curve"].items() if lv != 0) - info["curve"][0].mean
+                strength = params.get(st)
+                pts.append((st, strength, gain))
+            if len(pts) >= 2:
+                key = (lambda p: p[1]) if all(p[1] for p in pts) else (lambda p: students.index(p[0]))
+                pts.sort(key=key)
+                matthew.append({"task": task, "teacher": teacher, "points": pts,
+                                "by": "parameters" if all(p[1] for p in pts) else "config order"})
+                grows = all(b[2] >= a[2] for a, b in zip(pts, pts[1:]))
+                findings.append(
+                    f"Gain of the best CoT over answer-only on {task} ({_short(teacher)}), students ordered by "
+                    f"{matthew[-1]['by']}: " + ", ".join(f"{p[0]} {pct(p[2])}" for p in pts)
+                    + (" — it grows with student strength (the 'Matthew effect')." if grows
+                       else " — it does not grow monotonically with student strength.")
+                )
+    # teacher comparison: does the strongest teacher give the best student?
+    teacher_cmp = []
+    for task in tasks:
+        if len(teachers) < 2:
+            continue
+        tq = {}
+        for teacher in teachers:
+            ts = [r for r in ok if r["task"] == task and r["teacher"] == teacher]
+            if ts:
+                tq[teacher] = _teacher_accuracy(d, ts)
+        best_student = {}
+        for teacher in teachers:
+            accs = [a.mean for (tk, te, f, s, lv), a in agg.items() if tk == task and te == teacher and lv != 0]
+            if accs:
+                best_student[teacher] = max(accs)
+        if len(best_student) >= 2:
+            top_s = max(best_student, key=best_student.get)
+            known = {t: q for t, q in tq.items() if q is not None}
+            if known:
+                top_t = max(known, key=known.get)
+                findings.append(
+                    f"On {task}, the most accurate teacher ({_short(top_t)}, {pct(known[top_t])} of its traces correct) "
+                    + ("also gave the best student" if top_t == top_s else f"did not give the best student ({_short(top_s)} did)")
+                    + "."
+                )
+            teacher_cmp.append({"task": task, "teacher_acc": tq, "best_student": best_student})
+    # formats
+    fmt_cmp = []
+    if len(formats) > 1:
+        for task in tasks:
+            for teacher in teachers:
+                for st in students:
+                    row = {}
+                    for fmt in formats:
+                        vals = [a for (tk, te, f, s, lv), a in agg.items()
+                                if tk == task and te == teacher and f == fmt and s == st and lv not in (0, "human")]
+                        if vals:
+                            row[fmt] = max(vals, key=lambda a: a.mean).mean
+                    if len(row) > 1:
+                        fmt_cmp.append({"task": task, "teacher": teacher, "student": st, "best_by_format": row})
+                        b = max(row, key=row.get)
+                        findings.append(f"Format on {task} for {st}: best is {b} ({pct(row[b])}); "
+                                        + ", ".join(f"{f} {pct(v)}" for f, v in row.items() if f != b) + ".")
+    if failed:
+        findings.append(f"{len(failed)} cell(s) failed and are excluded: "
+                        + "; ".join(f"{r.get('cell')}: {r.get('error', '')[:120]}" for r in failed[:5]))
+    return {"dir": str(d), "rows": rows, "ok": ok, "failed": failed, "agg": agg, "students": students,
+            "teachers": teachers, "tasks": tasks, "formats": formats, "levels": levels, "tests": tests,
+            "findings": findings, "per_student": per_student, "matthew": matthew, "teacher_cmp": teacher_cmp,
+            "fmt_cmp": fmt_cmp, "params": params}
+
+
+def _teacher_accuracy(d: Path, rows: list[dict]) -> float | None:
+    """Fraction of a teacher's traces that were correct (before curation), over the study's cells."""
+    tot = cor = 0
+    seen = set()
+    for r in rows:
+        cfgp = d / "cells" / r.get("cell", "") / "config.json"
+        try:
+            key = json.loads(cfgp.read_text())["keys"]["generate"]
+        except (OSError, KeyError, json.JSONDecodeError):
+            continue
+        if key in seen or r["level"] == 0:
+            continue
+        seen.add(key)
+        p = d / "cache" / "generate" / key / "traces.jsonl"
+        if not p.exists():
+            continue
+        for line in p.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                t = json.loads(line)
+                if t.get("correct") is not None:
+                    tot += 1
+                    cor += bool(t["correct"])
+    return cor / tot if tot else None
+
+
+def _figures(rep: dict[str, Any], fig_dir: Path) -> list[tuple[str, Path]]:
+    plt = _plt()
+    figs: list[tuple[str, Path]] = []
+    agg = rep["agg"]
+    levels = rep["levels"]
+    # 1. accuracy vs granularity per student (one figure per task x teacher x format)
+    for (task, teacher, fmt), group in _group_curves(rep).items():
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        for st, curve in group.items():
+            lv = [x for x in levels if x in curve]
+            xs = [len(levels) - 1 if x == "human" else levels.index(x) for x in lv]
+            ys = [curve[x].mean * 100 for x in lv]
+            lo = [max(0.0, (curve[x].mean - curve[x].ci_low) * 100) for x in lv]
+            hi = [max(0.0, (curve[x].ci_high - curve[x].mean) * 100) for x in lv]
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=st)
+        ax.set_xticks(range(len(levels)), [("L" + str(x)) if x != "human" else "human" for x in levels])
+        ax.set_xlabel("granularity level (0 = answer only)")
+        ax.set_ylabel("test accuracy % (95 % CI)")
+        ax.set_title(f"{task} · teacher {_short(teacher)} · {fmt}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        name = f"granularity_{_safe(task)}_{_safe(_short(teacher))}_{fmt}.png"
+        figs.append((f"Accuracy vs granularity: {task}, {_short(teacher)}, {fmt}", _save(fig, fig_dir / name)))
+    # 2. format comparison
+    if rep["fmt_cmp"]:
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        labels = [f"{r['student']}\n{r['task']}" for r in rep["fmt_cmp"]]
+        fmts = rep["formats"]
+        w = 0.8 / max(len(fmts), 1)
+        for i, f in enumerate(fmts):
+            ax.bar([k + i * w for k in range(len(labels))], [r["best_by_format"].get(f, 0) * 100 for r in rep["fmt_cmp"]], w, label=f)
+        ax.set_xticks([k + w * (len(fmts) - 1) / 2 for k in range(len(labels))], labels, fontsize=7)
+        ax.set_ylabel("best accuracy over levels %")
+        ax.set_title("format comparison", fontsize=10)
+        ax.legend(fontsize=8)
+        figs.append(("Format comparison (best level per format)", _save(fig, fig_dir / "formats.png")))
+    # 3. teacher comparison
+    if len(rep["teachers"]) > 1:
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        sts, tes = rep["students"], rep["teachers"]
+        w = 0.8 / len(tes)
+        for i, te in enumerate(tes):
+            vals = []
+            for st in sts:
+                c = [a.mean for (tk, t2, f, s, lv), a in agg.items() if t2 == te and s == st and lv != 0]
+                vals.append(max(c) * 100 if c else 0)
+            ax.bar([k + i * w for k in range(len(sts))], vals, w, label=_short(te))
+        ax.set_xticks([k + w * (len(tes) - 1) / 2 for k in range(len(sts))], sts, fontsize=7)
+        ax.set_ylabel("best accuracy over levels %")
+        ax.set_title("teacher comparison", fontsize=10)
+        ax.legend(fontsize=8)
+        figs.append(("Teacher comparison", _save(fig, fig_dir / "teachers.png")))
+    # 4. Matthew effect
+    if rep["matthew"]:
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        for m in rep["matthew"]:
+            pts = m["points"]
+            xs = [p[1] for p in pts] if m["by"] == "parameters" else list(range(len(pts)))
+            ax.plot(xs, [p[2] * 100 for p in pts], marker="o", label=f"{m['task']} · {_short(m['teacher'])}")
+            for x, p in zip(xs, pts):
+                ax.annotate(p[0].replace("scratch:", ""), (x, p[2] * 100), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if m["by"] == "parameters":
+                ax.set_xscale("log")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xlabel("student parameters" if rep["matthew"][0]["by"] == "parameters" else "student (config order)")
+        ax.set_ylabel("best CoT − answer-only (points)")
+        ax.set_title("gain over answer-only vs student strength", fontsize=10)
+        ax.legend(fontsize=8)
+        figs.append(("Gain over answer-only vs student strength (Matthew effect)", _save(fig, fig_dir / "matthew.png")))
+    return figs
+
+
+def _safe(s: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in s)[:60]
+
+
+def _group_curves(rep) -> dict[tuple, dict[str, dict]]:
+    out: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for (task, teacher, fmt, st), info in rep["per_student"].items():
+        out[(task, teacher, fmt)][st] = info["curve"]
+    return out
+
+
+def _tables_md(rep: dict[str, Any]) -> list[str]:
+    lines = []
+    levels = rep["levels"]
+    for (task, teacher, fmt), group in _group_curves(rep).items():
+        lines.append(f"### {task} · teacher `{_short(teacher)}` · format `{fmt}`")
+        lines.append("")
+        lines.append("Test accuracy % (mean ± sd over seeds); **bold** = best level of the student.")
+        lines.append("")
+        lines.append("| student | " + " | ".join(_lvl_name(lv) for lv in levels) + " |")
+        lines.append("|---|" + "---|" * len(levels))
+        for st, curve in group.items():
+            best = max(curve, key=lambda lv: curve[lv].mean)
+            cells = []
+            for lv in levels:
+                a = curve.get(lv)
+                cells.append("—" if a is None else (f"**{a.fmt()}**" if lv == best else a.fmt()))
+            lines.append(f"| {st} | " + " | ".join(cells) + " |")
+        lines.append("")
+        # output length row
+        lines.append("| mean output tokens | " + " | ".join(
+            (f"{statistics.fmean(c[lv].mean_output_tokens for c in group.values() if lv in c and c[lv].mean_output_tokens is not None):.0f}"
+             if any(lv in c and c[lv].mean_output_tokens is not None for c in group.values()) else "—")
+            for lv in levels) + " |")
+        lines.append("|---|" + "---|" * len(levels))
+        lines.append("")
+    return lines
+
+
+def write_report(study_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and ``figures/*.png``; returns their paths."""
+    d = Path(study_dir)
+    rep = build_report(d)
+    out = Path(out_dir) if out_dir else d
+    out.mkdir(parents=True, exist_ok=True)
+    if not rep["ok"]:
+        raise UserError(f"{d}/results.jsonl has no successful cells to report on"
+                        + (f" ({len(rep['failed'])} failed; see cells/*/log.txt)" if rep["failed"] else ""))
+    figs = _figures(rep, out / "figures")
+    cfg = None
+    if (d / "study.json").exists():
+        cfg = json.loads((d / "study.json").read_text())
+    md: list[str] = [f"# Study report: {cfg.get('name', d.name) if cfg else d.name}", ""]
+    n_seeds = len({r["seed"] for r in rep["ok"]})
+    md += [
+        f"{len(rep['ok'])} cells ok, {len(rep['failed'])} failed · tasks {', '.join(rep['tasks'])} · "
+        f"teachers {', '.join(_short(t) for t in rep['teachers'])} · students {', '.join(rep['students'])} · "
+        f"levels {', '.join(str(x) for x in rep['levels'])} · formats {', '.join(rep['formats'])} · {n_seeds} seed(s).",
+        "",
+        "## Findings",
+        "",
+    ]
+    md += [f"- {f}" for f in rep["findings"]] + [""]
+    md += ["## Tables", ""] + _tables_md(rep)
+    md += ["## Figures", ""]
+    for title, p in figs:
+        md += [f"![{title}]({os.path.relpath(p, out)})", ""]
+    if rep["tests"]:
+        md += ["## Paired significance (best level vs each other level)", "",
+               "Exact McNemar on the same test items (all seeds pooled); Δ = best − other, with a 95 % paired-bootstrap interval.", "",
+               "| task | teacher | format | student | other | best | n | Δ points | 95 % CI | McNemar p |",
+               "|---|---|---|---|---|---|---|---|---|---|"]
+        for t in rep["tests"]:
+            md.append(f"| {t['task']} | {_short(t['teacher'])} | {t['format']} | {t['student']} | {_lvl_name(t['a'])} | "
+                      f"{_lvl_name(t['b'])} | {t['n']} | {t['diff'] * 100:+.1f} | [{t['diff_lo'] * 100:+.1f}, {t['diff_hi'] * 100:+.1f}] | {t['p']:.3g} |")
+        md.append("")
+    md += ["## All cells", "", "| cell | status | n | accuracy % | 95 % CI | output tokens | train tokens | wall s |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rep["rows"]:
+        if r.get("status", "ok") == "ok":
+            md.append(f"| {r['cell']} | ok | {r['n']} | {r['accuracy'] * 100:.1f} | [{r['ci_low'] * 100:.1f}, {r['ci_high'] * 100:.1f}] | "
+                      f"{r.get('mean_output_tokens', '')} | {r.get('train_tokens', '')} | {r.get('wall_s', '')} |")
+        else:
+            md.append(f"| {r.get('cell')} | failed in {r.get('stage')} | | | | | | {html.escape(str(r.get('error', '')))[:80]} |")
+    md.append("")
+    md_text = "\n".join(md)
+    _atomic_text(out / "report.md", md_text)
+    _atomic_text(out / "report.html", _to_html(md_text, out))
+    return {"md": out / "report.md", "html": out / "report.html", "figures": out / "figures"}
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _inline(s: str) -> str:
+    import re
+
+    s = html.escape(s, quote=False)
+    s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
+    s = re.sub(r"`(.+?)`", r"<code>\1</code>", s)
+    return s
+
+
+def _to_html(md: str, base: Path) -> str:
+    """A small Markdown subset -> one self-contained HTML page (images embedded as data URIs)."""
+    import re
+
+    out = ["<!doctype html><html><head><meta charset='utf-8'><title>cotdistill report</title><style>"
+           "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
+           "table{border-collapse:collapse;margin:.5em 0 1.2em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+           "th{background:#f3f3f3}img{max-width:100%}code{background:#f3f3f3;padding:0 3px}</style></head><body>"]
+    lines = md.splitlines()
+    i = 0
+    in_list = False
+    while i < len(lines):
+        ln = lines[i]
+        if ln.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append(lines[i])
+                i += 1
+            out.append("<table>")
+            for k, r in enumerate(rows):
+                cells = [c.strip() for c in r.strip().strip("|").split("|")]
+                if all(re.fullmatch(r"-+", c) for c in cells):
+                    continue
+                tag = "th" if k == 0 else "td"
+                out.append("<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells) + "</tr>")
+            out.append("</table>")
+            continue
+        if in_list and not ln.startswith("- "):
+            out.append("</ul>")
+            in_list = False
+        m = re.fullmatch(r"!\[(.*?)\]\((.*?)\)", ln.strip())
+        if m:
+            p = base / m.group(2)
+            data = base64.b64encode(p.read_bytes()).decode() if p.exists() else ""
+            out.append(f"<figure><img alt='{html.escape(m.group(1))}' src='data:image/png;base64,{data}'>"
+                       f"<figcaption>{html.escape(m.group(1))}</figcaption></figure>")
+        elif ln.startswith("### "):
+            out.append(f"<h3>{_inline(ln[4:])}</h3>")
+        elif ln.startswith("## "):
+            out.append(f"<h2>{_inline(ln[3:])}</h2>")
+        elif ln.startswith("# "):
+            out.append(f"<h1>{_inline(ln[2:])}</h1>")
+        elif ln.startswith("- "):
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
+            out.append(f"<li>{_inline(ln[2:])}</li>")
+        elif ln.strip():
+            out.append(f"<p>{_inline(ln)}</p>")
+        i += 1
+    if in_list:
+        out.append("</ul>")
+    out.append("</body></html>")
+    return "\n".join(out)

@@ -1,0 +1,964 @@
+"""Factor studies: a grid of (task x teacher x level x format x student x seed) cells from one YAML.
+
+Every cell runs ``generate -> curate -> train -> evaluate``; every stage is cached by the content
+hash of its inputs, so rerunning a finished study does no work, a killed study resumes where it
+stopped, and adding a level or a student runs only the new cells. Traces are shared between
+cells that differ only by student or seed (they live in ``DIR/cache/``).
+
+Layout of a study directory::
+
+    DIR/study.json                      resolved config of the last run
+    DIR/results.jsonl                   one row per cell (merged from cells/*/result.json)
+    DIR/cache/generate/<hash>.jsonl     raw teacher traces, shared between cells
+    DIR/cache/curate/<hash>.jsonl       curated traces (+ <hash>.stats.json)
+    DIR/cells/<cell>/config.json        resolved cell config
+    DIR/cells/<cell>/traces.jsonl       the curated traces this cell trained on
+    DIR/cells/<cell>/model/             the trained student
+    DIR/cells/<cell>/eval/predictions.jsonl, eval/metrics.json
+    DIR/cells/<cell>/log.txt            everything the stages printed
+    DIR/cells/<cell>/stages.json        content hash + wall seconds of each finished stage
+    DIR/cells/<cell>/result.json        the cell's results row (status ok | failed)
+
+Python API::
+
+    cfg = load_study_config("examples/quickstart.yaml", overrides={"students": ["scratch:llama-xs"]})
+    plan = plan_study(cfg)                 # cells + what is cached + teacher calls / train tokens
+    summary = run_study(cfg, jobs=2, shard=(1, 2))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import re
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import UserError
+
+Level = Union[int, Literal["human"]]
+FORMATS = ("cot", "subq", "rar", "sym")
+STAGES = ("generate", "curate", "train", "evaluate")
+ENGINE_VERSION = 1  # bump to invalidate every cached stage
+
+
+# ------------------------------------------------------------------------------------------
+# config
+# ------------------------------------------------------------------------------------------
+class TaskSpec(BaseModel):
+    """One task of a study: registry name, task options, and how many examples to use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict, description="task options, e.g. arith steps/seed/n_train")
+    train_size: int | None = Field(None, ge=1, description="use the first N training examples (default: all)")
+    test_size: int | None = Field(None, ge=1, description="evaluate on the first N test examples (default: all)")
+    train_split: str = "train"
+    test_split: str = "test"
+
+
+class StudyConfig(BaseModel):
+    """A factor study. Lists are crossed into cells; everything has a documented default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("study", description="a label for reports")
+    output_dir: str = Field(..., description="results directory (created; relative to the working directory)")
+    data_dir: str | None = Field(None, description="benchmark/paper data directory (default: $COTDISTILL_DATA, else the user cache)")
+    tasks: list[TaskSpec] = Field(..., min_length=1)
+    teachers: list[str] = Field(..., min_length=1, description="teacher specs: lab, replay:FILE, openai:MODEL, hf:MODEL, ...")
+    levels: list[Level] = Field(default_factory=lambda: [0, 3, 6], description="granularity levels 0..6 or 'human'")
+    formats: list[Literal["cot", "subq", "rar", "sym"]] = Field(default_factory=lambda: ["cot"])
+    students: list[str] = Field(..., min_length=1, description="HF model names/paths or scratch:<family>-<size>")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    generate: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of cotdistill.generate.generate")
+    curate: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of cotdistill.curate.curate")
+    train: dict[str, Any] = Field(default_factory=dict, description="fields of cotdistill.train.TrainConfig")
+    eval: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of cotdistill.evaluate.evaluate")
+    threads: int | None = Field(None, ge=1, description="torch threads per cell (default: CPU cores // jobs)")
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v):
+        if not v:
+            raise ValueError("give at least one level")
+        for i, x in enumerate(v):
+            if isinstance(x, int) and not 0 <= x <= 6:
+                raise ValueError(f"level {x} (entry {i}) is not available; use 0..6 (0 = answer only) or 'human'")
+        if len(set(map(str, v))) != len(v):
+            raise ValueError("levels are repeated")
+        return v
+
+    @field_validator("teachers", "students")
+    @classmethod
+    def _nonempty(cls, v):
+        for x in v:
+            if not str(x).strip():
+                raise ValueError("empty name")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_strings(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("tasks"), list):
+            data = dict(data)
+            data["tasks"] = [{"name": t} if isinstance(t, str) else t for t in data["tasks"]]
+        return data
+
+
+def _first_error(e: ValidationError, source: str) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err.get("loc", ())) or "config"
+    if err.get("type") == "extra_forbidden":
+        parent = loc.rsplit(".", 1)[0] if "." in loc else ""
+        model = StudyConfig if not parent else (TaskSpec if parent.startswith("tasks") else None)
+        known = ", ".join(model.model_fields) if model else ""
+        return f"{source}: unknown key {loc!r}" + (f"; known keys: {known}" if known else "")
+    if err.get("type") == "missing":
+        return f"{source}: missing required key {loc!r}"
+    msg = str(err.get("msg", "")).removeprefix("Value error, ")
+    return f"{source}: field {loc!r}: {msg}"
+
+
+def load_study_config(path: str | os.PathLike | dict, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Load and fully validate a study config (YAML file or dict) before any work is done.
+
+    A relative ``output_dir`` is relative to the working directory; relative ``data_dir`` and
+    ``replay:`` paths are relative to the config file's directory. ``overrides`` replace top-level keys (e.g. ``{"students": ["scratch:llama-xs"]}``).
+    """
+    if isinstance(path, dict):
+        raw, source, base = dict(path), "config", Path.cwd()
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise UserError(f"study config {p} does not exist")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise UserError(f"{p}{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"{p}: a study config is a YAML mapping (keys tasks, teachers, levels, students, ...)")
+        source, base = str(p), p.resolve().parent
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            raw[k] = v
+    try:
+        cfg = StudyConfig.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(_first_error(e, source)) from None
+    # resolve paths relative to the config file
+    cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())  # relative to the working directory
+    if cfg.data_dir:
+        cfg.data_dir = str((base / Path(cfg.data_dir).expanduser()).resolve())
+    teachers = []
+    for t in cfg.teachers:
+        if t.startswith("replay:"):
+            fp = Path(t.split(":", 1)[1]).expanduser()
+            if not fp.is_absolute():
+                fp = (base / fp).resolve()
+            t = f"replay:{fp}"
+        teachers.append(t)
+    cfg.teachers = teachers
+    validate_study(cfg, source)
+    return cfg
+
+
+def validate_study(cfg: StudyConfig, source: str = "config") -> None:
+    """Check names, files and the output directory; raise one-line UserErrors naming the field."""
+    from .tasks import get_task, task_names
+
+    for i, t in enumerate(cfg.tasks):
+        if t.name.strip().lower() not in task_names():
+            raise UserError(f"{source}: field 'tasks.{i}.name': unknown task {t.name!r}; known tasks: {', '.join(task_names())}")
+        if t.name == "arith":
+            get_task("arith", **t.options)._opts()  # option errors now, not later
+    for i, spec in enumerate(cfg.teachers):
+        try:
+            _check_teacher(spec)
+        except UserError as e:
+            raise UserError(f"{source}: field 'teachers.{i}': {e}") from None
+        if spec == "lab":
+            bad = [t.name for t in cfg.tasks if t.name != "arith"]
+            if bad:
+                raise UserError(f"{source}: field 'teachers.{i}': the lab teacher only solves the arith task, not {bad[0]!r}")
+            if "human" in cfg.levels:
+                raise UserError(f"{source}: field 'levels': the lab teacher has no 'human' level; use 0..6")
+    from .students import is_scratch, parse_scratch
+
+    for i, s in enumerate(cfg.students):
+        if is_scratch(s):
+            try:
+                parse_scratch(s)
+            except UserError as e:
+                raise UserError(f"{source}: field 'students.{i}': {e}") from None
+    _check_train_settings(cfg.train, source)
+    out = Path(cfg.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(
+            f"{source}: field 'output_dir': cannot write to {out} ({e.strerror or e}); choose a writable directory"
+        ) from None
+
+
+def _check_teacher(spec: str) -> None:
+    try:
+        from .teachers.base import BACKENDS
+    except ImportError:  # pragma: no cover - teachers not installed
+        BACKENDS = ("openai", "hf", "vllm", "replay", "lab")
+    backend, _, model = spec.partition(":")
+    if backend.strip().lower() not in BACKENDS:
+        raise UserError(f"unknown teacher {spec!r}; use backend:model with backend in {', '.join(BACKENDS)} "
+                        "(e.g. lab, replay:FILE, openai:gpt-4o-mini, hf:DIR)")
+    if backend == "replay":
+        fp = Path(model)
+        if not fp.exists():
+            raise UserError(f"replay file {fp} does not exist")
+    elif backend != "lab" and not model:
+        raise UserError(f"teacher {spec!r} names no model; write {backend}:MODEL")
+
+
+def _check_train_settings(train: dict[str, Any], source: str) -> None:
+    try:
+        from .train import TrainConfig
+    except ImportError:
+        return
+    try:
+        TrainConfig(**train) if not hasattr(TrainConfig, "model_validate") else TrainConfig.model_validate(train)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        raise UserError(f"{source}: field 'train.{loc}': {err.get('msg')}") from None
+    except TypeError as e:
+        raise UserError(f"{source}: field 'train': {e}") from None
+
+
+# ------------------------------------------------------------------------------------------
+# cells and keys
+# ------------------------------------------------------------------------------------------
+def content_hash(obj: Any, n: int = 16) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+def _slug(s: str, n: int = 40) -> str:
+    base = Path(s.split(":", 1)[1]).stem if s.startswith("replay:") else s
+    out = re.sub(r"[^A-Za-z0-9.]+", "-", base).strip("-")[:n] or "x"
+    if s.startswith("replay:"):
+        out = f"replay-{out.removesuffix('.json')}-{content_hash(s, 6)}"
+    return out
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: TaskSpec
+    teacher: str
+    level: Level
+    format: str
+    student: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        opt = f"-{content_hash(self.task.model_dump(), 6)}" if (self.task.options or self.task.train_size or self.task.test_size) else ""
+        return "__".join([
+            f"{self.task.name}{opt}", _slug(self.teacher), f"L{self.level}", self.format,
+            _slug(self.student), f"s{self.seed}",
+        ])
+
+    def row_keys(self) -> dict[str, Any]:
+        return {"task": self.task.name, "teacher": self.teacher, "level": self.level,
+                "format": self.format, "student": self.student, "seed": self.seed}
+
+
+def expand_cells(cfg: StudyConfig) -> list[Cell]:
+    """Cross the factors. Answer-only (level 0) and human rationales have no format: one cell, ``cot``."""
+    cells: list[Cell] = []
+    seen: set[str] = set()
+    for task, teacher, level, fmt, student, seed in itertools.product(
+        cfg.tasks, cfg.teachers, cfg.levels, cfg.formats, cfg.students, cfg.seeds
+    ):
+        if level == 0 or level == "human":
+            fmt = "cot"
+        c = Cell(task, teacher, level, fmt, student, seed)
+        if c.id not in seen:
+            seen.add(c.id)
+            cells.append(c)
+    return cells
+
+
+def stage_keys(cfg: StudyConfig, cell: Cell) -> dict[str, str]:
+    """Content hash of each stage's inputs (a stage reruns exactly when its key changes)."""
+    task = cell.task.model_dump(exclude={"test_size", "test_split"})
+    gen = content_hash({"v": ENGINE_VERSION, "task": task, "data_dir": cfg.data_dir, "teacher": cell.teacher,
+                        "teacher_file": _file_sig(cell.teacher), "level": cell.level, "format": cell.format,
+                        "generate": cfg.generate})
+    cur = content_hash({"gen": gen, "curate": cfg.curate})
+    trn = content_hash({"cur": cur, "student": cell.student, "seed": cell.seed, "train": cfg.train})
+    ev = content_hash({"train": trn, "eval": cfg.eval, "task": cell.task.model_dump(), "data_dir": cfg.data_dir})
+    return {"generate": gen, "curate": cur, "train": trn, "evaluate": ev}
+
+
+def _file_sig(teacher: str) -> Any:
+    if teacher.startswith("replay:"):
+        p = Path(teacher.split(":", 1)[1])
+        try:
+            st = p.stat()
+            return [st.st_size, int(st.st_mtime)]
+        except OSError:
+            return None
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# plan (dry run)
+# ------------------------------------------------------------------------------------------
+@dataclass
+class CellPlan:
+    cell: Cell
+    keys: dict[str, str]
+    done: list[str]
+    teacher_calls: int | None
+    train_tokens: int | None
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) == len(STAGES)
+
+
+def _cell_dir(cfg: StudyConfig, cell: Cell) -> Path:
+    return Path(cfg.output_dir) / "cells" / cell.id
+
+
+def _read_json(p: Path) -> Any:
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _done_stages(cfg: StudyConfig, cell: Cell, keys: dict[str, str]) -> list[str]:
+    root = Path(cfg.output_dir)
+    done = []
+    marks = _read_json(_cell_dir(cfg, cell) / "stages.json") or {}
+    for st in STAGES:
+        if st == "generate":
+            ok = (root / "cache" / "generate" / keys["generate"] / "DONE").exists()
+        elif st == "curate":
+            ok = (root / "cache" / "curate" / f"{keys['curate']}.jsonl").exists()
+        else:
+            ok = (marks.get(st) or {}).get("key") == keys[st]
+        if ok:
+            done.append(st)
+    return done
+
+
+def plan_study(cfg: StudyConfig) -> list[CellPlan]:
+    """Every cell with its stage keys, the stages already cached, and the work it still needs."""
+    plans = []
+    cache: dict[str, Any] = {}
+    for c in expand_cells(cfg):
+        keys = stage_keys(cfg, c)
+        done = _done_stages(cfg, c, keys)
+        calls, tokens = _estimate(cfg, c, keys, done, cache)
+        plans.append(CellPlan(c, keys, done, calls, tokens))
+    return plans
+
+
+def _estimate(cfg, cell: Cell, keys, done, cache) -> tuple[int | None, int | None]:
+    """(teacher calls still needed, training tokens). Exact for lab/cached traces; ``None`` if unknown."""
+    n = None
+    mean_tokens = None
+    cur = Path(cfg.output_dir) / "cache" / "curate" / f"{keys['curate']}.jsonl"
+    if cur.exists():
+        from .traces import read_traces
+
+        tr = read_traces(cur)
+        n = len(tr)
+        mean_tokens = sum(len(t.question) + len(t.output) + 20 for t in tr) / max(n, 1)
+    elif cell.teacher == "lab":
+        ck = ("lab", cell.task.model_dump_json(), cell.level, cell.format)
+        if ck not in cache:
+            exs = _train_examples(cfg, cell.task)
+            from .tasks.arith import lab_rationale
+
+            sample = exs[:256]
+            mt = sum(len(e.question) + len(lab_rationale(e, cell.level, cell.format)) + 20 for e in sample) / max(len(sample), 1)
+            cache[ck] = (len(exs), mt)
+        n, mean_tokens = cache[ck]
+    samples = int(cfg.generate.get("samples", cfg.generate.get("n", 1)) or 1)
+    if "generate" in done or cell.teacher.startswith("replay:"):
+        calls = 0
+    elif n is not None:
+        calls = n * samples
+    else:
+        try:
+            calls = len(_train_examples(cfg, cell.task)) * samples
+        except UserError:
+            calls = None
+    if n is None or mean_tokens is None:
+        return calls, None
+    seen = _examples_seen(cfg.train, n)
+    scale = 1.0 if cell.student.startswith("scratch:") else 0.3  # chars -> subword tokens, roughly
+    return calls, int(seen * mean_tokens * scale)
+
+
+def _examples_seen(train: dict[str, Any], n: int) -> float:
+    steps = train.get("max_steps") or 0
+    bs = train.get("batch_size") or train.get("per_device_train_batch_size") or 0
+    if steps and steps > 0 and bs:
+        return float(steps * bs * int(train.get("gradient_accumulation_steps", 1) or 1))
+    return float(n * float(train.get("epochs", train.get("num_train_epochs", 3)) or 3))
+
+
+# ------------------------------------------------------------------------------------------
+# stage adapters over the other modules
+# ------------------------------------------------------------------------------------------
+_EXAMPLES: dict[str, list] = {}
+
+
+def _load_split(cfg: StudyConfig, task: TaskSpec, split: str, size: int | None):
+    key = json.dumps([task.name, task.options, split, cfg.data_dir], sort_keys=True, default=str)
+    if key not in _EXAMPLES:
+        from .tasks import get_task
+
+        _EXAMPLES[key] = get_task(task.name, data_dir=cfg.data_dir, **task.options).load(split)
+    exs = _EXAMPLES[key]
+    return exs[:size] if size else exs
+
+
+def _train_examples(cfg, task: TaskSpec):
+    return _load_split(cfg, task, task.train_split, task.train_size)
+
+
+def _test_examples(cfg, task: TaskSpec):
+    return _load_split(cfg, task, task.test_split, task.test_size)
+
+
+def _generate(cfg: StudyConfig, cell: Cell, gen_dir: Path, log) -> int:
+    """Run the teacher over the training split into ``gen_dir`` (``traces.jsonl`` + the call store,
+    so an interrupted API generation resumes without repeating completed calls)."""
+    from .traces import Trace, write_traces
+
+    examples = _train_examples(cfg, cell.task)
+    gen_mod = _optional("cotdistill.generate", "generate")
+    if gen_mod is None:
+        if cell.teacher != "lab":
+            raise UserError(f"teacher {cell.teacher!r} needs cotdistill.generate, which is not available in this build")
+        from .tasks.arith import lab_rationale  # minimal fallback: the lab teacher is a pure function
+
+        traces = (
+            Trace(id=e.id, task=e.task, question=e.question, gold=e.answer, teacher="lab", level=cell.level,
+                  format=cell.format, output=lab_rationale(e, cell.level, cell.format), pred=e.answer,
+                  correct=True, source="lab")
+            for e in examples
+        )
+        return write_traces(gen_dir / "traces.jsonl", traces)
+    from .generate import GenerateConfig
+
+    try:
+        gconf = GenerateConfig.model_validate({**cfg.generate, "teacher": cell.teacher, "levels": [cell.level],
+                                               "formats": [cell.format]})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UserError(f"field 'generate.{'.'.join(map(str, err.get('loc', ())))}': {err.get('msg')}") from None
+    res = gen_mod(examples, gen_dir, gconf, progress=False)
+    if res.failed:
+        raise UserError(
+            f"teacher {cell.teacher}: {len(res.failed)} of {res.calls} calls failed (see {gen_dir}/failed.jsonl); "
+            "rerun the study to retry them"
+        )
+    return len(res.traces)
+
+
+def _curate(cfg: StudyConfig, cell: Cell, src: Path, out: Path, log) -> dict[str, Any]:
+    from .traces import read_traces, write_traces
+
+    traces = read_traces(src)
+    cur = _optional("cotdistill.curate", "curate")
+    if cur is None:
+        keep = cfg.curate.get("keep", "correct")
+        kept = [t for t in traces if t.correct is not False] if keep != "all" else traces
+        stats: dict[str, Any] = {"total": len(traces), "kept": len(kept)}
+    else:
+        kw = dict(cfg.curate)
+        if kw.get("decontaminate", True) and "test_questions" not in kw:
+            # decontaminate against the test split this study evaluates on (with the task's options)
+            kw.setdefault("use_task_test_split", False)
+            kw["test_questions"] = {cell.task.name: [e.question for e in _test_examples(cfg, cell.task)]}
+        kw.setdefault("data_dir", cfg.data_dir)
+        try:
+            kept, rep = cur(traces, **kw)
+        except TypeError as e:
+            raise UserError(f"field 'curate': {e}") from None
+        stats = rep.as_dict() if hasattr(rep, "as_dict") else dict(getattr(rep, "__dict__", {}))
+        stats.pop("examples", None)
+    if not kept:
+        raise UserError(f"curation kept none of {len(traces)} traces for cell {cell.id}; relax the curate settings")
+    write_traces(out, kept)
+    return stats
+
+
+def _optional(module: str, attr: str):
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            return None
+        raise
+    return getattr(mod, attr, None)
+
+
+def _train_config(cfg: StudyConfig, cell: Cell):
+    """TrainConfig for a cell: the student's defaults (scratch or paper) + the study's ``train`` + seed."""
+    TrainConfig = _optional("cotdistill.train", "TrainConfig")
+    if TrainConfig is None:
+        raise UserError("cotdistill.train is not available in this build; the study cannot train students")
+    over = {**cfg.train, "seed": cell.seed}
+    if hasattr(TrainConfig, "for_student"):
+        try:
+            return TrainConfig.for_student(cell.student, **over)
+        except (FileNotFoundError, OSError):  # packaged defaults missing: plain defaults
+            pass
+    return TrainConfig.model_validate(over)
+
+
+def _train(cfg: StudyConfig, cell: Cell, traces_path: Path, model_dir: Path, log, resume: bool) -> dict[str, Any]:
+    from .traces import read_traces
+
+    train_fn = _optional("cotdistill.train", "train")
+    if train_fn is None:
+        raise UserError("cotdistill.train is not available in this build; the study cannot train students")
+    conf = _train_config(cfg, cell)
+    res = train_fn(read_traces(traces_path), cell.student, model_dir, conf, resume=resume, progress=False,
+                   overwrite=not resume)
+    info: dict[str, Any] = {}
+    summ = getattr(res, "summary", None)
+    if isinstance(summ, dict):
+        info.update(summ)
+    if hasattr(res, "model_dump"):
+        info.update(res.model_dump())
+    elif isinstance(res, dict):
+        info.update(res)
+    else:
+        info.update(getattr(res, "__dict__", {}) or {})
+    return {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def _evaluate(cfg: StudyConfig, cell: Cell, model_dir: Path, eval_dir: Path, log) -> dict[str, Any]:
+    ev = _optional("cotdistill.evaluate", "evaluate")
+    if ev is None:
+        raise UserError("cotdistill.evaluate is not available in this build; the study cannot evaluate students")
+    examples = _test_examples(cfg, cell.task)
+    res = ev(model_dir, examples=examples, out_dir=eval_dir, **cfg.eval)
+    if hasattr(res, "model_dump"):
+        res = res.model_dump()
+    elif not isinstance(res, dict):
+        res = dict(getattr(res, "__dict__", {}) or {})
+    if not res:
+        res = _read_json(eval_dir / "metrics.json") or {}
+    return res
+
+
+# ------------------------------------------------------------------------------------------
+# running one cell (inside a worker process)
+# ------------------------------------------------------------------------------------------
+class _Lock:
+    """An exclusive ``fcntl`` lock on a file (works across processes and NFS-less shared disks)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *a):
+        import fcntl
+
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _status(cdir: Path, state: str, stage: str | None = None, **extra) -> None:
+    _atomic_json(cdir / "status.json", {"state": state, "stage": stage, "pid": os.getpid(), "t": time.time(), **extra})
+
+
+@contextlib.contextmanager
+def _redirect_to(log_path: Path):
+    """Send fd 1/2 (and Python's sys.stdout/err) of this process to ``log_path`` for the block."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fh = open(log_path, "a", encoding="utf-8", buffering=1)
+    saved = os.dup(1), os.dup(2)
+    old = sys.stdout, sys.stderr
+    os.dup2(fh.fileno(), 1)
+    os.dup2(fh.fileno(), 2)
+    sys.stdout = sys.stderr = fh
+    try:
+        yield fh
+    finally:
+        fh.flush()
+        sys.stdout, sys.stderr = old
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+        fh.close()
+
+
+def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[str, Any]:
+    """Run (or skip) every stage of one cell; returns ``{"row": ..., "ran": [stages]}``. Never raises."""
+    root = Path(cfg.output_dir)
+    cdir = _cell_dir(cfg, cell)
+    cdir.mkdir(parents=True, exist_ok=True)
+    keys = stage_keys(cfg, cell)
+    ran: list[str] = []
+    t_start = time.time()
+    if threads:
+        try:
+            import torch
+
+            torch.set_num_threads(threads)
+        except ImportError:  # pragma: no cover
+            pass
+    marks = _read_json(cdir / "stages.json") or {}
+    _atomic_json(cdir / "config.json", {"cell": cell.id, **cell.row_keys(), "task_spec": cell.task.model_dump(),
+                                        "keys": keys, "generate": cfg.generate, "curate": cfg.curate,
+                                        "train": cfg.train, "eval": cfg.eval, "data_dir": cfg.data_dir})
+    stage = "generate"
+    try:
+        with _redirect_to(cdir / "log.txt") as log:
+            print(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} cell {cell.id}", flush=True)
+            # generate (shared cache)
+            gen_dir = root / "cache" / "generate" / keys["generate"]
+            gen_path = gen_dir / "traces.jsonl"
+            done_mark = gen_dir / "DONE"
+            with _Lock(gen_dir.with_suffix(".lock")):
+                if not done_mark.exists():
+                    _status(cdir, "running", "generate")
+                    t0 = time.time()
+                    n = _generate(cfg, cell, gen_dir, log)
+                    done_mark.write_text(json.dumps({"traces": n, "wall_s": round(time.time() - t0, 2)}))
+                    ran.append("generate")
+                    print(f"generate: {n} traces in {time.time() - t0:.1f}s", flush=True)
+            # curate (shared cache)
+            stage = "curate"
+            cur_path = root / "cache" / "curate" / f"{keys['curate']}.jsonl"
+            with _Lock(cur_path.with_suffix(".lock")):
+                if not cur_path.exists():
+                    _status(cdir, "running", "curate")
+                    stats = _curate(cfg, cell, gen_path, cur_path, log)
+                    _atomic_json(cur_path.with_suffix(".stats.json"), stats)
+                    ran.append("curate")
+                    print(f"curate: {stats}", flush=True)
+            tr_link = cdir / "traces.jsonl"
+            if not tr_link.exists() or (marks.get("curate") or {}).get("key") != keys["curate"]:
+                tmp = cdir / ".traces.jsonl.tmp"
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                try:
+                    os.link(cur_path, tmp)
+                except OSError:
+                    import shutil
+
+                    shutil.copyfile(cur_path, tmp)
+                os.replace(tmp, tr_link)
+                marks["curate"] = {"key": keys["curate"]}
+                _atomic_json(cdir / "stages.json", marks)
+            # train
+            stage = "train"
+            if (marks.get("train") or {}).get("key") != keys["train"] or not (cdir / "model").exists():
+                _status(cdir, "running", "train")
+                # same inputs as an interrupted attempt: continue from its checkpoint; else start over
+                resume = marks.get("train_started") == keys["train"]
+                marks.pop("train", None)
+                marks.pop("evaluate", None)
+                marks["train_started"] = keys["train"]
+                _atomic_json(cdir / "stages.json", marks)
+                t0 = time.time()
+                info = _train(cfg, cell, tr_link, cdir / "model", log, resume=resume)
+                marks["train"] = {"key": keys["train"], "wall_s": round(time.time() - t0, 2), "info": info}
+                _atomic_json(cdir / "stages.json", marks)
+                ran.append("train")
+            # evaluate
+            stage = "evaluate"
+            if (marks.get("evaluate") or {}).get("key") != keys["evaluate"] or not (cdir / "eval" / "predictions.jsonl").exists():
+                _status(cdir, "running", "evaluate")
+                t0 = time.time()
+                metrics = _evaluate(cfg, cell, cdir / "model", cdir / "eval", log)
+                marks["evaluate"] = {"key": keys["evaluate"], "wall_s": round(time.time() - t0, 2)}
+                _atomic_json(cdir / "stages.json", marks)
+                ran.append("evaluate")
+            row = _result_row(cfg, cell, cdir, marks)
+            print(f"result: accuracy {row['accuracy']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]", flush=True)
+    except BaseException as e:  # a failed cell is recorded and does not stop the others
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        msg = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+        try:
+            from .errors import redact
+
+            msg = redact(msg, os.environ.get("OPENAI_API_KEY"))
+        except Exception:  # pragma: no cover
+            pass
+        with open(cdir / "log.txt", "a", encoding="utf-8") as f:
+            f.write(f"FAILED in stage {stage}: {msg}\n{traceback.format_exc()}\n")
+        row = {**cell.row_keys(), "cell": cell.id, "status": "failed", "stage": stage, "error": msg.splitlines()[0][:500]}
+        _atomic_json(cdir / "result.json", row)
+        _status(cdir, "failed", stage, error=row["error"])
+        return {"row": row, "ran": ran}
+    row["wall_s_this_run"] = round(time.time() - t_start, 2)
+    _atomic_json(cdir / "result.json", row)
+    _status(cdir, "done", None)
+    return {"row": row, "ran": ran}
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 0.0
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
+
+
+def _result_row(cfg: StudyConfig, cell: Cell, cdir: Path, marks: dict) -> dict[str, Any]:
+    preds = read_predictions(cdir / "eval" / "predictions.jsonl")
+    metrics = _read_json(cdir / "eval" / "metrics.json") or {}
+    n = len(preds)
+    k = sum(1 for p in preds if p.get("correct"))
+    lo, hi = _wilson(k, n)
+    acc = k / n if n else 0.0
+    if "ci_low" in metrics and "ci_high" in metrics and abs(float(metrics.get("accuracy", acc)) - acc) < 1e-9:
+        lo, hi = float(metrics["ci_low"]), float(metrics["ci_high"])
+    out_tok = metrics.get("mean_output_tokens")
+    if out_tok is None:
+        toks = [p.get("output_tokens") for p in preds if p.get("output_tokens") is not None]
+        out_tok = sum(toks) / len(toks) if toks else (sum(len(p.get("output", "")) for p in preds) / max(n, 1))
+    info = (marks.get("train") or {}).get("info") or {}
+    train_tokens = info.get("train_tokens", info.get("tokens", info.get("num_tokens")))
+    wall = sum(float((marks.get(s) or {}).get("wall_s", 0.0)) for s in ("train", "evaluate"))
+    return {
+        **cell.row_keys(), "cell": cell.id, "status": "ok", "n": n, "accuracy": round(acc, 6),
+        "ci_low": round(lo, 6), "ci_high": round(hi, 6), "mean_output_tokens": round(float(out_tok), 2),
+        "train_tokens": train_tokens, "wall_s": round(wall, 2),
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# the runner
+# ------------------------------------------------------------------------------------------
+@dataclass
+class StudySummary:
+    cells: int
+    done: int
+    failed: int
+    ran: dict[str, list[str]] = field(default_factory=dict)  # cell id -> stages executed this run
+    results_path: Path | None = None
+
+    @property
+    def stages_run(self) -> int:
+        return sum(len(v) for v in self.ran.values())
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` (1 <= i <= n) -> (i, n)."""
+    if not text:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise UserError(f"--shard {text!r}: use i/n with 1 <= i <= n, e.g. --shard 1/2 on one machine and 2/2 on another")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_cells(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
+    if not shard:
+        return cells
+    i, n = shard
+    return [c for k, c in enumerate(cells) if k % n == i - 1]
+
+
+def merge_results(cfg: StudyConfig) -> Path:
+    """Write ``results.jsonl`` from every cell's ``result.json`` (config order; atomic)."""
+    root = Path(cfg.output_dir)
+    lines = []
+    for c in expand_cells(cfg):
+        r = _read_json(_cell_dir(cfg, c) / "result.json")
+        if r is None:
+            continue
+        if r.get("status") == "ok":
+            marks = _read_json(_cell_dir(cfg, c) / "stages.json") or {}
+            if (marks.get("evaluate") or {}).get("key") != stage_keys(cfg, c)["evaluate"]:
+                continue  # stale: the cell's config changed and it has not been rerun yet
+        lines.append(json.dumps(r, default=str))
+    out = root / "results.jsonl"
+    tmp = root / f".results.jsonl.{os.getpid()}.tmp"
+    tmp.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+def _worker_init(parent: int) -> None:
+    """Worker processes die with the study process (even when it is SIGKILLed)."""
+    import threading
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker(cfg_json: str, cell_index: int, threads: int | None) -> dict[str, Any]:
+    cfg = StudyConfig.model_validate_json(cfg_json)
+    cell = expand_cells(cfg)[cell_index]
+    return run_cell(cfg, cell, threads)
+
+
+def run_study(cfg: StudyConfig, jobs: int = 1, shard: tuple[int, int] | None = None,
+              progress: bool = True, console=None) -> StudySummary:
+    """Run every (pending) cell of this shard with ``jobs`` worker processes; merge results.jsonl."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: use 1 or more")
+    root = Path(cfg.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    _atomic_json(root / "study.json", cfg.model_dump())
+    all_cells = expand_cells(cfg)
+    index = {c.id: i for i, c in enumerate(all_cells)}
+    mine = shard_cells(all_cells, shard)
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // jobs)
+    summary = StudySummary(cells=len(mine), done=0, failed=0)
+    cfg_json = cfg.model_dump_json()
+    for c in mine:  # a stale status from a killed run must not show as running
+        st = _cell_dir(cfg, c) / "status.json"
+        if st.exists():
+            _status(_cell_dir(cfg, c), "pending")
+    view = _LiveView(cfg, mine, enabled=progress, console=console)
+    ctx = mp.get_context("spawn")
+    with view, ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(os.getpid(),)) as pool:
+        futs = {pool.submit(_worker, cfg_json, index[c.id], threads): c for c in mine}
+        pending = set(futs)
+        while pending:
+            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for f in finished:
+                c = futs[f]
+                try:
+                    res = f.result()
+                except Exception as e:  # the worker died (OOM, segfault)
+                    row = {**c.row_keys(), "cell": c.id, "status": "failed", "stage": "worker",
+                           "error": f"worker process died: {type(e).__name__}: {e}"[:500]}
+                    _atomic_json(_cell_dir(cfg, c) / "result.json", row)
+                    _status(_cell_dir(cfg, c), "failed", "worker", error=row["error"])
+                    res = {"row": row, "ran": []}
+                summary.ran[c.id] = res["ran"]
+                if res["row"].get("status") == "ok":
+                    summary.done += 1
+                else:
+                    summary.failed += 1
+            view.refresh()
+    summary.results_path = merge_results(cfg)
+    return summary
+
+
+class _LiveView:
+    """A live rich view: one progress bar over cells + a table of running/failed cells with their stage."""
+
+    def __init__(self, cfg: StudyConfig, cells: list[Cell], enabled: bool = True, console=None):
+        self.cfg, self.cells, self.enabled = cfg, cells, enabled
+        self.console = console
+        self.live = None
+
+    def _render(self):
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        states = {}
+        for c in self.cells:
+            st = _read_json(_cell_dir(self.cfg, c) / "status.json") or {}
+            states[c.id] = st
+        done = sum(1 for s in states.values() if s.get("state") == "done")
+        failed = sum(1 for s in states.values() if s.get("state") == "failed")
+        running = [(cid, s) for cid, s in states.items() if s.get("state") == "running"]
+        n = len(self.cells)
+        el = time.time() - self.t0
+        finished = done + failed
+        eta = f"{el / finished * (n - finished):.0f}s" if finished else "?"
+        head = Table.grid(padding=(0, 1))
+        head.add_row(ProgressBar(total=max(n, 1), completed=finished, width=40),
+                     f"{finished}/{n} cells  done {done}  running {len(running)}  failed {failed}  "
+                     f"elapsed {el:.0f}s  eta {eta}")
+        tab = Table(show_header=True, header_style="bold", box=None)
+        tab.add_column("cell")
+        tab.add_column("stage")
+        tab.add_column("for")
+        for cid, s in running[:12]:
+            tab.add_row(cid, str(s.get("stage")), f"{time.time() - float(s.get('t', time.time())):.0f}s")
+        for cid, s in [(k, v) for k, v in states.items() if v.get("state") == "failed"][:6]:
+            tab.add_row(f"[red]{cid}[/red]", f"[red]failed in {s.get('stage')}[/red]", str(s.get("error", ""))[:60])
+        return Group(head, tab)
+
+    def __enter__(self):
+        self.t0 = time.time()
+        if self.enabled:
+            from rich.live import Live
+
+            self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
+            self.live.__enter__()
+        return self
+
+    def refresh(self):
+        if self.live is not None:
+            self.live.update(self._render())
+
+    def __exit__(self, *a):
+        if self.live is not None:
+            self.live.update(self._render())
+            self.live.__exit__(*a)

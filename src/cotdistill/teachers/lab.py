@@ -39,5 +39,5 @@ class LabTeacher(Teacher):
             except (KeyError, ValueError) as e:
                 out.append(TeacherError(f"lab_rationale failed: {e}"))
                 continue
-            out.append(Result(text=text, usage={"prompt_tokens": 0, "completion_tokens": len(text.split())}, finish_reason="stop"))
+            out.append(Result(text=text, finish_reason="stop"))
         return out

@@ -41,9 +41,10 @@ Extraction rules, tried in this order; the first rule that yields a value wins, 
 5. ``whole`` -- the whole (short) text is itself an answer: ``"145"``, ``"(B)"``, ``"True"``.
 6. type-specific fallbacks:
    ``number``: ``last_number`` (last number in the text);
-   ``choice``: ``option_text`` (the last line names exactly one option text), then
-   ``last_letter`` (last letter in an explicit option form: ``(B)``, ``B)``, ``option B``,
-   ``B:``);
+   ``choice``: ``option_text`` (the last sentence names exactly one option text), then
+   ``final_letter`` (the text ends with "... is C.", "... making the answer A.", "option B"),
+   then ``last_letter`` (last letter in an explicit option form: ``(B)``, ``B)``,
+   ``option B``, ``B:``);
    ``bool``: ``last_bool`` (last True/False word, else yes/no in the last sentence);
    ``math``: ``last_math`` (last ``$...$`` / ``\\(...\\)`` / ``\\[...\\]`` span), then
    ``last_number``.
@@ -89,6 +90,7 @@ RULES = (
     "whole",
     "last_number",
     "option_text",
+    "final_letter",
     "last_letter",
     "last_bool",
     "last_math",
@@ -108,6 +110,8 @@ def _as_text(x) -> str:
     if isinstance(x, bytes):
         x = x.decode("utf-8", "replace")
     s = x if isinstance(x, str) else str(x)
+    if "\u200b" in s or "\ufeff" in s or "\u200c" in s:
+        s = s.replace("\u200b", "").replace("\ufeff", "").replace("\u200c", "")
     if len(s) > _MAX_TEXT:
         s = s[-_MAX_TEXT:]
     return s
@@ -351,7 +355,7 @@ def _equal_number(pred: str, gold: str) -> bool:
 # ----------------------------------------------------------------------------- choices
 
 _CHOICE_SPAN = re.compile(
-    r"^(?:\s|[:=\-*#\"'`<>\[\]]|<answer>|\\text\{|\\boxed\{|\$|option|choice|answer|letter)*"
+    r"^(?:\s|[:=\-*#\"'`<>\[\]]|<answer>|\\text\{|\\boxed\{|\$|option|choice|answer|letter|is)*"
     r"\(?([A-E])(?![A-Za-z]|'[a-z])",
     re.IGNORECASE,
 )
@@ -422,6 +426,12 @@ _LAST_LETTER = re.compile(
 )
 
 
+_FINAL_LETTER = re.compile(
+    r"\b(?:is|are|be|answer|option|choice|select|choose|pick)\s*:?\s*\(?([A-E])\)?\s*[.!]?\s*$",
+    re.IGNORECASE,
+)
+
+
 def _last_letter(text: str) -> str | None:
     last = None
     for m in _LAST_LETTER.finditer(text):
@@ -487,7 +497,7 @@ _MATH_DELIMS = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]"
 
 
 def _math_from_span(span: str) -> str | None:
-    s = span.strip()
+    s = _repair_escapes(span).strip()
     if not s or _NEGATED.match(s):
         return None
     b = _last_boxed(s)
@@ -499,7 +509,10 @@ def _math_from_span(span: str) -> str | None:
     m = _MATH_DELIMS.search(s[:80])
     if m and m.start() < 20:
         return next(g for g in m.groups() if g is not None).strip() or None
-    # plain text: up to the end of the sentence
+    # plain text: up to the end of the sentence, without tags ("25>", "336 </Solution Path>")
+    s = re.sub(r"<[^<>]{0,40}>|[<>]\s*$|^\s*[<>]", " ", s).strip()
+    if not s:
+        return None
     s = re.split(r"\.(?!\d)\s|\.$|\n|,\s(?:so|which|since|because|as)\b|\s\((?=[a-z]{3,})", s)[0]
     s = s.strip().rstrip(".").strip()
     return s or None
@@ -526,9 +539,18 @@ _UNIT_WORDS = (
 )
 
 
+def _repair_escapes(s: str) -> str:
+    """LaTeX that went through a JSON/Python string unescaped: "\x0crac" was "\\frac", "\x08oxed" "\\boxed"."""
+    if any(c in s for c in "\x0c\x08\x07\x0b\t\r"):
+        s = s.replace("\x0c", "\\f").replace("\x08", "\\b").replace("\x07", "\\a").replace("\x0b", "\\v")
+        s = re.sub(r"\t(?=ext|imes|frac|heta|au|an|o\b)", r"\\t", s)
+        s = re.sub(r"\r(?=ight|ho|m\b)", r"\\r", s)
+    return s
+
+
 def _normalize_math(s: str) -> str:
     """Normalise a LaTeX answer string (in the style of Hendrycks' ``is_equiv`` / Qwen2.5-Math)."""
-    s = _as_text(s)
+    s = _repair_escapes(_as_text(s))
     # balance braces cut off by a naive extractor ("\sqrt{5" -> "\sqrt{5}")
     depth = s.count("{") - s.count("}")
     if 0 < depth <= 3:
@@ -546,7 +568,9 @@ def _normalize_math(s: str) -> str:
     # degrees and percent
     s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°|\\circ|\\degree", "", s)
     s = s.replace("\\%", "").replace("%", "")
-    s = s.replace("\\$", "").replace("$", "")
+    s = s.replace("\\$", "").replace("$", "").replace("~", " ")
+    # a trailing word after a number: "230 \text{ diagonals}", "90~\text{seconds}"
+    s = re.sub(r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\s*\{\s*[a-zA-Z][a-zA-Z .]*\}\s*\.?\s*$", "", s)
     # units written as \text{ cm}, \mbox{ acres} at the end, then any other \text{x} -> x
     s = re.sub(r"\s*\\(?:text|mbox|mathrm)\s*\{\s*" + _UNIT_WORDS + r"(?:\^?\{?\d\}?)?\s*\}\s*$", "", s, flags=re.I)
     s = re.sub(r"\s*\\(?:text|mbox|mathrm)\s*\{\s*" + _UNIT_WORDS + r"(?:\^?\{?\d\}?)?\s*$", "", s, flags=re.I)
@@ -555,7 +579,7 @@ def _normalize_math(s: str) -> str:
     # trailing plain-word units: "441 pounds", "12 sq units"
     s = re.sub(r"(?<=[\d}])\s*(?:" + _UNIT_WORDS + r")(?:\^?\{?\d\}?)?\s*$", "", s, flags=re.I)
     # "x = 5" -> "5"; a chain "6 \cdot 5 / 2 = 15" or "mr = 10 \cdot 24 = 240" -> its last side
-    parts = _split_top(s, "=")
+    parts = _split_top(s.replace("\\approx", "="), "=")
     if len(parts) > 1 and parts[-1].strip() and not re.search(r"[<>]$|\\[lg]e?q?$|\\neq?$", parts[-2].strip()):
         s = parts[-1]
     # thousands separators "14,641" (only when the whole thing is a number)
@@ -840,7 +864,9 @@ def _whole(text: str, answer_type: str, choices) -> str | None:
         if re.fullmatch(r"\W*(?:true|false|yes|no)\W*", s, re.IGNORECASE):
             return _bool_from_span(s)
         return None
-    if "\n" in s or len(s) > 60 or re.search(r"[a-zA-Z]{4,}\s+[a-zA-Z]{4,}", s.replace("\\", " \\")):
+    if "\n" in s or len(s) > 60 or re.search(r"[a-zA-Z]{4,}", re.sub(r"\\[a-zA-Z]+", " ", s)):
+        return None
+    if not re.search(r"[\d\\]", s) and len(s) > 12:
         return None
     v = _normalize_math(s)
     return v or None
@@ -850,6 +876,8 @@ def _extract(text: str, answer_type: str, choices) -> tuple[str | None, str]:
     text = _as_text(text)
     if not text.strip():
         return None, "none"
+    if answer_type == "math":
+        text = _repair_escapes(text)
     # 1. "the answer is X", last occurrence first
     for i, span in enumerate(_answer_spans(text)):
         if _NEGATED.match(span):
@@ -896,6 +924,9 @@ def _extract(text: str, answer_type: str, choices) -> tuple[str | None, str]:
             v = _choice_by_text(last_sent, choices)
             if v:
                 return v, "option_text"
+        m = _FINAL_LETTER.search(text)
+        if m:
+            return m.group(1), "final_letter"
         v = _last_letter(text)
         return (v, "last_letter") if v else (None, "none")
     if answer_type == "bool":

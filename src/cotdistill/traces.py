@@ -109,3 +109,240 @@ def write_traces(path: str | os.PathLike, traces: Iterable[Trace]) -> int:
 
 def trace_to_dict(t: Trace) -> dict[str, Any]:
     return t.model_dump(exclude_none=True)
+
+
+# ============================================================================================
+# statistics
+#
+# Words: whitespace-separated tokens. Tokens (proxy, no tokenizer needed): regex word pieces,
+# ``\w+`` runs split into chunks of at most 4 characters plus every other non-space character;
+# on English CoT text this lands within ~15 % of BPE tokenizers such as LLaMA-3's (numbers and
+# punctuation count one piece each). Pass a tokenizer for exact counts.
+# Steps: sub-questions (``?``) for the ``subq`` format; otherwise the numbered items
+# (``1.`` ``2.`` ... in order) when there are at least two, else the sentences; the final
+# "The answer is X" sentence is not a step.
+
+import math as _math
+import re as _re
+from dataclasses import dataclass as _dataclass
+
+_PIECE = _re.compile(r"\w{1,4}|[^\w\s]")
+_NUMBERED = _re.compile(r"(?:^|(?<=[\s.:;)]))(\d{1,2})[.)](?=\s*[A-Za-z(])")
+_SENT_END = _re.compile(r"(?<=[.!?])(?:\s+|(?=[A-Z]))|\n+")
+_FINAL = _re.compile(r"(?:therefore,?\s*)?the answer is\b.*$", _re.I | _re.S)
+
+
+def proxy_tokens(text: str) -> int:
+    """Token-count proxy (see the module notes): regex word pieces of at most 4 characters."""
+    return len(_PIECE.findall(text))
+
+
+def count_steps(text: str, fmt: str = "cot") -> int:
+    """Reasoning steps in a rationale: sub-questions, numbered items or sentences (see notes)."""
+    body = _FINAL.sub("", text or "").strip()
+    if not body:
+        return 0
+    if fmt == "subq":
+        return body.count("?")
+    nums = [int(m.group(1)) for m in _NUMBERED.finditer(body)]
+    # longest run 1, 2, 3, ... in order
+    run, best = 0, 0
+    for n in nums:
+        if n == run + 1:
+            run += 1
+            best = max(best, run)
+        elif n == 1:
+            run = 1
+    if best >= 2:
+        return best
+    return sum(1 for s in _SENT_END.split(body) if s and _re.search(r"[A-Za-z0-9]", s))
+
+
+def _p90(xs: list[int]) -> float:
+    if not xs:
+        return 0.0
+    ys = sorted(xs)
+    k = max(0, _math.ceil(0.9 * len(ys)) - 1)  # nearest-rank percentile
+    return float(ys[k])
+
+
+@_dataclass
+class GroupStats:
+    task: str
+    teacher: str
+    level: int | str
+    format: str
+    rows: int
+    scored: int
+    correct: int
+    mean_words: float
+    p90_words: float
+    mean_tokens: float
+    p90_tokens: float
+    mean_steps: float
+
+    @property
+    def correct_pct(self) -> float | None:
+        return 100.0 * self.correct / self.scored if self.scored else None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["correct_pct"] = self.correct_pct
+        return d
+
+
+def _level_sort(level) -> tuple:
+    return (1, 0) if level == "human" else (0, int(level))
+
+
+def trace_stats(traces: Iterable[Trace], tokenizer: Any = None) -> list[GroupStats]:
+    """Statistics per (task, teacher, level, format), sorted by those keys.
+
+    ``tokenizer``: anything with ``encode(text)`` (a transformers tokenizer) or ``None`` for the
+    regex proxy :func:`proxy_tokens`.
+    """
+    groups: dict[tuple, dict[str, list]] = {}
+    for t in traces:
+        g = groups.setdefault((t.task, t.teacher, t.level, t.format), {"w": [], "t": [], "s": [], "c": []})
+        g["w"].append(len(t.output.split()))
+        if tokenizer is None:
+            g["t"].append(proxy_tokens(t.output))
+        else:
+            g["t"].append(len(tokenizer.encode(t.output, add_special_tokens=False))
+                          if hasattr(tokenizer, "encode") else len(tokenizer(t.output)))
+        g["s"].append(count_steps(t.output, t.format))
+        g["c"].append(t.correct)
+    out = []
+    for (task, teacher, level, fmt), g in groups.items():
+        n = len(g["w"])
+        scored = [c for c in g["c"] if c is not None]
+        out.append(GroupStats(
+            task, teacher, level, fmt, n, len(scored), sum(bool(c) for c in scored),
+            sum(g["w"]) / n, _p90(g["w"]), sum(g["t"]) / n, _p90(g["t"]), sum(g["s"]) / n,
+        ))
+    out.sort(key=lambda s: (s.task, s.teacher, _level_sort(s.level), s.format))
+    return out
+
+
+def load_tokenizer(path: str):
+    """A transformers tokenizer from a local directory (``--tokenizer PATH``); one-line error otherwise."""
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # noqa: BLE001 - any failure is the user's path
+        raise UserError(f"cannot load tokenizer from {path}: {str(e).splitlines()[0][:200]}; "
+                        f"pass a local directory with tokenizer files (tokenizer.json / tokenizer_config.json)") from None
+
+
+# ============================================================================================
+# export
+
+EXPORT_FORMATS = ("llamafactory", "trl", "hf")
+
+
+def _group_name(t: Trace) -> str:
+    lv = "human" if t.level == "human" else f"level{t.level}"
+    name = f"{t.task}_{t.teacher}_{lv}" + ("" if t.format == "cot" else f"_{t.format}")
+    return _re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def export_traces(
+    traces: Iterable[Trace],
+    to: str,
+    out: str | os.PathLike,
+    *,
+    template: str = "plain",
+) -> list[Path]:
+    """Write traces for an SFT framework; returns the files / directories written.
+
+    * ``llamafactory``: one alpaca JSON list (``instruction``, ``input``, ``output``) per
+      (task, teacher, level, format) group, named like ``svamp_gpt-4o_level3.json``, plus
+      ``dataset_info.json`` registering each under its file stem (merged into an existing one).
+    * ``trl``: ``train.jsonl`` of ``{"prompt", "completion", "id", ...}`` (TRL's prompt-completion
+      format; the loss is on the completion). ``template`` names a
+      :data:`cotdistill.template.NAMED_TEMPLATES` entry (``plain``, ``qa``, ``alpaca``) or
+      ``chat``, which writes conversational ``[{"role", "content"}]`` prompt / completion lists.
+    * ``hf``: a ``datasets.Dataset`` with every trace field (``level`` as a string, since it mixes
+      ints and ``"human"``) saved with ``save_to_disk``.
+    """
+    traces = list(traces)
+    if not traces:
+        raise UserError("nothing to export: the trace file has no traces")
+    out = Path(out)
+    to = to.lower()
+    if to not in EXPORT_FORMATS:
+        raise UserError(f"unknown export format {to!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a directory")
+    if to == "hf" and out.is_dir() and any(out.iterdir()) and not (out / "state.json").exists():
+        raise UserError(f"--out {out} is a non-empty directory that is not a saved dataset; pass a new or empty directory")
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if to == "llamafactory":
+        groups: dict[str, list[dict[str, str]]] = {}
+        for t in traces:
+            groups.setdefault(_group_name(t), []).append({"instruction": t.question, "input": "", "output": t.output})
+        info_path = out / "dataset_info.json"
+        info: dict[str, Any] = {}
+        if info_path.exists():
+            try:
+                info = json.loads(info_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                raise UserError(f"{info_path} exists but is not valid JSON; delete it or pick another --out") from None
+        for name, rows in sorted(groups.items()):
+            p = out / f"{name}.json"
+            _atomic_write_text(p, json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+            written.append(p)
+            info[name] = {"file_name": p.name, "columns": {"prompt": "instruction", "query": "input", "response": "output"}}
+        _atomic_write_text(info_path, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+        written.append(info_path)
+    elif to == "trl":
+        from .template import NAMED_TEMPLATES
+
+        if template not in NAMED_TEMPLATES:
+            raise UserError(f"unknown template {template!r}; choose one of {', '.join(NAMED_TEMPLATES)}")
+        tpl = NAMED_TEMPLATES[template]
+        lines = []
+        for t in traces:
+            if tpl.kind == "chat":
+                prompt: Any = [{"role": "user", "content": t.question}]
+                completion: Any = [{"role": "assistant", "content": t.output.strip()}]
+            else:
+                prompt, completion = tpl.render_prompt(t.question), tpl.render_completion(t.output)
+            lines.append(json.dumps({
+                "prompt": prompt, "completion": completion, "id": t.id, "task": t.task,
+                "teacher": t.teacher, "level": str(t.level), "format": t.format,
+            }, ensure_ascii=False))
+        p = out / "train.jsonl"
+        _atomic_write_text(p, "\n".join(lines) + "\n")
+        written.append(p)
+    else:
+        import datasets
+
+        cols: dict[str, list] = {k: [] for k in Trace.model_fields}
+        for t in traces:
+            for k in cols:
+                v = getattr(t, k)
+                cols[k].append(str(v) if k == "level" else v)
+        cols["usage"] = [json.dumps(u) if u is not None else None for u in cols["usage"]]
+        ds = datasets.Dataset.from_dict(cols)
+        import shutil
+
+        tmp = out.with_name(out.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        ds.save_to_disk(str(tmp))
+        shutil.rmtree(out)  # checked above: empty or a previous saved dataset
+        os.replace(tmp, out)
+        written.append(out)
+    return written

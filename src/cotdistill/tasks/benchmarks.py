@@ -337,6 +337,10 @@ class AQuA(_Benchmark):
                 choices = parse_aqua_choices(q)
                 raw = str(_field(p, i, r, "output"))
                 gold = aqua_letter(raw)
+                if gold is None and choices:  # "0.40%" -> the option with that text
+                    from ..answers import normalize
+
+                    gold = normalize(raw, "choice", choices=choices)
                 if gold is None:  # unreadable released answer: not a usable example
                     continue
                 meta = {} if raw.strip() == gold else {"released_answer": raw}

@@ -1,0 +1,126 @@
+"""``cotdistill import-paper``, ``cotdistill traces stats`` and ``cotdistill traces export``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._common import DataDirOpt, console, err_console, opt_path
+
+
+def _fmt_level(level) -> str:
+    return "human" if level == "human" else str(level)
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1f}"
+
+
+def register(app: typer.Typer) -> None:
+    traces_app = typer.Typer(help="Inspect and export trace files (JSONL of Trace records).", no_args_is_help=True)
+    app.add_typer(traces_app, name="traces")
+
+    @app.command("import-paper")
+    def import_paper_cmd(
+        src: Path = typer.Argument(..., help="Directory of the released files (.json or .json.gz, names as released), or one file."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output directory; traces go to OUT/traces.jsonl (written atomically)."),
+        data_dir: Optional[Path] = DataDirOpt,
+        keep_test: bool = typer.Option(False, "--keep-test", help="Keep rows whose question is a test question of its task (test leakage; dropped by default)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the totals and the problems, not the per-file table."),
+    ) -> None:
+        """Import the paper's released CoT files into OUT/traces.jsonl, with a per-file report."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.table import Table
+
+        from ..paper import import_paper
+        from ..traces import write_traces
+
+        t0 = time.time()
+        with Progress(TextColumn("[bold]import[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=err_console, transient=True) as prog:
+            bar = prog.add_task("", total=None)
+
+            def on_file(name: str, i: int, n: int) -> None:
+                prog.update(bar, total=n, completed=i, description=name)
+
+            report = import_paper(src, opt_path(data_dir), keep_test=keep_test, on_file=on_file)
+        path = Path(out) / "traces.jsonl"
+        if path.exists() and path.is_dir():
+            from ..errors import UserError
+
+            raise UserError(f"{path} is a directory; pass another --out")
+        n = write_traces(path, report.traces)
+        if not quiet:
+            tab = Table(title=f"import-paper {src}", show_lines=False)
+            for col in ("file", "task", "teacher", "level", "format", "rows", "kept", "correct %", "mean words", "problems"):
+                tab.add_column(col, justify="right" if col in ("rows", "kept", "correct %", "mean words", "problems") else "left",
+                               overflow="fold")
+            for f in report.files:
+                tab.add_row(f.file, f.task, f.teacher, _fmt_level(f.level), f.format, str(f.rows), str(f.kept),
+                            _pct(f.correct_pct), f"{f.mean_words:.1f}", str(len(f.problems)))
+            console.print(tab)
+        probs = report.problems()
+        if probs:
+            console.print(f"[bold]{len(probs)} problems found[/]:")
+            for p in probs:
+                console.print(f"  - {p}", markup=False, highlight=False, soft_wrap=True)
+        for w in report.warnings:
+            err_console.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"wrote {n:,} traces from {len(report.files)} file cells to {path} in {time.time() - t0:.1f}s",
+                      markup=False, highlight=False)
+
+    @traces_app.command("stats")
+    def stats_cmd(
+        file: Path = typer.Argument(..., help="A traces.jsonl (or a directory holding one)."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Local tokenizer directory for exact token counts (default: regex word-piece proxy)."),
+        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the table as JSON to this file."),
+    ) -> None:
+        """Per (task, teacher, level, format): rows, correct %, words, tokens and steps."""
+        import json
+
+        from rich.table import Table
+
+        from ..traces import load_tokenizer, read_traces, trace_stats
+
+        tok = load_tokenizer(tokenizer) if tokenizer else None
+        stats = trace_stats(read_traces(file), tokenizer=tok)
+        unit = "tokens" if tok is not None else "tokens*"
+        tab = Table(title=f"traces stats {file}")
+        for col in ("task", "teacher", "level", "format", "rows", "correct %", "words mean", "words p90",
+                    f"{unit} mean", f"{unit} p90", "steps mean"):
+            tab.add_column(col, justify="left" if col in ("task", "teacher", "level", "format") else "right")
+        for s in stats:
+            tab.add_row(s.task, s.teacher, _fmt_level(s.level), s.format, f"{s.rows:,}", _pct(s.correct_pct),
+                        f"{s.mean_words:.1f}", f"{s.p90_words:.0f}", f"{s.mean_tokens:.1f}", f"{s.p90_tokens:.0f}",
+                        f"{s.mean_steps:.2f}")
+        console.print(tab)
+        if tok is None:
+            console.print("* tokens: regex word-piece proxy (\\w{1,4} runs and punctuation); pass --tokenizer PATH for exact counts. "
+                          "steps: sub-questions for subq, else numbered items, else sentences (final answer excluded).",
+                          markup=False, highlight=False)
+        if json_out:
+            from ..traces import _atomic_write_text
+
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(json_out, json.dumps([s.as_dict() for s in stats], indent=2) + "\n")
+
+    @traces_app.command("export")
+    def export_cmd(
+        file: Path = typer.Argument(..., help="A traces.jsonl (or a directory holding one)."),
+        to: str = typer.Option(..., "--to", help="llamafactory (alpaca JSON + dataset_info.json) | trl (prompt/completion JSONL) | hf (datasets save_to_disk)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
+        template: str = typer.Option("plain", "--template", help="trl only: prompt template plain | qa | alpaca | chat (conversational)."),
+    ) -> None:
+        """Export traces for LLaMA-Factory, TRL or a saved datasets dataset."""
+        from ..traces import EXPORT_FORMATS, export_traces, read_traces
+
+        if to.lower() not in EXPORT_FORMATS:
+            from ..errors import UserError
+
+            raise UserError(f"unknown export format {to!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+        traces = read_traces(file)
+        written = export_traces(traces, to, out, template=template)
+        console.print(f"exported {len(traces):,} traces as {to} to {out} ({len(written)} file(s))", markup=False, highlight=False)

@@ -12,8 +12,9 @@ loose, independent reference reading of the teacher's stated answer (the text af
 
 * ``stated right``  -- the gold value occurs in that text (a number equal to gold, the gold letter as
   a standalone token or the gold option text, the gold True/False word);
-* ``stated wrong``  -- the teacher stated something, and the gold value is not in it (true teacher
-  error, e.g. "The answer is 24" for gold 29, "The answer is not D");
+* ``stated wrong``  -- the teacher stated something, and the gold value is not in it, or the text
+  is a refusal / negation (true teacher error, e.g. "The answer is 24" for gold 29, "The answer
+  is not D", "The answer is none of the above");
 * ``unstated``      -- no "answer is" at all (our fallback rules decide).
 
 ``agreement`` = fraction of *stated right* rows that ``correct()`` scores as correct; the issue
@@ -53,8 +54,53 @@ DATASETS = {
 REQUIRED = ("SVAMP", "GSM8K", "StrategyQA", "OpenBookQA")
 THRESHOLD = 0.995
 
-# Disagreements read by hand: (file stem, row index) -> explanation.
-KNOWN: dict[tuple[str, int], str] = {}
+# Disagreements read by hand: (file stem, row index) -> explanation. "teacher error" = the teacher's
+# own final statement is not the gold; the loose reference only saw the gold somewhere in the line.
+_DISOWN = "teacher error: states the gold, then disowns it ('... answer should be Y'); the last statement wins"
+_MULTI = "teacher error: names several options ('A: ..., B: ...') instead of one; the first is read"
+_GPT_MATH = "teacher error: GPT-4o's stated final value differs from the gold (checked by hand)"
+KNOWN: dict[tuple[str, int], str] = {
+    ("SVAMP_llama_level3_ranked", 234): "teacher error: 'The answer is 10, not 13' states 10; gold 13 is the rejected value",
+    ("SVAMP_llama_level3_ranked", 526): "teacher error: states 4; gold 220 only appears in the next sentence's arithmetic",
+    ("gsm8k_llama_level1_ranked", 2498): "teacher error / ambiguous: 'The answer is 23 no wait its 46' (self-correction after the phrase); 23 is read",
+    ("gsm8k_llama_level1_ranked", 3196): "teacher error: states 79.5; gold 42 only in a comment '(round to 42)'",
+    ("gsm8k_llama_level1_ranked", 5742): _DISOWN,
+    ("gsm8k_llama_level2_ranked", 926): _DISOWN,
+    ("gsm8k_llama_level2_ranked", 4800): _DISOWN,
+    ("gsm8k_llama_level2_ranked", 6216): _DISOWN,
+    ("gsm8k_llama_level2_ranked", 7263): _DISOWN,
+    ("gsm8k_llama_level2_ranked", 5206): "teacher error: states 88; gold 400 only in a note ('The answer 400 is likely an error')",
+    ("gsm8k_llama_level2_ranked", 5590): (
+        "ambiguous / extractor limit: '0.2 x 0.8 = 0.16, or 16%' gives two values; the '=' chain result 0.16 "
+        "is read (gold 16 means 16 %); accepting either value would also accept wrong answers elsewhere"
+    ),
+    ("openbookQA_ChatGPT_0_shot_without_gt_ranked", 659): _MULTI,
+    ("openbookQA_ChatGPT_0_shot_without_gt_ranked", 1420): _MULTI,
+    ("openbookQA_ChatGPT_0_shot_without_gt_ranked", 2006): _MULTI,
+    # AQuA (not in the >= 99.5 % set): the answer-only file holds raw rationale tails, not letters
+    ("aqua_human", 41): "gold error: aqua_only_ans gold is '0.40%', not a letter",
+    ("aqua_human", 1539): "gold error: aqua_only_ans gold is '4.', not a letter",
+    ("aqua_human", 5375): "gold error: aqua_only_ans gold is '4% of a.', not a letter (we read option text -> A)",
+    ("aqua_human", 5885): "gold error: aqua_only_ans gold is '30cm'; the rationale never names a letter",
+    ("aqua_human", 101): "annotator writes 'Answer: C' then 'Hence answer should be D'; the last statement (D) wins",
+    ("aqua_human", 2557): "'The answer is 4 = ... = 89 So the OA is correct - A': the '=' chain inside the sentence yields E?; garbled human text",
+    ("aqua_human", 4992): "'ANS B' is not a recognised phrase; the earlier 'The answer is 6' is a value, not a letter",
+    ("aqua_human", 6093): "'The answer D' (no 'is') is not a recognised phrase; an earlier 'E(x)' is read",
+    # MATH human solutions: 'the answer is' used in prose
+    ("math_human[solution]", 226): "human solution: 'the answer is' names an intermediate count (28) that is halved later (14)",
+    ("math_human[solution]", 503): "human solution: 'our answer is the number of integers between 0 and 24' (prose); the value 25 follows",
+    ("math_human[solution]", 701): "human solution: 'the final answer is a common one' (prose, not an answer)",
+    ("math_human[solution]", 755): "two \\boxed answers ((-2, 23) and (0, 1)); the released output keeps the first, we the last",
+    ("math_human[solution]", 848): "human solution: 'the answer is $\\sum ...$' followed by '$= 704$' in later $...$ spans",
+    ("math_human[solution]", 903): "human solution: 'our answer is 1155, and the remainder is 155' (the question asks for the remainder)",
+    ("math_human[solution]", 969): "human solution: 'the answer: ... = 376320, and the three leftmost digits are 376'",
+    ("math_human[solution]", 1236): "human solution: 'the answer would be greater than 999' (hypothetical)",
+    ("math_human[solution]", 1277): "two \\boxed answers (20:34 or 8:34 p.m.); the released output keeps the first, we the last",
+    ("math_human[chatgpt_output]", 834): "gold error: the released output is the template residue '\" + string(n) + \"'",
+}
+for _i in (59, 86, 120, 175, 255, 306, 327, 461, 542, 645, 668, 890, 916, 1007, 1014, 1050, 1051, 1129, 1130,
+           1193, 1244, 1245, 1251, 1258):
+    KNOWN[("math_human[chatgpt_output]", _i)] = _GPT_MATH
 # Patterns explaining whole classes of stated-right disagreements (checked in order).
 KNOWN_PATTERNS: list[tuple[str, str]] = []
 
@@ -118,6 +164,11 @@ def _ref_numbers(s: str) -> list[float]:
         except (ValueError, ZeroDivisionError):
             pass
     return out
+
+
+# the stated text refuses or negates ("not D", "none of the above", "incorrect", "not 40, it's 50"):
+# whatever letters or numbers follow, the teacher did not state the gold as its answer
+_REFUSAL = re.compile(r"^\W*(?:not\b|none\b|neither\b|incorrect\b|undefined\b|unknown\b)", re.IGNORECASE)
 
 
 def stated_contains_gold(span: str, gold: str, answer_type: str, choices: list[str] | None) -> bool:
@@ -200,7 +251,7 @@ def score_file(path: Path, dataset: str, answer_type: str, gold: dict[str, str],
         if span is None:
             res.unstated += 1
             res.unstated_correct += ok
-        elif stated_contains_gold(span, g, answer_type, choices):
+        elif not _REFUSAL.match(span) and stated_contains_gold(span, g, answer_type, choices):
             res.stated_right += 1
             res.agree += ok
             if not ok:
@@ -395,9 +446,9 @@ def main(argv: list[str] | None = None) -> int:
             n_unexplained += why == "UNEXPLAINED"
             tail = " ".join(out[-160:].split())
             print(f"- {r.name}#{idx}: gold={g!r} pred={pred!r} rule={rule} -- {why}\n    ...{tail}")
-    print("\nStated-wrong rows that correct() accepts (our fallback found the gold; MATH: unstated rows that miss):")
+    print("\nStated-wrong rows that correct() accepts (our fallback found the gold; MATH: first 10 unstated rows that miss):")
     for r in results:
-        for idx, g, pred, rule, out in r.oddities[: args.max_list]:
+        for idx, g, pred, rule, out in r.oddities[: min(args.max_list, 10 if r.dataset == "MATH" else args.max_list)]:
             tail = " ".join(out[-160:].split())
             print(f"- {r.name}#{idx}: gold={g!r} pred={pred!r} rule={rule}\n    ...{tail}")
 

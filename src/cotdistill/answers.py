@@ -31,7 +31,7 @@ Extraction rules, tried in this order; the first rule that yields a value wins, 
    end of its sentence; an arithmetic chain "81 - 60 = 21" gives the value after the last "=",
    a parenthesised comment is ignored ("4000 (profit or loss, ...)"). An unreadable answer
    ("the answer is <answer>") is skipped and the previous occurrence is tried.
-   ``negated`` -- when the *last* statement refuses to answer ("the answer is not D", "... is
+   ``negated`` -- when the last readable statement refuses to answer ("the answer is not D", "... is
    none of the above", "... is incorrect") the result is ``None`` with rule ``negated``: no
    fallback digs an option out of a rationale that rejected it. A negation that names an answer
    anyway is read ("the answer is not 40, it's 50" -> 50; "not A, B, C, so it must be D" -> D).
@@ -130,7 +130,7 @@ _ANSWER_IS = re.compile(
 _ANSWER_IS_GLUED = re.compile(r"answer\s*is(?=[A-Z0-9$\\(<-])|answeris|answer\s*ist\s*:", re.IGNORECASE)
 
 _NEGATED = re.compile(
-    r"^\W*(?:not\b|none\b|no\s+(?:option|choice|answer|correct|valid)|neither\b|incorrect\b|unknown\b|undefined\b|"
+    r"^\W*(?:(?:likely|probably|possibly|clearly|definitely|also)\s+)?(?:not\b|none\b|no\s+(?:option|choice|answer|correct|valid)|neither\b|incorrect\b|unknown\b|undefined\b|"
     r"unclear\b|cannot\b|can't\b|indeterminate\b|ambiguous\b|n/a\b)",
     re.IGNORECASE,
 )
@@ -378,8 +378,18 @@ def _choice_by_text(span: str, choices: list[str] | None) -> str | None:
     exact = [L for L, o in opts if o and o == sp]
     if len(exact) == 1:
         return exact[0]
+    # numeric options ("(B) 89.0") match a number of the span by value, not by words
+    numeric = {}
+    for i, c in enumerate(choices[:5]):
+        c = str(c).strip()
+        if c and re.fullmatch(r"[-−$€£\s]*[\d,]*\.?\d+\s*(?:/\s*\d+)?\s*%?", c):
+            v = _number_value(_first_number(c.translate(_DASHES)) or "")
+            if v is not None:
+                numeric[_LETTERS[i]] = v[0]
+    span_vals = {v[0] for m in _num_matches(span.translate(_DASHES)) if (r := _num_from_match(m)) and (v := _number_value(r))}
     # the span starts with, or contains, exactly one option text (longest options first, whole words)
-    hits = [L for L, o in opts if o and re.search(rf"(?<![a-z0-9]){re.escape(o)}(?![a-z0-9])", sp)]
+    hits = [L for L, o in opts if o and L not in numeric and re.search(rf"(?<![a-z0-9]){re.escape(o)}(?![a-z0-9])", sp)]
+    hits += [L for L, v in numeric.items() if v in span_vals]
     if len(hits) == 1:
         return hits[0]
     if len(hits) > 1:
@@ -885,9 +895,9 @@ def _extract(text: str, answer_type: str, choices) -> tuple[str | None, str]:
             v = _read_span(m.group(1), answer_type, choices) if m else None
             if v:
                 return v, "answer_is"
-            if i == 0:  # the final statement refuses to answer ("none of the above", "not D")
-                return None, "negated"
-            continue
+            # the teacher refuses or rejects ("none of the above", "not D"): no fallback digs an
+            # answer out of a rationale that rejected it
+            return None, "negated"
         v = _read_span(span, answer_type, choices)
         if v:
             return v, "answer_is"

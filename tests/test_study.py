@@ -156,3 +156,137 @@ def test_dry_run_counts(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "0/2 cells complete" in r.stdout and "L3" in r.stdout
     assert not (tmp_path / "o" / "cells").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# running studies (real lab teacher, real scratch training, real evaluation; tiny settings)
+# ---------------------------------------------------------------------------------------------
+def _rows(out: Path) -> dict[str, dict]:
+    return {json.loads(l)["cell"]: json.loads(l) for l in (out / "results.jsonl").read_text().splitlines() if l.strip()}
+
+
+def _preds(out: Path, cell: str) -> list:
+    return [(r["id"], r.get("correct"), r.get("output")) for r in
+            map(json.loads, (out / "cells" / cell / "eval" / "predictions.jsonl").read_text().splitlines())]
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory):
+    """One finished two-cell study (reused by the cache, shard and report tests)."""
+    out = tmp_path_factory.mktemp("single") / "out"
+    cfg = load_study_config(base_config(out))
+    summary = run_study(cfg, jobs=1, progress=False)
+    return cfg, summary
+
+
+@pytest.mark.slow
+def test_run_writes_cells_and_rerun_does_no_work(single_run):
+    cfg, summary = single_run
+    out = Path(cfg.output_dir)
+    assert summary.done == 2 and summary.failed == 0
+    assert all(set(r) >= {"generate", "curate", "train", "evaluate"} for r in summary.ran.values())
+    rows = _rows(out)
+    assert len(rows) == 2
+    for cell, r in rows.items():
+        assert r["status"] == "ok" and r["n"] == 24 and 0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1
+        for k in ("task", "teacher", "level", "format", "student", "seed", "mean_output_tokens", "train_tokens", "wall_s"):
+            assert k in r
+        d = out / "cells" / cell
+        for f in ("config.json", "traces.jsonl", "model", "eval/predictions.jsonl", "eval/metrics.json", "log.txt"):
+            assert (d / f).exists(), f
+    again = run_study(cfg, jobs=1, progress=False)
+    assert again.stages_run == 0 and again.done == 2
+    assert _rows(out) == rows
+
+
+@pytest.mark.slow
+def test_changed_parameter_reruns_exactly_affected_stages(tmp_path):
+    out = tmp_path / "out"
+    cfg = load_study_config(base_config(out, levels=[3]))
+    first = run_study(cfg, progress=False)
+    assert first.stages_run == 4
+    model_mtime = (out / "cells").glob("*/model/model.safetensors").__next__().stat().st_mtime
+    # evaluation setting only -> evaluate reruns, the model is kept
+    cfg_eval = load_study_config(base_config(out, levels=[3], eval={"max_new_tokens": 40}))
+    r = run_study(cfg_eval, progress=False)
+    assert list(r.ran.values()) == [["evaluate"]]
+    assert (out / "cells").glob("*/model/model.safetensors").__next__().stat().st_mtime == model_mtime
+    # training setting -> train + evaluate rerun, traces reused
+    cfg_lr = load_study_config(base_config(out, levels=[3], eval={"max_new_tokens": 40},
+                                           train={**base_config(out)["train"], "learning_rate": 1e-3}))
+    r = run_study(cfg_lr, progress=False)
+    assert list(r.ran.values()) == [["train", "evaluate"]]
+    # a new student: only its cell runs, and it reuses the traces (no generate / curate)
+    cfg_st = cfg_lr.model_copy(update={"students": ["scratch:llama-xxs", "scratch:gemma-xxs"]})
+    r = run_study(cfg_st, progress=False)
+    assert {k: v for k, v in r.ran.items() if v} == {c.id: ["train", "evaluate"] for c in expand_cells(cfg_st)
+                                                      if c.student == "scratch:gemma-xxs"}
+    assert len(_rows(out)) == 2
+
+
+@pytest.mark.slow
+def test_failed_cell_does_not_stop_the_others(tmp_path):
+    # a replay file holding traces for other questions only: that teacher's cells fail in generate
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"id": "x", "task": "arith", "question": "Zed has 1 cup. How many?", "gold": "1",
+                                 "teacher": "someone", "level": 3, "output": "1. The answer is 1."}) + "\n")
+    out = tmp_path / "out"
+    cfg = load_study_config(base_config(out, levels=[3], teachers=["lab", f"replay:{other}"]))
+    s = run_study(cfg, jobs=2, progress=False)
+    assert (s.done, s.failed) == (1, 1)
+    rows = list(_rows(out).values())
+    bad = [r for r in rows if r["status"] == "failed"]
+    assert len(bad) == 1 and bad[0]["teacher"].startswith("replay:") and bad[0]["stage"] in ("generate", "curate")
+    assert bad[0]["error"] and "\n" not in bad[0]["error"]
+    assert [r["status"] for r in rows if r["teacher"] == "lab"] == ["ok"]
+
+
+@pytest.mark.slow
+def test_two_shards_equal_one_worker(single_run, tmp_path):
+    cfg, _ = single_run
+    out = tmp_path / "sharded"
+    p = write_cfg(tmp_path, base_config(out))
+    procs = [subprocess.Popen([sys.executable, "-m", "cotdistill", "study", str(p), "--shard", s, "--no-report"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+             for s in ("1/2", "2/2")]
+    for pr in procs:
+        o, _ = pr.communicate(timeout=300)
+        assert pr.returncode == 0, o
+    merge_results(load_study_config(p))
+    a, b = _rows(Path(cfg.output_dir)), _rows(out)
+    assert a.keys() == b.keys()
+    for cell in a:
+        assert {k: v for k, v in a[cell].items() if "wall" not in k} == {k: v for k, v in b[cell].items() if "wall" not in k}
+        assert _preds(Path(cfg.output_dir), cell) == _preds(out, cell)
+
+
+@pytest.mark.slow
+def test_kill_and_resume(tmp_path):
+    out = tmp_path / "out"
+    cfg = base_config(out, levels=[0, 2, 3])
+    cfg["train"] = {**cfg["train"], "max_steps": 12, "save_steps": 4}
+    p = write_cfg(tmp_path, cfg)
+    proc = subprocess.Popen([sys.executable, "-m", "cotdistill", "study", str(p), "--no-report"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path, start_new_session=True)
+    deadline = time.time() + 240
+    first_done = None
+    while time.time() < deadline:
+        done = sorted(out.glob("cells/*/result.json"))
+        if done:
+            first_done = done[0].parent.name
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first_done, "no cell finished before the deadline"
+    time.sleep(1.0)  # workers notice their parent died
+    r = subprocess.run([sys.executable, "-m", "cotdistill", "study", str(p), "--no-report"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = _rows(out)
+    assert len(rows) == 3 and all(x["status"] == "ok" for x in rows.values())
+    marks = json.loads((out / "cells" / first_done / "stages.json").read_text())
+    assert set(marks) >= {"train", "evaluate"}
+    # the cell finished before the kill was not recomputed
+    log = (out / "cells" / first_done / "log.txt").read_text()
+    assert log.count("train: done") == 1 and log.count("evaluate: done") == 1

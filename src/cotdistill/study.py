@@ -87,6 +87,14 @@ class StudyConfig(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict, description="fields of cotdistill.train.TrainConfig")
     eval: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of cotdistill.evaluate.evaluate")
     threads: int | None = Field(None, ge=1, description="torch threads per cell (default: CPU cores // jobs)")
+    exclude: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="cells to skip: each entry matches cell fields (task, teacher, level, format, student, seed); "
+                    "a list value matches any of its items, e.g. {teacher: 'replay:p.jsonl#llama-3-70b', level: [5, 6]}")
+    max_failed_calls: float = Field(
+        0.0, ge=0, le=1,
+        description="fraction of a cell's teacher calls that may fail (e.g. items missing from a replay file) "
+                    "before the cell fails; the cell then trains on the traces it has")
 
     @field_validator("levels")
     @classmethod
@@ -166,10 +174,11 @@ def load_study_config(path: str | os.PathLike | dict, overrides: dict[str, Any] 
     teachers = []
     for t in cfg.teachers:
         if t.startswith("replay:"):
+            t, who = split_teacher(t)
             fp = Path(t.split(":", 1)[1]).expanduser()
             if not fp.is_absolute():
                 fp = (base / fp).resolve()
-            t = f"replay:{fp}"
+            t = f"replay:{fp}" + (f"#{who}" if who else "")
         teachers.append(t)
     cfg.teachers = teachers
     validate_study(cfg, source)
@@ -204,6 +213,11 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
                 parse_scratch(s)
             except UserError as e:
                 raise UserError(f"{source}: field 'students.{i}': {e}") from None
+    for i, ex in enumerate(cfg.exclude):
+        bad = set(ex) - {"task", "teacher", "level", "format", "student", "seed"}
+        if bad:
+            raise UserError(f"{source}: field 'exclude.{i}': unknown key {sorted(bad)[0]!r}; "
+                            "use task, teacher, level, format, student, seed")
     _check_train_settings(cfg.train, source)
     out = Path(cfg.output_dir)
     try:
@@ -218,6 +232,7 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
 
 
 def _check_teacher(spec: str) -> None:
+    spec = split_teacher(spec)[0]
     try:
         from .teachers.base import BACKENDS
     except ImportError:  # pragma: no cover - teachers not installed
@@ -258,6 +273,9 @@ def content_hash(obj: Any, n: int = 16) -> str:
 
 
 def _slug(s: str, n: int = 40) -> str:
+    spec, who = split_teacher(s)
+    if who:
+        return f"{_slug(spec, n)}-{_slug(who, 20)}"
     base = Path(s.split(":", 1)[1]).stem if s.startswith("replay:") else s
     out = re.sub(r"[^A-Za-z0-9.]+", "-", base).strip("-")[:n] or "x"
     if s.startswith("replay:"):
@@ -297,10 +315,41 @@ def expand_cells(cfg: StudyConfig) -> list[Cell]:
         if level == 0 or level == "human":
             fmt = "cot"
         c = Cell(task, teacher, level, fmt, student, seed)
+        if any(_matches(c, ex) for ex in cfg.exclude):
+            continue
         if c.id not in seen:
             seen.add(c.id)
             cells.append(c)
     return cells
+
+
+def _matches(cell: Cell, pattern: dict[str, Any]) -> bool:
+    fields = {"task": cell.task.name, "teacher": cell.teacher, "level": cell.level, "format": cell.format,
+              "student": cell.student, "seed": cell.seed}
+    for k, v in pattern.items():
+        want = v if isinstance(v, list) else [v]
+        got = fields[k]
+        if k == "teacher":  # a replay teacher matches with or without its directory
+            names = {str(got), _short_teacher(str(got))}
+            if not any(str(w) in names or _short_teacher(str(w)) in names for w in want):
+                return False
+        elif str(got) not in {str(w) for w in want}:
+            return False
+    return True
+
+
+def _short_teacher(t: str) -> str:
+    if t.startswith("replay:"):
+        return "replay:" + Path(t.split(":", 1)[1]).name
+    return t
+
+
+def split_teacher(spec: str) -> tuple[str, str | None]:
+    """``replay:FILE#TEACHER`` -> (``replay:FILE``, ``TEACHER``): one teacher of a multi-teacher file."""
+    if spec.startswith("replay:") and "#" in spec:
+        base, _, who = spec.rpartition("#")
+        return base, who or None
+    return spec, None
 
 
 def stage_keys(cfg: StudyConfig, cell: Cell) -> dict[str, str]:
@@ -316,6 +365,7 @@ def stage_keys(cfg: StudyConfig, cell: Cell) -> dict[str, str]:
 
 
 def _file_sig(teacher: str) -> Any:
+    teacher = split_teacher(teacher)[0]
     if teacher.startswith("replay:"):
         p = Path(teacher.split(":", 1)[1])
         try:
@@ -473,16 +523,21 @@ def _generate(cfg: StudyConfig, cell: Cell, gen_dir: Path, log) -> int:
     from .generate import GenerateConfig
 
     try:
-        gconf = GenerateConfig.model_validate({**cfg.generate, "teacher": cell.teacher, "levels": [cell.level],
+        spec, who = split_teacher(cell.teacher)
+        extra = {"replay_teacher": who} if who else {}
+        gconf = GenerateConfig.model_validate({**cfg.generate, **extra, "teacher": spec, "levels": [cell.level],
                                                "formats": [cell.format]})
     except ValidationError as e:
         err = e.errors()[0]
         raise UserError(f"field 'generate.{'.'.join(map(str, err.get('loc', ())))}': {err.get('msg')}") from None
     res = gen_mod(examples, gen_dir, gconf, progress=False)
     if res.failed:
+        print(f"generate: {len(res.failed)} of {res.calls} teacher calls failed, e.g. {res.failed[0].get('error', '')[:200]}",
+              flush=True)
+    if res.failed and len(res.failed) > cfg.max_failed_calls * max(res.calls, 1):
         raise UserError(
             f"teacher {cell.teacher}: {len(res.failed)} of {res.calls} calls failed (see {gen_dir}/failed.jsonl); "
-            "rerun the study to retry them"
+            "rerun the study to retry them, or allow some with max_failed_calls"
         )
     return len(res.traces)
 
@@ -709,8 +764,10 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
                 t0 = time.time()
                 info = _train(cfg, cell, tr_link, cdir / "model", log, resume=resume)
                 marks["train"] = {"key": keys["train"], "wall_s": round(time.time() - t0, 2), "info": info}
+                marks.pop("train_started", None)
                 _atomic_json(cdir / "stages.json", marks)
                 ran.append("train")
+                print(f"train: done in {time.time() - t0:.1f}s ({'resumed' if resume else 'fresh'})", flush=True)
             # evaluate
             stage = "evaluate"
             if (marks.get("evaluate") or {}).get("key") != keys["evaluate"] or not (cdir / "eval" / "predictions.jsonl").exists():
@@ -720,6 +777,7 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
                 marks["evaluate"] = {"key": keys["evaluate"], "wall_s": round(time.time() - t0, 2)}
                 _atomic_json(cdir / "stages.json", marks)
                 ran.append("evaluate")
+                print(f"evaluate: done in {time.time() - t0:.1f}s", flush=True)
             row = _result_row(cfg, cell, cdir, marks)
             print(f"result: accuracy {row['accuracy']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]", flush=True)
     except BaseException as e:  # a failed cell is recorded and does not stop the others

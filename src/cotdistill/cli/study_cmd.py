@@ -19,7 +19,7 @@ def _print_plan(cfg, plans) -> None:
 
     tab = Table(title=f"study {cfg.name}: {len(plans)} cells → {cfg.output_dir}", show_lines=False)
     for col in ("cell", "teacher calls", "train tokens", "done"):
-        tab.add_column(col, justify="right" if col != "cell" else "left")
+        tab.add_column(col, justify="right" if col != "cell" else "left", overflow="fold")
     tot_calls = tot_tok = 0
     unknown = False
     complete = 0

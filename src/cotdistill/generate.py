@@ -178,17 +178,22 @@ def generate(
     out_dir: str | os.PathLike,
     config: GenerateConfig | None = None,
     *,
-    teacher: Teacher | None = None,
+    teacher: Teacher | str | None = None,
     progress: bool = True,
     console: Any = None,
     **overrides: Any,
 ) -> GenerateResult:
     """Generate traces for ``examples`` into ``out_dir/traces.jsonl`` (resumable; see module doc).
 
-    ``config`` may be omitted and given as keyword overrides (``teacher="lab", levels=[0, 3]``).
+    ``config`` may be omitted and given as keyword overrides (``teacher="lab", levels=[0, 3]``);
+    ``teacher`` is a spec string or an already built :class:`~cotdistill.teachers.Teacher`
+    (reused across calls, e.g. a loaded hf model).
     Failed calls are stored with their error, listed in ``out_dir/failed.jsonl`` and retried by
     the next run; they do not raise. A fatal error (bad key, unknown model) raises UserError.
     """
+    if isinstance(teacher, str):  # generate(exs, out, teacher="lab", levels="0-6")
+        overrides["teacher"] = teacher
+        teacher = None
     if config is None:
         config = GenerateConfig(**overrides)
     elif overrides:

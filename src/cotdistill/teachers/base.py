@@ -33,7 +33,7 @@ class TeacherConfig(BaseModel):
     timeout: float = Field(120.0, gt=0, description="Seconds per request before it is abandoned and retried.")
     max_retries: int = Field(6, ge=0, description="Retries per call (429, 5xx, timeouts, dropped connections, malformed bodies).")
     backoff_base: float = Field(1.0, ge=0, description="First retry delay in seconds; doubles per attempt, with jitter.")
-    backoff_max: float = Field(60.0, ge=0, description="Upper bound of one backoff delay (a server's Retry-After is honoured even when longer).")
+    backoff_max: float = Field(60.0, ge=0, description="Upper bound of one backoff delay (a server's Retry-After header overrides the backoff).")
     rpm: Optional[float] = Field(None, gt=0, description="Requests-per-minute limit (token bucket), none by default.")
     tpm: Optional[float] = Field(None, gt=0, description="Tokens-per-minute limit (prompt estimate + max_tokens), none by default.")
     # local backends

@@ -2,7 +2,7 @@
 
 Uses ``openai.AsyncOpenAI`` with the client's own retries disabled (``max_retries=0``); this module
 retries 429 / 408 / 409 / 5xx, timeouts, dropped connections and malformed bodies with exponential
-backoff and jitter, honouring ``Retry-After`` / ``retry-after-ms``. Concurrency is bounded by an
+backoff and jitter; a ``Retry-After`` / ``retry-after-ms`` header, when present, sets the wait instead. Concurrency is bounded by an
 ``asyncio.Semaphore``; optional requests- and tokens-per-minute token buckets. The API key is
 read from the config or ``$OPENAI_API_KEY`` and is redacted from every error message.
 """
@@ -157,9 +157,10 @@ class OpenAITeacher(Teacher):
                 last = f"malformed response: {self._redact(_short(str(e)))}"
             if attempt >= c.max_retries:
                 break
-            delay = backoff_delay(attempt, c.backoff_base, c.backoff_max, self._rng)
-            if retry_after is not None:
-                delay = max(delay, retry_after)
+            if retry_after is not None:  # the server said when: wait that long (+ up to 10% jitter)
+                delay = retry_after * (1 + 0.1 * self._rng.random())
+            else:
+                delay = backoff_delay(attempt, c.backoff_base, c.backoff_max, self._rng)
             await asyncio.sleep(delay)
         raise TeacherError(f"failed after {c.max_retries + 1} attempts; last error: {last}")
 

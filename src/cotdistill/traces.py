@@ -114,26 +114,27 @@ def trace_to_dict(t: Trace) -> dict[str, Any]:
 # ============================================================================================
 # statistics
 #
-# Words: whitespace-separated tokens. Tokens (proxy, no tokenizer needed): regex word pieces,
-# ``\w+`` runs split into chunks of at most 4 characters plus every other non-space character;
-# on English CoT text this lands within ~15 % of BPE tokenizers such as LLaMA-3's (numbers and
-# punctuation count one piece each). Pass a tokenizer for exact counts.
+# Words: whitespace-separated tokens. Tokens (proxy, no tokenizer needed): regex pieces at
+# roughly the granularity of a BPE vocabulary: letter runs in chunks of at most 6 characters,
+# digit runs in chunks of at most 3 (as LLaMA-3 splits numbers), every other non-space character
+# one piece. It is a documented proxy for comparing cells, not a calibrated estimate of any
+# tokenizer: pass ``--tokenizer PATH`` for exact counts.
 # Steps: sub-questions (``?``) for the ``subq`` format; otherwise the numbered items
 # (``1.`` ``2.`` ... in order) when there are at least two, else the sentences; the final
-# "The answer is X" sentence is not a step.
+# "The answer is X" sentence is not a step; answer-only traces (level 0) have 0 steps.
 
 import math as _math
 import re as _re
 from dataclasses import dataclass as _dataclass
 
-_PIECE = _re.compile(r"\w{1,4}|[^\w\s]")
+_PIECE = _re.compile(r"[^\W\d_]{1,6}|\d{1,3}|[^\w\s]|_")
 _NUMBERED = _re.compile(r"(?:^|(?<=[\s.:;)]))(\d{1,2})[.)](?=\s*[A-Za-z(])")
 _SENT_END = _re.compile(r"(?<=[.!?])(?:\s+|(?=[A-Z]))|\n+")
 _FINAL = _re.compile(r"(?:therefore,?\s*)?the answer is\b.*$", _re.I | _re.S)
 
 
 def proxy_tokens(text: str) -> int:
-    """Token-count proxy (see the module notes): regex word pieces of at most 4 characters."""
+    """Token-count proxy (see the notes above): letters in chunks of <= 6, digits in chunks of <= 3, punctuation."""
     return len(_PIECE.findall(text))
 
 
@@ -210,7 +211,7 @@ def trace_stats(traces: Iterable[Trace], tokenizer: Any = None) -> list[GroupSta
         else:
             g["t"].append(len(tokenizer.encode(t.output, add_special_tokens=False))
                           if hasattr(tokenizer, "encode") else len(tokenizer(t.output)))
-        g["s"].append(count_steps(t.output, t.format))
+        g["s"].append(0 if t.level == 0 else count_steps(t.output, t.format))
         g["c"].append(t.correct)
     out = []
     for (task, teacher, level, fmt), g in groups.items():

@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
 
         t0 = time.time()
         with Progress(TextColumn("[bold]import[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=err_console, transient=True) as prog:
+                      TimeRemainingColumn(), console=err_console, transient=True,
+                      disable=not err_console.is_terminal) as prog:
             bar = prog.add_task("", total=None)
 
             def on_file(name: str, i: int, n: int) -> None:
@@ -70,7 +71,7 @@ def register(app: typer.Typer) -> None:
         for w in report.warnings:
             err_console.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
         console.print(f"wrote {n:,} traces from {len(report.files)} file cells to {path} in {time.time() - t0:.1f}s",
-                      markup=False, highlight=False)
+                      markup=False, highlight=False, soft_wrap=True)
 
     @traces_app.command("stats")
     def stats_cmd(
@@ -100,7 +101,7 @@ def register(app: typer.Typer) -> None:
         if tok is None:
             console.print("* tokens: regex word-piece proxy (\\w{1,4} runs and punctuation); pass --tokenizer PATH for exact counts. "
                           "steps: sub-questions for subq, else numbered items, else sentences (final answer excluded).",
-                          markup=False, highlight=False)
+                          markup=False, highlight=False, soft_wrap=True)
         if json_out:
             from ..traces import _atomic_write_text
 
@@ -123,4 +124,4 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"unknown export format {to!r}; choose one of {', '.join(EXPORT_FORMATS)}")
         traces = read_traces(file)
         written = export_traces(traces, to, out, template=template)
-        console.print(f"exported {len(traces):,} traces as {to} to {out} ({len(written)} file(s))", markup=False, highlight=False)
+        console.print(f"exported {len(traces):,} traces as {to} to {out} ({len(written)} file(s))", markup=False, highlight=False, soft_wrap=True)

@@ -23,7 +23,7 @@ Canonical predictions (what ``extract`` returns):
   ``\\text{ units}``, ``\\left``/``\\right``, degrees, ``x =``), e.g. ``"\\frac{\\sqrt{3}}{2}"``.
 
 Extraction rules, tried in this order; the first rule that yields a value wins, and
-:func:`extract_with_rule` reports its name (``"none"`` when nothing was found):
+:func:`extract_with_rule` reports its name (``none`` when nothing was found):
 
 1. ``answer_is`` -- the primary convention: the *last* "the answer is X" in the text (any case,
    with or without spaces, also "the answer is: X", "the correct/final answer is X",
@@ -469,6 +469,10 @@ def _bool_from_span(span: str) -> str | None:
     m = re.match(r"^\W*(true|false)", s, re.IGNORECASE)  # "TRUEisA"-style glue
     if m:
         return _BOOL_WORDS[m.group(1).lower()]
+    # one truth value later in the line: "The answer is, however, based on the given answer, False"
+    found = {_BOOL_WORDS[w.lower()] for w in re.findall(r"(?<![a-z])(true|false)(?![a-z])", s, re.IGNORECASE)}
+    if len(found) == 1:
+        return found.pop()
     return None
 
 
@@ -900,7 +904,7 @@ def _whole(text: str, answer_type: str, choices) -> str | None:
             return _number_from_span(s)
         return None
     if answer_type == "choice":
-        if re.fullmatch(r"\W*(?:option\s*)?\(?[A-Ea-e]\)?\W*(?:[:.)]\s*.*)?", s, re.IGNORECASE):
+        if re.fullmatch(r"\W*(?:option\s*)?\(?[A-Ea-e]\)?\W*(?:[:.)]\s*[^()\n]{0,40})?", s, re.IGNORECASE):
             return _choice_from_span(s, choices)
         return _choice_by_text(s, choices) if choices and _norm_words(s) in {_norm_words(str(c)) for c in choices} else None
     if answer_type == "bool":
@@ -1031,7 +1035,7 @@ def equal(pred, gold, answer_type: str) -> bool:
         return False
     try:
         p, g = _as_text(pred).strip(), _as_text(gold).strip()
-        if not p or not g:
+        if not p or not g or len(p) > 2000 or len(g) > 2000:  # answers, not texts
             return False
         if answer_type == "number":
             return _equal_number(p, g)

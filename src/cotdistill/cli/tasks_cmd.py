@@ -10,6 +10,15 @@ import typer
 from ._common import DataDirOpt, console, err_console, opt_path
 
 
+def _wide():
+    """The console for tables: piped output is not squeezed to 80 columns."""
+    if console.is_terminal:
+        return console
+    from rich.console import Console
+
+    return Console(width=200)
+
+
 def register(app: typer.Typer) -> None:
     data_app = typer.Typer(help="Benchmark and released-paper data files.", no_args_is_help=True)
     app.add_typer(data_app, name="data")
@@ -42,7 +51,7 @@ def register(app: typer.Typer) -> None:
                 srcs = task.sources(split) or ["(generated)"]
                 tab.add_row(task.name if i == 0 else "", task.answer_type if i == 0 else "", split, size, "\n".join(srcs))
             tab.add_section()
-        console.print(tab)
+        _wide().print(tab)
         for m in dict.fromkeys(missing):
             err_console.print(f"warning: {m}", markup=False, highlight=False, soft_wrap=True)
 

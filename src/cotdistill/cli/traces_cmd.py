@@ -19,6 +19,15 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x:.1f}"
 
 
+def _wide():
+    """The console for tables: piped output is not squeezed to 80 columns."""
+    if console.is_terminal:
+        return console
+    from rich.console import Console
+
+    return Console(width=200)
+
+
 def register(app: typer.Typer) -> None:
     traces_app = typer.Typer(help="Inspect and export trace files (JSONL of Trace records).", no_args_is_help=True)
     app.add_typer(traces_app, name="traces")
@@ -62,7 +71,7 @@ def register(app: typer.Typer) -> None:
             for f in report.files:
                 tab.add_row(f.file, f.task, f.teacher, _fmt_level(f.level), f.format, str(f.rows), str(f.kept),
                             _pct(f.correct_pct), f"{f.mean_words:.1f}", str(len(f.problems)))
-            console.print(tab)
+            _wide().print(tab)
         probs = report.problems()
         if probs:
             console.print(f"[bold]{len(probs)} problems found[/]:")
@@ -97,7 +106,7 @@ def register(app: typer.Typer) -> None:
             tab.add_row(s.task, s.teacher, _fmt_level(s.level), s.format, f"{s.rows:,}", _pct(s.correct_pct),
                         f"{s.mean_words:.1f}", f"{s.p90_words:.0f}", f"{s.mean_tokens:.1f}", f"{s.p90_tokens:.0f}",
                         f"{s.mean_steps:.2f}")
-        console.print(tab)
+        _wide().print(tab)
         if tok is None:
             console.print("* tokens: regex word-piece proxy (\\w{1,4} runs and punctuation); pass --tokenizer PATH for exact counts. "
                           "steps: sub-questions for subq, else numbered items, else sentences (final answer excluded).",

@@ -406,12 +406,53 @@ def run(data_dir: Path, only: list[str] | None = None, max_rows: int | None = No
     return results
 
 
+_BOOTSTRAP_ANSWER_IS = re.compile(r"[Tt]he answer is[:\s]*(.+?)(?:\.\s*$|\n|$)")
+
+
+def _bootstrap_extract(text: str, answer_type: str):
+    """The one-regex extractor this module replaced (the speed baseline)."""
+    m = list(_BOOTSTRAP_ANSWER_IS.finditer(text or ""))
+    if m:
+        return m[-1].group(1).strip().rstrip(".")
+    if answer_type == "number":
+        nums = re.findall(r"-?\d+(?:\.\d+)?", (text or "").replace(",", ""))
+        return nums[-1] if nums else None
+    return None
+
+
+def speed(data_dir: Path, reps: int = 3) -> str:
+    """Extraction cost per output vs the bootstrap one-regex extractor, same texts, same run."""
+    jobs = []
+    for ds, (atype, _g, pat) in DATASETS.items():
+        for f in files_for(data_dir, pat)[:4]:
+            for r in _load(f):
+                ch = parse_choices(r["instruction"]) if atype == "choice" else None
+                jobs.append((r["output"], atype, ch))
+    best_new = best_old = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for out, at, ch in jobs:
+            extract_with_rule(out, at, choices=ch)
+        best_new = min(best_new, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for out, at, ch in jobs:
+            _bootstrap_extract(out, at)
+        best_old = min(best_old, time.perf_counter() - t0)
+    n = len(jobs)
+    return (
+        f"speed over {n} outputs (first 4 files per dataset, best of {reps}): extract_with_rule "
+        f"{1e6 * best_new / n:.1f} µs/output, bootstrap one-regex extractor {1e6 * best_old / n:.1f} µs/output "
+        f"-> {best_new / best_old:.1f}x the baseline's cost"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="directory with paper/ and benchmarks/ (default ../shared/data)")
     ap.add_argument("--only", default="", help="comma-separated datasets (SVAMP,GSM8K,StrategyQA,OpenBookQA,AQuA,MATH)")
     ap.add_argument("--max-list", type=int, default=1000, help="list at most this many disagreements per file")
     ap.add_argument("--max-rows", type=int, default=None, help="score only the first N rows per file (quick look)")
+    ap.add_argument("--speed", action="store_true", help="also time extraction against the bootstrap extractor")
     args = ap.parse_args(argv)
     if not (args.data_dir / "paper").is_dir():
         print(f"error: {args.data_dir}/paper not found: pass --data-dir pointing at the shared data", file=sys.stderr)
@@ -463,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
             if not ok:
                 fails.append(ds)
     print(f"unexplained disagreements: {n_unexplained}")
+    if args.speed:
+        print(speed(args.data_dir))
     return 1 if fails else 0
 
 

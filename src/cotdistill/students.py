@@ -155,7 +155,8 @@ def load_pretrained(name_or_path: str, **kwargs):
 
     local = Path(name_or_path)
     try:
-        tok = AutoTokenizer.from_pretrained(name_or_path)
+        # local_files_only (set by callers when the hub is unreachable) applies to both loads
+        tok = AutoTokenizer.from_pretrained(name_or_path, local_files_only=kwargs.get("local_files_only", False))
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as e:
         if local.exists():

@@ -71,6 +71,11 @@ NUMBER_CASES = [
     # answer-only targets (SVAMP_only_ans / gsm_train_onlyans)
     ("145", "145", "whole"),
     ("72 apples", "72", "whole"),
+    # mixed numbers, scientific notation, bold inside the phrase, "Final Answer:"
+    ("The answer is 12 1/2 pounds.", "12.5", "answer_is"),
+    ("The answer is 2.5e-3", "0.0025", "answer_is"),
+    ("The answer is **42**.", "42", "answer_is"),
+    ("**Final Answer:** 42", "42", "answer_is"),
     # number words after the phrase
     ("The answer is seven.", "7", "answer_is"),
     # glued phrase (stqa/obqa llama outputs drop spaces)
@@ -248,6 +253,10 @@ MATH_CASES = [
     ("The answer is 7 (correct calculation adjustment).", "7", "answer_is"),
     ("Percentage of shaded area = $(22 / 25) * 100 = 88$% The answer is <answer>", "88", "last_math"),
     ("\\frac{1}{2}", "\\frac{1}{2}", "whole"),
+    ("The answer is **\\frac{1}{2}**.", "\\frac{1}{2}", "answer_is"),
+    ("The final answer is $\\boxed{-\\frac{3}{4}}$. I hope it is correct.", "-\\frac{3}{4}", "answer_is"),
+    ("the answer is $[-2, 5)$", "[-2,5)", "answer_is"),
+    ("The answer is $x=3$", "3", "answer_is"),
 ]
 
 

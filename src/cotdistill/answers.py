@@ -203,7 +203,7 @@ _DASHES = str.maketrans({"−": "-", "–": "-", "—": "-", "\u2009": " ", "\u0
 _NUM = re.compile(
     r"(?<![\w.])"  # not glued to a word or a previous number
     r"(?P<sign>-)?\s?(?P<cur>[$€£¥])?\s?(?P<sign2>-)?"
-    r"(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)?(?P<frac>\.\d+)?"
+    r"(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)?(?P<frac>\.\d+)?(?P<exp>[eE][-+]?\d{1,3}(?![\w]))?"
     r"(?:\s?/\s?(?P<den>\d+(?:\.\d+)?)(?![\d.]\d))?"
     r"(?P<pct>\s?(?:%|\\%|percent\b))?"
 )
@@ -225,7 +225,7 @@ def _num_matches(s: str):
 
 def _num_from_match(m: re.Match) -> str | None:
     ip = (m.group("int") or "0").replace(",", "")
-    fp = m.group("frac") or ""
+    fp = (m.group("frac") or "") + (m.group("exp") or "")
     neg = bool(m.group("sign") or m.group("sign2"))
     try:
         val = Fraction(ip + fp)
@@ -299,6 +299,11 @@ def _number_from_span(span: str) -> str | None:
     s2 = re.sub(r"\([^()]*[A-Za-z]{2,}[^()]*\)", " ", s)
     if _first_number(s2) is not None:
         s = s2
+    # a mixed number "5 3/4"
+    mixed = re.match(r"\W*?(-?)(\d+)\s+(\d+)\s*/\s*(\d+)(?![\d.,/])", s)
+    if mixed and int(mixed.group(4)) > int(mixed.group(3)) > 0:
+        v = int(mixed.group(2)) + Fraction(int(mixed.group(3)), int(mixed.group(4)))
+        return ("-" if mixed.group(1) else "") + _fmt(v)
     # an arithmetic chain: the value after the last "=" (or "≈")
     parts = re.split(r"(?<![<>!=])=(?!=)|≈", s)
     for part in reversed(parts):
@@ -493,6 +498,8 @@ def _last_bool(text: str) -> str | None:
 def _strip_math_wrappers(s: str) -> str:
     s = s.strip()
     for _ in range(3):
+        if s.startswith("**") and s.endswith("**") and len(s) > 4:
+            s = s[2:-2].strip()
         b = re.match(r"^\\(?:boxed|fbox)\s*\{", s)
         if b:
             g = _balanced(s, b.end() - 1)

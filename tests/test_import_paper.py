@@ -131,7 +131,10 @@ def test_unknown_file_name_is_a_warning(shared_data, tmp_path):
                 rename={"SVAMP_only_ans.json.gz": "my_renamed_file.json.gz"})
     rep = import_paper(src, shared_data)
     assert len(rep.warnings) == 1 and rep.warnings[0].startswith("my_renamed_file.json: unknown file name, skipped")
-    assert len(rep.traces) == 700
+    assert len(rep.traces) == 700 and list(rep) == rep.traces and len(rep) == 700
+    from cotdistill.traces import import_paper as reexported
+
+    assert len(reexported(src, shared_data)) == 700
     r = run("import-paper", str(src), "--out", str(tmp_path / "out"), "--data-dir", str(shared_data), "-q")
     assert r.returncode == 0, r.stderr
     assert "warning: my_renamed_file.json: unknown file name" in r.stderr

@@ -177,6 +177,13 @@ class ImportReport:
     files: list[FileSummary]
     warnings: list[str] = field(default_factory=list)
 
+    def __iter__(self):
+        """Iterating a report iterates its traces (``list(import_paper(...))``)."""
+        return iter(self.traces)
+
+    def __len__(self) -> int:
+        return len(self.traces)
+
     def problems(self) -> list[str]:
         """Every problem, one line each (``FILE: message``), warnings first."""
         return list(self.warnings) + [f"{f.file}: {p}" for f in self.files for p in f.problems]

@@ -111,6 +111,13 @@ def trace_to_dict(t: Trace) -> dict[str, Any]:
     return t.model_dump(exclude_none=True)
 
 
+def import_paper(src: str | os.PathLike, data_dir: str | os.PathLike | None = None, **kwargs: Any):
+    """Import the paper's released files; see :func:`cotdistill.paper.import_paper` (re-exported here)."""
+    from .paper import import_paper as _import_paper
+
+    return _import_paper(src, data_dir, **kwargs)
+
+
 # ============================================================================================
 # statistics
 #

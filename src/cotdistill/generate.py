@@ -209,7 +209,7 @@ def generate(
     _atomic_write(out / "config.json", json.dumps(config.public_dict(), indent=2) + "\n")
     jobs = plan(examples, config, teacher)
 
-    store = Store(out / CALLS_FILE) if teacher.cacheable else None
+    store = Store(out / CALLS_FILE, fsync="group") if teacher.cacheable else None
     mem: dict[str, dict[str, Any]] = {}  # results of non-cacheable teachers (replay, lab)
     unique: dict[str, Request] = {}
     for j in jobs:

@@ -199,8 +199,9 @@ def test_replay_reproduces_imported_paper_traces_exactly(shared_data, tmp_path):
         pytest.skip("cotdistill.traces.import_paper is not written yet")
     from cotdistill.generate import generate
 
-    imported = traces_mod.import_paper(shared_data / "paper" / "SVAMP_ChatGPT_level3_ranked.json.gz")
-    imported = list(imported[0] if isinstance(imported, tuple) else imported)[:40]
+    report = traces_mod.import_paper(shared_data / "paper" / "SVAMP_ChatGPT_level3_ranked.json.gz", shared_data)
+    imported = [t for t in report.traces if t.level == 3][:40]
+    assert len(imported) == 40
     write_traces(tmp_path / "paper.jsonl", imported)
     exs = [Example(id=t.id, task=t.task, split="train", question=t.question, answer=t.gold, answer_type="number")
            for t in imported]

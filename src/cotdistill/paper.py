@@ -186,7 +186,12 @@ class ImportReport:
 
     def problems(self) -> list[str]:
         """Every problem, one line each (``FILE: message``), warnings first."""
-        return list(self.warnings) + [f"{f.file}: {p}" for f in self.files for p in f.problems]
+        multi = {n for n, c in Counter(f.file for f in self.files).items() if c > 1}
+
+        def label(f: FileSummary) -> str:
+            return f"{f.file} (level {f.level})" if f.file in multi else f.file
+
+        return list(self.warnings) + [f"{label(f)}: {p}" for f in self.files for p in f.problems]
 
 
 class _TaskIndex:
@@ -290,6 +295,7 @@ def _import_rows(name, rows, spec: FileSpec, index: _TaskIndex, keep_test, out, 
     leak_ids: list[str] = []
     math_disagree: list[int] = []
     seen: Counter = Counter()
+    unreadable = 0
     is_cot = spec.level != 0
     for r, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -333,6 +339,7 @@ def _import_rows(name, rows, spec: FileSpec, index: _TaskIndex, keep_test, out, 
             pred, ok = answers.correct(out_text, gold, atype, choices=choices)
             s.scored += 1
             s.correct += bool(ok)
+            unreadable += pred is None
         t = Trace(
             id=tid, task=spec.task, question=question, gold=gold, teacher=spec.teacher,
             level=spec.level, format=spec.format, output=out_text, pred=pred,
@@ -370,5 +377,8 @@ def _import_rows(name, rows, spec: FileSpec, index: _TaskIndex, keep_test, out, 
             f"disagrees with the released 'output' (rows {rows_(math_disagree)}); gold = \\boxed{{}} answer when present, else 'output'"
         )
     if s.scored and s.correct < s.scored:
-        s.problems.append(f"{s.scored - s.correct} outputs ({100 - s.correct_pct:.2f} %) disagree with the gold answer")
+        s.problems.append(
+            f"{s.scored - s.correct} outputs ({100 - s.correct_pct:.2f} %) disagree with the gold answer"
+            + (f" ({unreadable} of them with no answer the answers module can read)" if unreadable else "")
+        )
     return s

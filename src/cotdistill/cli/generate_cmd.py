@@ -67,7 +67,8 @@ def print_summary(res: Any, config: Any) -> None:
         row = [_fmt_level(r["level"]), r["format"], str(r["rows"]), str(r["failed"]),
                "-" if r["correct_pct"] is None else f"{r['correct_pct']:.1f}",
                "-" if r["mean_words"] is None else f"{r['mean_words']:.1f}",
-               f"{r['prompt_tokens']:,}", f"{r['completion_tokens']:,}"]
+               f"{r['prompt_tokens']:,}" if r["prompt_tokens"] or r["completion_tokens"] else "-",
+               f"{r['completion_tokens']:,}" if r["prompt_tokens"] or r["completion_tokens"] else "-"]
         if show_cost:
             row.append("-" if r["cost"] is None else f"{r['cost']:.4f}")
         tab.add_row(*row)
@@ -78,10 +79,12 @@ def print_summary(res: Any, config: Any) -> None:
     )
     if res.failed:
         first = res.failed[0]
+        what = ("are not in the replay file and were left out (nothing is invented)"
+                if config.teacher.startswith("replay:") else "failed; rerun the same command to retry them")
         err_console.print(
-            f"[yellow]{len(res.failed)} items failed (listed in {res.out_dir / 'failed.jsonl'}; first: "
-            f"{first['task']}/{first['id']} level {first['level']}: {first['error']}). "
-            "Rerun the same command to retry them.[/yellow]"
+            f"{len(res.failed)} items {what}. Listed in {res.out_dir / 'failed.jsonl'}; first: "
+            f"{first['task']}/{first['id']} level {first['level']} {first['format']}: {first['error']}",
+            style="yellow", markup=False,
         )
 
 

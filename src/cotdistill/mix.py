@@ -1,0 +1,413 @@
+"""Mixed and curriculum supervision: candidates beyond one (teacher, level, format) cell.
+
+Names a study or ``cotdistill select`` can list next to the plain levels and teachers:
+
+============================  ===============================================================
+``level: "mix:A-B"``          per-example level by difficulty: the easier half of the
+                              training items gets the coarse level A, the harder half the fine
+                              level B. Difficulty = the teacher's step count (then length) of
+                              its finest (level 6) rationale for the item.
+``level: "mix:difficulty"``   alias of ``mix:3-6`` (the coarsest and finest level that write
+                              operands on ``arith``).
+``level: "curriculum:A-B"``   coarse-to-fine over training steps: the run is cut into equal
+                              phases, phase k trains on level ``A + k`` (``curriculum:1-6``: six
+                              phases). ``curriculum:3,6`` lists the phase levels explicitly.
+``teacher: "union:T1+T2"``    union of teachers: item i is supervised by teacher
+                              ``members[hash(id) % k]`` (same items and steps as one teacher).
+============================  ===============================================================
+
+A candidate's traces are ordinary :class:`~cotdistill.traces.Trace` records (each keeps its
+real level and teacher), so ``cotdistill train`` accepts them. A curriculum only exists in the
+order of training: :func:`train_candidate` trains it in phases (each phase continues from the
+previous phase's weights, constant learning rate, decay in the last phase: a
+warmup-stable-decay schedule); a plain ``train`` on its traces would shuffle the phases.
+
+    cand = Candidate.parse("lab", "curriculum:3-6", "cot")
+    src = TraceSource(cache_dir)
+    traces = build_traces(cand, train_examples, src)          # every item once
+    train_candidate(cand, train_examples, "scratch:llama-xxs", "out/model", TrainConfig.scratch())
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import UserError
+from .traces import Trace
+
+MIX_ALIASES = {"mix:difficulty": "mix:3-6"}
+
+
+# ------------------------------------------------------------------------------------------
+# candidate names
+# ------------------------------------------------------------------------------------------
+def parse_level_spec(level: Any) -> tuple[str, Any]:
+    """``3`` -> ("plain", 3); ``"mix:3-6"`` -> ("mix", (3, 6)); ``"curriculum:1-6"`` -> ("curriculum", [1..6])."""
+    if isinstance(level, bool):
+        raise UserError(f"level {level!r}: use 0..6, 'human', 'mix:A-B', 'mix:difficulty' or 'curriculum:A-B'")
+    if isinstance(level, int):
+        if not 0 <= level <= 6:
+            raise UserError(f"level {level}: use 0..6 (0 = answer only)")
+        return "plain", level
+    s = str(level).strip().lower()
+    if s.isdigit():
+        return parse_level_spec(int(s))
+    if s == "human":
+        return "plain", "human"
+    s = MIX_ALIASES.get(s, s)
+    m = re.fullmatch(r"mix:(\d)-(\d)", s)
+    if m:
+        a, b = int(m.group(1)), int(m.group(2))
+        if not (0 <= a < b <= 6):
+            raise UserError(f"level {level!r}: mix:A-B needs 0 <= A < B <= 6 (A for easy items, B for hard ones)")
+        return "mix", (a, b)
+    m = re.fullmatch(r"curriculum:(\d)-(\d)", s)
+    if m:
+        a, b = int(m.group(1)), int(m.group(2))
+        if not (0 <= a < b <= 6):
+            raise UserError(f"level {level!r}: curriculum:A-B needs 0 <= A < B <= 6 (coarse to fine)")
+        return "curriculum", list(range(a, b + 1))
+    m = re.fullmatch(r"curriculum:(\d(?:,\d)+)", s)
+    if m:
+        lv = [int(x) for x in m.group(1).split(",")]
+        if any(not 0 <= x <= 6 for x in lv):
+            raise UserError(f"level {level!r}: curriculum levels must be 0..6")
+        return "curriculum", lv
+    raise UserError(
+        f"level {level!r} is not available; use 0..6, 'human', 'mix:A-B', 'mix:difficulty', "
+        "'curriculum:A-B' or 'curriculum:A,B,C'"
+    )
+
+
+def teacher_members(teacher: str) -> list[str]:
+    """``"union:lab+replay:f.jsonl"`` -> ["lab", "replay:f.jsonl"]; a plain teacher -> [teacher]."""
+    t = teacher.strip()
+    if not t.startswith("union:"):
+        return [t]
+    members = [m.strip() for m in t[len("union:"):].split("+") if m.strip()]
+    if len(members) < 2:
+        raise UserError(f"teacher {teacher!r}: a union names at least two teachers, e.g. union:lab+replay:FILE")
+    return members
+
+
+def is_pseudo(level: Any = None, teacher: str | None = None) -> bool:
+    """True for names this module handles (mix/curriculum levels, union teachers)."""
+    if teacher is not None and str(teacher).startswith("union:"):
+        return True
+    return isinstance(level, str) and level.split(":")[0].lower() in ("mix", "curriculum")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One supervision choice: teacher (or union), level (or mix/curriculum), format."""
+
+    teacher: str
+    level: Any
+    format: str = "cot"
+
+    @classmethod
+    def parse(cls, teacher: str, level: Any, fmt: str = "cot") -> "Candidate":
+        kind, _ = parse_level_spec(level)
+        teacher_members(teacher)
+        if kind == "plain" and isinstance(level, str) and level.strip().isdigit():
+            level = int(level)
+        if kind != "plain":
+            level = MIX_ALIASES.get(str(level).strip().lower(), str(level).strip().lower())
+        if fmt not in ("cot", "subq", "rar", "sym"):
+            raise UserError(f"format {fmt!r}: use cot, subq, rar or sym")
+        if level == 0 or level == "human":
+            fmt = "cot"
+        return cls(teacher, level, fmt)
+
+    @property
+    def kind(self) -> str:
+        return parse_level_spec(self.level)[0]
+
+    @property
+    def levels(self) -> list[Any]:
+        """Every plain level this candidate's traces use."""
+        kind, v = parse_level_spec(self.level)
+        if kind == "plain":
+            return [v]
+        if kind == "mix":
+            return list(v)
+        return list(dict.fromkeys(v))
+
+    @property
+    def name(self) -> str:
+        lv = f"L{self.level}" if not isinstance(self.level, str) or self.level == "human" else self.level
+        return f"{self.teacher}/{lv}/{self.format}"
+
+    @property
+    def slug(self) -> str:
+        s = re.sub(r"[^A-Za-z0-9.]+", "-", self.name).strip("-")[:60]
+        return f"{s}-{hashlib.sha256(self.name.encode()).hexdigest()[:6]}"
+
+
+# ------------------------------------------------------------------------------------------
+# rationales
+# ------------------------------------------------------------------------------------------
+class TraceSource:
+    """Rationales of a teacher for (example, level, format). The ``lab`` teacher is a pure
+    function (computed); any other teacher spec goes through :func:`cotdistill.generate.generate`
+    once per (teacher, level, format) into ``cache_dir`` (resumable, cached)."""
+
+    def __init__(self, cache_dir: str | os.PathLike | None = None, generate_options: dict[str, Any] | None = None):
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.generate_options = dict(generate_options or {})
+        self._mem: dict[tuple, dict[str, str]] = {}
+
+    def rationale(self, teacher: str, example: Any, level: Any, fmt: str) -> str | None:
+        if teacher == "lab":
+            from .tasks.arith import lab_rationale
+
+            return lab_rationale(example, level, fmt)
+        if level == 0:
+            return f"The answer is {example.answer}."
+        return self._table(teacher, level, fmt, None).get(example.id)
+
+    def prepare(self, teacher: str, examples: Sequence[Any], level: Any, fmt: str) -> None:
+        if teacher != "lab" and level != 0:
+            self._table(teacher, level, fmt, examples)
+
+    def _table(self, teacher: str, level: Any, fmt: str, examples: Sequence[Any] | None) -> dict[str, str]:
+        key = (teacher, str(level), fmt)
+        if key in self._mem:
+            return self._mem[key]
+        if examples is None:
+            raise UserError(f"teacher {teacher}: traces for level {level} were not prepared")
+        if self.cache_dir is None:
+            raise UserError(f"teacher {teacher}: a cache directory is needed to generate its traces")
+        from .generate import GenerateConfig, generate
+
+        h = hashlib.sha256(json.dumps([teacher, str(level), fmt, self.generate_options, [e.id for e in examples]],
+                                      sort_keys=True, default=str).encode()).hexdigest()[:16]
+        out = self.cache_dir / "generate" / h
+        conf = GenerateConfig.model_validate({**self.generate_options, "teacher": teacher, "levels": [level],
+                                              "formats": [fmt]})
+        res = generate(list(examples), out, conf, progress=False)
+        table = {}
+        for t in res.traces:
+            if t.correct is False:
+                continue  # keep the rationales that reach the gold answer
+            table.setdefault(t.id, t.output)
+        self._mem[key] = table
+        return table
+
+
+def difficulty(example: Any, source: TraceSource, teacher: str) -> tuple[int, int]:
+    """The teacher's step count of its finest rationale for the item, then its length."""
+    from .traces import count_steps, proxy_tokens
+
+    text = source.rationale(teacher, example, 6, "cot") or ""
+    return count_steps(text, "cot"), proxy_tokens(text)
+
+
+def mix_levels(examples: Sequence[Any], levels: tuple[int, int], source: TraceSource, teacher: str) -> dict[str, int]:
+    """Per-example level: easier half (by :func:`difficulty`) coarse, harder half fine."""
+    a, b = levels
+    if teacher != "lab":
+        source.prepare(teacher, examples, 6, "cot")
+    d = sorted(((difficulty(e, source, teacher), i) for i, e in enumerate(examples)))
+    cut = len(d) // 2
+    out: dict[str, int] = {}
+    for rank, (_, i) in enumerate(d):
+        out[examples[i].id] = a if rank < cut else b
+    return out
+
+
+def _member_for(example_id: str, members: list[str]) -> str:
+    h = int(hashlib.sha256(example_id.encode()).hexdigest()[:8], 16)
+    return members[h % len(members)]
+
+
+def curriculum_level(levels: list[int], step: int, total_steps: int) -> int:
+    """Level of the phase that contains optimizer step ``step`` (0-based) of ``total_steps``."""
+    k = len(levels)
+    return levels[min(k - 1, max(0, step * k // max(total_steps, 1)))]
+
+
+def phase_bounds(levels: list[int], total_steps: int) -> list[int]:
+    """Step indices where curriculum phases start (plus ``total_steps``)."""
+    k = len(levels)
+    return sorted({math.ceil(total_steps * j / k) for j in range(k)} | {total_steps})
+
+
+def _trace(example: Any, teacher: str, level: Any, fmt: str, output: str, tag: str) -> Trace:
+    return Trace(id=example.id, task=example.task, question=example.question, gold=str(example.answer),
+                 teacher=teacher, level=level, format=fmt if level not in (0, "human") else "cot",
+                 output=output, pred=str(example.answer), correct=True, source=tag)
+
+
+def build_traces(cand: Candidate, examples: Sequence[Any], source: TraceSource, *,
+                 level_of: Callable[[int, Any], Any] | None = None, mix_table: dict[str, int] | None = None) -> list[Trace]:
+    """Traces of ``cand`` for ``examples`` (in order). ``level_of(i, example)`` overrides the level
+    (curricula use it to give each position its phase's level). Items a teacher has no usable
+    rationale for are skipped."""
+    kind, spec = parse_level_spec(cand.level)
+    members = teacher_members(cand.teacher)
+    if kind == "mix" and mix_table is None:
+        mix_table = mix_levels(examples, spec, source, members[0])
+    if kind == "curriculum" and level_of is None:
+        level_of = lambda i, e: spec[min(len(spec) - 1, i * len(spec) // max(len(examples), 1))]  # noqa: E731
+    # prepare non-lab teachers' traces in one batch per level
+    need_levels = cand.levels if kind != "plain" else [spec]
+    for m in set(members):
+        for lv in need_levels:
+            source.prepare(m, examples, lv, cand.format)
+    out = []
+    for i, e in enumerate(examples):
+        teacher = _member_for(e.id, members) if len(members) > 1 else members[0]
+        if kind == "plain":
+            lv = spec
+        elif kind == "mix":
+            lv = mix_table[e.id]
+        else:
+            lv = level_of(i, e)
+        if level_of is not None and kind != "curriculum":
+            lv = level_of(i, e)
+        text = source.rationale(teacher, e, lv, cand.format)
+        if text is None:
+            continue
+        out.append(_trace(e, teacher, lv, cand.format, text, f"cotdistill.mix:{cand.name}"))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# training in segments (continuation) -- used by select and for curricula
+# ------------------------------------------------------------------------------------------
+def cyclic_slice(items: Sequence[Any], start: int, stop: int) -> list[Any]:
+    """``items[start:stop]`` wrapping around (epochs over a finite list)."""
+    n = len(items)
+    if n == 0:
+        return []
+    return [items[i % n] for i in range(start, stop)]
+
+
+@dataclass
+class Piece:
+    """One continuous training call: traces, number of steps, learning-rate shape."""
+
+    traces: list[Trace]
+    steps: int
+    schedule: str  # "warmup" (constant after warmup), "constant", "decay" (linear to 0), "cosine"
+    level: Any = None
+
+
+def segment_pieces(cand: Candidate, examples: Sequence[Any], source: TraceSource, start: int, stop: int, *,
+                   total_steps: int, batch_size: int, first: bool, decay: bool,
+                   mix_table: dict[str, int] | None = None) -> list[Piece]:
+    """The training calls that take ``cand`` from step ``start`` to ``stop`` of a ``total_steps`` run.
+
+    Step s trains on items ``[s*batch_size, (s+1)*batch_size)`` of ``examples`` (cyclic), so a
+    continued run sees new items, as one long run would. A curriculum segment is cut at its phase
+    boundaries. ``first``: the segment starts from scratch (warmup); ``decay``: the learning rate
+    decays to 0 over the segment's last piece (the "decay" of warmup-stable-decay)."""
+    kind, spec = parse_level_spec(cand.level)
+    cuts = [start, stop]
+    if kind == "curriculum":
+        cuts = sorted({start, stop} | {b for b in phase_bounds(spec, total_steps) if start < b < stop})
+    pieces = []
+    for j, (a, b) in enumerate(zip(cuts, cuts[1:])):
+        exs = cyclic_slice(examples, a * batch_size, b * batch_size)
+        if kind == "curriculum":
+            lv = curriculum_level(spec, a, total_steps)
+            tr = build_traces(cand, exs, source, level_of=lambda i, e, lv=lv: lv)
+        else:
+            lv = cand.level
+            tr = build_traces(cand, exs, source, mix_table=mix_table)
+        last = j == len(cuts) - 2
+        sched = "warmup" if (first and j == 0) else "constant"
+        if decay and last:
+            sched = "decay" if sched == "constant" else "warmup-decay"
+        pieces.append(Piece(tr, b - a, sched, lv))
+    return pieces
+
+
+def piece_config(base: Any, piece: Piece, seed: int) -> Any:
+    """TrainConfig for one piece: the base config with the piece's steps and schedule."""
+    over: dict[str, Any] = {"max_steps": piece.steps, "seed": seed, "epochs": 1.0, "max_tokens": None}
+    if piece.schedule == "warmup":
+        over.update(lr_scheduler="constant_with_warmup")
+    elif piece.schedule == "constant":
+        over.update(lr_scheduler="constant_with_warmup", warmup_steps=min(base.warmup_steps, 10))
+    elif piece.schedule == "decay":
+        over.update(lr_scheduler="linear", warmup_steps=min(base.warmup_steps, 10))
+    elif piece.schedule == "warmup-decay":
+        over.update(lr_scheduler="linear")
+    # "cosine": the base config as is
+    over["save_steps"] = max(piece.steps + 1, base.save_steps)
+    data = base.model_dump()
+    data.update(over)
+    return type(base).model_validate(data)
+
+
+def train_pieces(pieces: list[Piece], student: str, out_dir: str | os.PathLike, base_config: Any,
+                 seed: int, init: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """Train the pieces one after another (each continues from the previous weights) into ``out_dir``.
+
+    Finished pieces are kept in ``<out_dir>.pieces/`` so an interrupted chain resumes. Returns
+    ``{"train_tokens", "steps", "wall_s", "final_loss"}`` summed over the pieces."""
+    from .train import is_complete, load_result, train
+
+    out = Path(out_dir)
+    if is_complete(out) and (out / "pieces.json").is_file():
+        return json.loads((out / "pieces.json").read_text())
+    work = out.with_name(out.name + ".pieces")
+    work.mkdir(parents=True, exist_ok=True)
+    cur = init or student
+    tot = {"train_tokens": 0, "steps": 0, "wall_s": 0.0, "final_loss": None, "pieces": []}
+    for j, p in enumerate(pieces):
+        pdir = work / f"p{j}"
+        if not p.traces:
+            raise UserError(f"no training traces for piece {j} (level {p.level}); check the teacher's traces")
+        if is_complete(pdir):
+            res = load_result(pdir)
+        else:
+            cfg = piece_config(base_config, p, seed + j)
+            res = train(p.traces, cur, pdir, cfg, resume=True, progress=progress)
+        tot["train_tokens"] += int(res.train_tokens)
+        tot["steps"] += int(res.steps)
+        tot["wall_s"] += float(res.wall_s)
+        tot["final_loss"] = res.final_loss
+        tot["pieces"].append({"steps": p.steps, "schedule": p.schedule, "level": p.level,
+                              "train_tokens": int(res.train_tokens)})
+        cur = str(pdir)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(cur, tmp)
+    (tmp / "pieces.json").write_text(json.dumps(tot, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    shutil.rmtree(work, ignore_errors=True)
+    return tot
+
+
+def train_candidate(cand: Candidate, examples: Sequence[Any], student: str, out_dir: str | os.PathLike,
+                    config: Any, source: TraceSource | None = None, progress: bool = False) -> dict[str, Any]:
+    """Train ``student`` on ``cand`` for ``config.max_steps`` steps over ``examples``.
+
+    A plain or mixed candidate is one ordinary run with the config's own schedule; a curriculum
+    is trained in phases with warmup-stable-decay (the study hook for ``curriculum:`` levels)."""
+    from .train import train
+
+    source = source or TraceSource()
+    total = int(config.max_steps or math.ceil(config.epochs * len(examples) / config.batch_size))
+    if cand.kind == "curriculum":
+        pieces = segment_pieces(cand, examples, source, 0, total, batch_size=config.batch_size, total_steps=total,
+                                first=True, decay=True)
+        return train_pieces(pieces, student, out_dir, config, config.seed, progress=progress)
+    traces = build_traces(cand, examples, source)
+    res = train(traces, student, out_dir, config, resume=True, progress=progress)
+    return {"train_tokens": int(res.train_tokens), "steps": int(res.steps), "wall_s": float(res.wall_s),
+            "final_loss": res.final_loss}

@@ -1,0 +1,615 @@
+"""Choose the supervision for one student with a fraction of the grid's compute (successive halving).
+
+``cotdistill select`` trains every candidate (teacher x level x format, plus mixed / curriculum /
+union candidates from :mod:`cotdistill.mix`) for a short time, scores it on a **validation split
+carved from the training split** (the test split is never read), drops the weaker ``1 - 1/eta``
+and trains the survivors further, until one is left::
+
+    from cotdistill.select import SelectConfig, run_select
+    res = run_select(SelectConfig(task="arith", task_options={"n_train": 12800}, student="scratch:llama-xxs",
+                                  teachers=["lab"], levels=[0, 2, 3, 4, 6], budget=0.4, out="sel"))
+    res["winner"], res["spent_tokens"], res["grid_tokens"]
+
+Design (measured in ``benchmarks/bench_select.py``; see the README section "Choosing supervision
+per student"):
+
+* **budget** in training tokens (prompt + completion, as ``train`` counts them), or a fraction of
+  the full grid's tokens (``0.4`` = 40 %). The grid = every candidate trained for ``max_steps``.
+* **schedule**: successive halving with equal optimizer steps for every survivor of a round (the
+  grid compares supervision at equal steps). Round r trains each survivor ``d_r = s * eta**r``
+  more steps (capped at ``max_steps`` in total); ``s`` is solved so that the planned rounds spend
+  the budget, and re-solved after each round from what is really left.
+* **continuation** (``mode: continue``, default): a survivor continues from its checkpoint with a
+  warmup-stable-decay schedule -- warmup then constant learning rate, and a linear decay to zero
+  in the last round, so every comparison is between models at the same point of the same
+  schedule. ``mode: retrain`` trains survivors from scratch for the round's total steps with the
+  student's own (cosine) schedule instead (costs more tokens per round).
+* **score**: on the validation split, greedy decoding; accuracy with a Wilson interval, and the
+  *gold-answer probability*: the student's probability of ``" {gold}."`` after its own rationale
+  up to ``The answer is`` (a smooth version of accuracy that ranks candidates before accuracy
+  leaves chance level; on ``arith`` accuracy jumps between 200 and 300 steps). ``score: soft``
+  (default) ranks by that probability, ``score: accuracy`` by accuracy with the probability as
+  tie-breaker.
+
+Outputs in ``out``: ``selection.json`` (config, candidates, schedule, every round's scores with
+intervals, winner, tokens spent against the grid's), ``summary.md`` (readable),
+``traces.jsonl`` (the winner's traces over the whole training split, for ``cotdistill train``),
+``runs/`` (checkpoints; a rerun resumes from them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import UserError
+from .mix import Candidate, TraceSource, build_traces, mix_levels, parse_level_spec, segment_pieces, train_pieces
+
+SELECTION = "selection.json"
+
+
+# ------------------------------------------------------------------------------------------
+# config
+# ------------------------------------------------------------------------------------------
+class SelectConfig(BaseModel):
+    """Everything ``cotdistill select`` needs (loadable from YAML / a study's study.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(..., description="task registry name, e.g. arith")
+    task_options: dict[str, Any] = Field(default_factory=dict, description="task options, e.g. {steps: 3, n_train: 12800}")
+    data_dir: str | None = Field(None, description="benchmark data directory (default: $COTDISTILL_DATA, else the user cache)")
+    student: str = Field(..., description="HF model path/name or scratch:<family>-<size>")
+    teachers: list[str] = Field(default_factory=lambda: ["lab"], min_length=1,
+                                description="teacher specs; 'union:a+b' for a union of teachers")
+    levels: list[Union[int, str]] = Field(default_factory=lambda: [0, 2, 3, 4, 6], min_length=1,
+                                          description="0..6, 'human', 'mix:A-B', 'mix:difficulty', 'curriculum:A-B'")
+    formats: list[Literal["cot", "subq", "rar", "sym"]] = Field(default_factory=lambda: ["cot"], min_length=1)
+    budget: float = Field(0.4, gt=0, description="training tokens; a value <= 1 is a fraction of the full grid's tokens")
+    out: str = Field(..., description="output directory")
+    seed: int = Field(0, description="training seed (and validation carve)")
+    eta: float = Field(2.0, gt=1, description="keep the best 1/eta of the candidates each round")
+    mode: Literal["continue", "retrain"] = Field("continue", description="survivors continue from their checkpoint (WSD) or retrain")
+    score: Literal["soft", "accuracy"] = Field("soft", description="rank by gold-answer probability or by accuracy")
+    val_size: int = Field(200, ge=10, description="validation items carved from the end of the training split")
+    first_steps: int | None = Field(None, ge=1, description="steps of the first round (default: solved from the budget)")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields (max_steps = the full run's length)")
+    generate: dict[str, Any] = Field(default_factory=dict, description="GenerateConfig fields for non-lab teachers")
+    eval_batch_size: int = Field(100, ge=1)
+    threads: int | None = Field(None, ge=1, description="torch threads")
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v):
+        for x in v:
+            try:
+                parse_level_spec(x)
+            except UserError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+
+def _validated(data: dict[str, Any], source: str = "select") -> SelectConfig:
+    try:
+        return SelectConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "config"
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = f"unknown key; valid keys: {', '.join(SelectConfig.model_fields)}"
+        raise UserError(f"{source}: field {loc!r}: {msg}") from None
+
+
+def candidates(cfg: SelectConfig) -> list[Candidate]:
+    """The crossed candidates (level 0 / human have a single format)."""
+    out: dict[str, Candidate] = {}
+    for t in cfg.teachers:
+        for lv in cfg.levels:
+            for f in cfg.formats:
+                c = Candidate.parse(t, lv, f)
+                out.setdefault(c.name, c)
+    return list(out.values())
+
+
+def _train_config(cfg: SelectConfig):
+    from .train import TrainConfig
+
+    over = {**cfg.train, "seed": cfg.seed}
+    try:
+        tc = TrainConfig.for_student(cfg.student, **over)
+    except UserError as e:
+        raise UserError(f"select: field 'train': {e}") from None
+    if not tc.max_steps:
+        raise UserError("select: give train.max_steps (the length of a full run; rounds are cut from it)")
+    if cfg.threads:
+        tc = tc.with_overrides(threads=cfg.threads)
+    return tc
+
+
+# ------------------------------------------------------------------------------------------
+# data: validation carved from train
+# ------------------------------------------------------------------------------------------
+def split_train_val(examples: list[Any], val_size: int, seed: int) -> tuple[list[Any], list[Any]]:
+    """Carve ``val_size`` validation items from the training split (a seeded random choice);
+    the rest, in their order, is for training. The test split is never involved."""
+    if len(examples) < 2 * val_size:
+        raise UserError(f"select: the training split has {len(examples)} items; val_size {val_size} needs at least "
+                        f"{2 * val_size}; lower val_size")
+    idx = list(range(len(examples)))
+    random.Random(f"select-val-{seed}").shuffle(idx)
+    val_idx = set(idx[:val_size])
+    val = [examples[i] for i in sorted(val_idx)]
+    tr = [e for i, e in enumerate(examples) if i not in val_idx]
+    return tr, val
+
+
+def load_examples(cfg: SelectConfig) -> list[Any]:
+    from .tasks import get_task
+
+    return get_task(cfg.task, data_dir=cfg.data_dir, **cfg.task_options).load("train")
+
+
+# ------------------------------------------------------------------------------------------
+# scoring
+# ------------------------------------------------------------------------------------------
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 0.0
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def score_model(model_dir: str | os.PathLike, examples: list[Any], max_new_tokens: int = 256,
+                batch_size: int = 100, answer_marker: str = "The answer is") -> dict[str, Any]:
+    """Greedy-decode ``examples`` and score: accuracy (Wilson 95 % interval) and the mean probability
+    of the gold answer ``" {gold}."`` after the model's own rationale up to ``answer_marker``
+    (normal-approximation 95 % interval). Returns also ``predictions`` (id, output, pred, correct, p_gold)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from . import answers
+    from .template import PromptTemplate
+
+    model_dir = Path(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.eval()
+    template = PromptTemplate.load(model_dir) or PromptTemplate()
+    add_special = template.kind != "chat"
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    eos = tok.eos_token_id
+    preds: list[dict[str, Any]] = []
+    with torch.no_grad():
+        for b in range(0, len(examples), batch_size):
+            batch = examples[b:b + batch_size]
+            prompts = [tok(template.render_prompt(e.question, tok), add_special_tokens=add_special)["input_ids"]
+                       for e in batch]
+            L = max(len(p) for p in prompts)
+            ids = torch.tensor([[pad] * (L - len(p)) + p for p in prompts])
+            att = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts])
+            gen = model.generate(input_ids=ids, attention_mask=att, max_new_tokens=max_new_tokens, do_sample=False,
+                                 eos_token_id=eos, pad_token_id=pad)
+            outs = []
+            for row in gen[:, L:].tolist():
+                if eos in row:
+                    row = row[:row.index(eos)]
+                outs.append(tok.decode([t for t in row if t != pad], skip_special_tokens=True).strip())
+            # probability of the gold answer after the model's own rationale
+            seqs, spans = [], []
+            for e, p, o in zip(batch, prompts, outs):
+                k = o.find(answer_marker)
+                head = o[:k + len(answer_marker)] if k >= 0 else (o.rstrip(". ") + (" " if o else "") + answer_marker).strip()
+                ctx = p + tok(template.render_completion(head), add_special_tokens=False)["input_ids"]
+                tgt = tok(f" {e.answer}.", add_special_tokens=False)["input_ids"]
+                seqs.append(ctx + tgt)
+                spans.append((len(ctx), len(ctx) + len(tgt)))
+            M = max(len(s) for s in seqs)
+            x = torch.tensor([s + [pad] * (M - len(s)) for s in seqs])
+            a = torch.tensor([[1] * len(s) + [0] * (M - len(s)) for s in seqs])
+            logp = torch.log_softmax(model(input_ids=x, attention_mask=a).logits.float(), dim=-1)
+            for j, (e, o) in enumerate(zip(batch, outs)):
+                s0, s1 = spans[j]
+                lp = sum(float(logp[j, t - 1, x[j, t]]) for t in range(s0, s1))
+                pred = answers.extract(o, e.answer_type, choices=getattr(e, "choices", None))
+                preds.append({"id": e.id, "output": o, "pred": pred,
+                              "correct": bool(answers.equal(pred, e.answer, e.answer_type)),
+                              "p_gold": math.exp(lp)})
+    n = len(preds)
+    k = sum(p["correct"] for p in preds)
+    lo, hi = _wilson(k, n)
+    ps = [p["p_gold"] for p in preds]
+    mean = sum(ps) / max(n, 1)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in ps) / max(n - 1, 1))
+    half = 1.96 * sd / math.sqrt(max(n, 1))
+    return {"n": n, "accuracy": k / max(n, 1), "ci_low": lo, "ci_high": hi,
+            "p_gold": mean, "p_gold_low": max(0.0, mean - half), "p_gold_high": min(1.0, mean + half),
+            "predictions": preds}
+
+
+# ------------------------------------------------------------------------------------------
+# schedule
+# ------------------------------------------------------------------------------------------
+def round_sizes(n: int, eta: float) -> list[int]:
+    """Survivors per training round: n, ceil(n/eta), ... down to the last round with >= 2 (or n=1)."""
+    sizes = [n]
+    while sizes[-1] > 1:
+        nxt = max(1, math.ceil(sizes[-1] / eta))
+        if nxt == sizes[-1]:
+            nxt -= 1
+        if nxt == 1:
+            break
+        sizes.append(nxt)
+    return sizes
+
+
+def plan_cost(done: int, sizes: list[int], step_cost: float, s: float, eta: float, max_steps: int,
+              mode: str, first: int | None = None) -> tuple[float, list[int]]:
+    """Tokens the remaining rounds cost for increment scale ``s``, and the cumulative steps per round.
+
+    ``done``: steps the survivors already have; ``sizes``: survivors in each remaining round;
+    ``step_cost``: tokens per optimizer step of a mean candidate."""
+    t, cost, cum = done, 0.0, []
+    for r, n in enumerate(sizes):
+        d = first if (r == 0 and first) else max(1, int(round(s * eta ** r)))
+        nt = min(max_steps, t + d)
+        cost += n * step_cost * ((nt - t) if mode == "continue" else nt)
+        t = nt
+        cum.append(t)
+    return cost, cum
+
+
+def solve_schedule(budget: float, done: int, sizes: list[int], step_cost: float, eta: float, max_steps: int,
+                   mode: str, first: int | None = None) -> list[int]:
+    """Cumulative steps per remaining round, the largest geometric schedule that fits ``budget``."""
+    lo, hi = 0.0, float(max_steps)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if plan_cost(done, sizes, step_cost, mid, eta, max_steps, mode, first)[0] <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return plan_cost(done, sizes, step_cost, lo, eta, max_steps, mode, first)[1]
+
+
+# ------------------------------------------------------------------------------------------
+# the run
+# ------------------------------------------------------------------------------------------
+def _atomic_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _tokens_per_example(traces: list[Any], student: str) -> float:
+    """Mean prompt + completion + EOS tokens of the traces under the student's tokenizer."""
+    from .template import NAMED_TEMPLATES
+
+    plain = NAMED_TEMPLATES["plain"]
+    sample = traces[:512]
+    if student.startswith("scratch:"):
+        return sum(len(plain.render_prompt(t.question)) + len(plain.render_completion(t.output)) + 1
+                   for t in sample) / max(len(sample), 1)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(student)
+    return sum(len(tok(plain.render_prompt(t.question) + plain.render_completion(t.output))["input_ids"]) + 1
+               for t in sample) / max(len(sample), 1)
+
+
+def _ranking_key(score: str, s: dict[str, Any]) -> tuple:
+    if score == "accuracy":
+        return (s["accuracy"], s["p_gold"])
+    return (s["p_gold"], s["accuracy"])
+
+
+def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, console: Any = None) -> dict[str, Any]:
+    """Run the selection (resumable: finished rounds are reused) and write ``cfg.out``. Returns the
+    content of ``selection.json``."""
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if isinstance(cfg, dict):
+        cfg = _validated(cfg)
+    t_start = time.time()
+    out = Path(cfg.out).expanduser().resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"select: cannot create --out {out} ({e.strerror}); choose a writable directory") from None
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    base = _train_config(cfg)
+    max_steps = int(base.max_steps)
+    bs = base.batch_size
+    cands = candidates(cfg)
+    examples = load_examples(cfg)
+    train_ex, val_ex = split_train_val(examples, cfg.val_size, cfg.seed)
+    source = TraceSource(out / "cache", cfg.generate)
+
+    # cost per step of every candidate, and the grid
+    mix_tables: dict[str, dict[str, int]] = {}
+    cost: dict[str, float] = {}
+    val_len: dict[str, int] = {}
+    for c in cands:
+        if c.kind == "mix":
+            from .mix import teacher_members
+
+            mix_tables[c.name] = mix_levels(train_ex, parse_level_spec(c.level)[1], source, teacher_members(c.teacher)[0])
+        sample = build_traces(c, train_ex[:512], source, mix_table=mix_tables.get(c.name))
+        if not sample:
+            raise UserError(f"select: candidate {c.name} has no usable traces; check the teacher")
+        cost[c.name] = _tokens_per_example(sample, cfg.student) * bs
+        # longest rationale any level of the candidate writes on validation items
+        vt = []
+        for lv in c.levels:
+            vt += build_traces(Candidate(c.teacher, lv, c.format), val_ex[:50], source)
+        val_len[c.name] = max(len(t.output) for t in vt) if vt else 64
+    grid_tokens = sum(cost[c.name] * max_steps for c in cands)
+    plain_grid = sum(cost[c.name] * max_steps for c in cands if c.kind == "plain" and not c.teacher.startswith("union:"))
+    budget = cfg.budget * grid_tokens if cfg.budget <= 1 else cfg.budget
+    sizes = round_sizes(len(cands), cfg.eta)
+
+    state_path = out / SELECTION
+    rounds: list[dict[str, Any]] = []
+    alive = list(cands)
+    done_steps = 0
+    spent = 0.0
+    model_of: dict[str, str] = {}
+    schedule_planned = None
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, disable=not progress,
+                    transient=False)
+    with prog:
+        total_task = prog.add_task("select", total=len(sizes), info="")
+        for r, n_r in enumerate(sizes):
+            mean_cost = sum(cost[c.name] for c in alive) / len(alive)
+            cum = solve_schedule(budget - spent, done_steps, sizes[r:], mean_cost, cfg.eta, max_steps, cfg.mode,
+                                 cfg.first_steps if r == 0 else None)
+            if schedule_planned is None:
+                schedule_planned = cum
+            target = cum[0]
+            if target <= done_steps:
+                break  # no budget left for another round
+            last = r == len(sizes) - 1 or target >= max_steps
+            rtask = prog.add_task(f"round {r + 1}: {len(alive)} × → step {target}", total=len(alive), info="")
+            scores: dict[str, dict[str, Any]] = {}
+            for c in alive:
+                rdir = out / "runs" / c.slug / f"r{r}-s{target}"
+                prog.update(rtask, info=c.name)
+                score_path = rdir / "val.json"
+                sc = json.loads(score_path.read_text()) if score_path.is_file() else None
+                if sc is None:
+                    rdir.mkdir(parents=True, exist_ok=True)
+                    with _quiet(rdir / "log.txt"):
+                        if cfg.mode == "continue":
+                            pieces = segment_pieces(c, train_ex, source, done_steps, target, batch_size=bs, total_steps=max_steps,
+                                                    first=done_steps == 0, decay=last, mix_table=mix_tables.get(c.name))
+                            info = train_pieces(pieces, cfg.student, rdir / "model", base, cfg.seed + 1000 * r,
+                                                init=model_of.get(c.name))
+                        else:
+                            pieces = segment_pieces(c, train_ex, source, 0, target, batch_size=bs, total_steps=target, first=True,
+                                                    decay=True, mix_table=mix_tables.get(c.name))
+                            if c.kind != "curriculum":
+                                for p in pieces:
+                                    p.schedule = "cosine"
+                            info = train_pieces(pieces, cfg.student, rdir / "model", base.with_overrides(max_steps=target),
+                                                cfg.seed)
+                        sc = score_model(rdir / "model", val_ex, max_new_tokens=int(val_len[c.name] * 1.5) + 16,
+                                         batch_size=cfg.eval_batch_size)
+                        with open(rdir / "val_predictions.jsonl", "w", encoding="utf-8") as f:
+                            for p in sc.pop("predictions"):
+                                f.write(json.dumps(p) + "\n")
+                        sc.update({"train_tokens": info["train_tokens"], "steps_this_round": info["steps"],
+                                   "wall_s": round(info["wall_s"], 2)})
+                        _atomic_json(score_path, sc)
+                model_of[c.name] = str(rdir / "model")
+                spent += sc["train_tokens"]
+                scores[c.name] = sc
+                prog.advance(rtask)
+            ranked = sorted(alive, key=lambda c: _ranking_key(cfg.score, scores[c.name]), reverse=True)
+            keep_n = sizes[r + 1] if r + 1 < len(sizes) else 1
+            if last:
+                keep_n = 1
+            kept, dropped = ranked[:keep_n], ranked[keep_n:]
+            rounds.append({
+                "round": r + 1, "steps": target, "steps_added": target - done_steps if cfg.mode == "continue" else target,
+                "schedule": "warmup-stable-decay" if cfg.mode == "continue" else "cosine (retrain)",
+                "decayed": last if cfg.mode == "continue" else True,
+                "scores": [{"candidate": c.name, **{k: v for k, v in scores[c.name].items()}} for c in ranked],
+                "kept": [c.name for c in kept], "dropped": [c.name for c in dropped],
+            })
+            prog.remove_task(rtask)
+            prog.advance(total_task)
+            prog.update(total_task, info=f"best so far {ranked[0].name}")
+            alive = kept
+            done_steps = target
+            _atomic_json(state_path, {"status": "running", "rounds": rounds})
+            if len(alive) == 1:
+                break
+    # the final pick
+    if len(alive) > 1 and rounds:
+        last_scores = {s["candidate"]: s for s in rounds[-1]["scores"]}
+        alive = sorted(alive, key=lambda c: _ranking_key(cfg.score, last_scores[c.name]), reverse=True)[:1]
+    winner = alive[0]
+    from .mix import teacher_members
+
+    win_mix = (mix_levels(examples, parse_level_spec(winner.level)[1], source, teacher_members(winner.teacher)[0])
+               if winner.kind == "mix" else None)
+    all_tr = build_traces(winner, examples, source, mix_table=win_mix)
+    from .traces import write_traces
+
+    tmp = out / ".traces.jsonl.tmp"
+    write_traces(tmp, all_tr)
+    os.replace(tmp, out / "traces.jsonl")
+    result = {
+        "status": "done",
+        "config": cfg.model_dump(),
+        "candidates": [c.name for c in cands],
+        "winner": {"candidate": winner.name, "teacher": winner.teacher, "level": winner.level, "format": winner.format,
+                   "kind": winner.kind, "traces": str(out / "traces.jsonl"), "model": model_of.get(winner.name)},
+        "rounds": rounds,
+        "tokens_per_step": {k: round(v, 1) for k, v in cost.items()},
+        "max_steps": max_steps,
+        "spent_tokens": int(spent),
+        "grid_tokens": int(grid_tokens),
+        "plain_grid_tokens": int(plain_grid),
+        "budget_tokens": int(budget),
+        "fraction_of_grid": round(spent / grid_tokens, 4) if grid_tokens else None,
+        "schedule_planned": schedule_planned,
+        "validation": {"size": len(val_ex), "carved_from": "train", "ids_sha": _ids_sha(val_ex)},
+        "wall_s": round(time.time() - t_start, 1),
+    }
+    if winner.kind == "curriculum":
+        result["winner"]["note"] = ("a curriculum depends on training order: train it with "
+                                    "cotdistill.mix.train_candidate (phased), not a shuffled `cotdistill train`")
+    _atomic_json(state_path, result)
+    tmp = out / ".summary.md.tmp"
+    tmp.write_text(summary_markdown(result), encoding="utf-8")
+    os.replace(tmp, out / "summary.md")
+    return result
+
+
+@contextlib.contextmanager
+def _quiet(log_path: Path):
+    """Send the trainer's printed logs to ``log_path`` (the progress bar stays on the terminal)."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # pragma: no cover
+        pass
+    with open(log_path, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh):
+        yield
+
+
+def _ids_sha(exs: list[Any]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(e.id for e in exs).encode()).hexdigest()[:16]
+
+
+def summary_markdown(res: dict[str, Any]) -> str:
+    """A readable account of a selection: winner, compute, every round with intervals."""
+    cfg = res["config"]
+    lines = [f"# Supervision selection for {cfg['student']} on {cfg['task']}", "",
+             f"**Chosen: {res['winner']['candidate']}** (traces: `{res['winner']['traces']}`)", "",
+             f"Compute: {res['spent_tokens']:,} training tokens = {100 * (res['fraction_of_grid'] or 0):.1f} % of the "
+             f"full grid's {res['grid_tokens']:,} ({len(res['candidates'])} candidates × {res['max_steps']} steps); "
+             f"budget {res['budget_tokens']:,}. Successive halving, eta {cfg['eta']}, mode {cfg['mode']}, "
+             f"ranked by {'gold-answer probability' if cfg['score'] == 'soft' else 'accuracy'} on "
+             f"{res['validation']['size']} validation items carved from the training split (the test split is not used).",
+             ""]
+    for rd in res["rounds"]:
+        lines += [f"## Round {rd['round']}: step {rd['steps']} ({rd['schedule']}{', decayed' if rd['decayed'] else ''})", "",
+                  "| candidate | val accuracy [95 % CI] | P(gold) [95 % CI] | train tokens | kept |", "|---|---|---|---|---|"]
+        for s in rd["scores"]:
+            lines.append(f"| {s['candidate']} | {100 * s['accuracy']:.1f} [{100 * s['ci_low']:.1f}, {100 * s['ci_high']:.1f}] | "
+                         f"{s['p_gold']:.3f} [{s['p_gold_low']:.3f}, {s['p_gold_high']:.3f}] | {s['train_tokens']:,} | "
+                         f"{'yes' if s['candidate'] in rd['kept'] else 'no'} |")
+        lines.append("")
+    if res["winner"].get("note"):
+        lines += [f"Note: {res['winner']['note']}.", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------
+# select from a study, and compare with the study's grid
+# ------------------------------------------------------------------------------------------
+def config_from_study(study_dir: str | os.PathLike, student: str | None = None, seed: int | None = None,
+                      task: str | None = None, **over: Any) -> SelectConfig:
+    """A SelectConfig with the study's task, teachers, levels, formats and training settings;
+    output in ``STUDY/select/<student>__s<seed>/``."""
+    sd = Path(study_dir)
+    st = sd / "study.json"
+    if not st.is_file():
+        raise UserError(f"{sd} is not a study directory (no study.json): run `cotdistill study` first")
+    s = json.loads(st.read_text())
+    tasks = s["tasks"]
+    tk = next((t for t in tasks if task is None or t["name"] == task), None)
+    if tk is None:
+        raise UserError(f"study {sd} has no task {task!r}; it has {', '.join(t['name'] for t in tasks)}")
+    student = student or s["students"][0]
+    if student not in s["students"]:
+        raise UserError(f"study {sd} has no student {student!r}; it has {', '.join(s['students'])}")
+    seed = s["seeds"][0] if seed is None else seed
+    slug = "".join(ch if ch.isalnum() or ch in ".-" else "-" for ch in student)
+    data = {"task": tk["name"], "task_options": tk.get("options") or {}, "data_dir": s.get("data_dir"),
+            "student": student, "teachers": s["teachers"], "levels": s["levels"], "formats": s["formats"],
+            "seed": seed, "train": s.get("train") or {}, "generate": s.get("generate") or {},
+            "out": str(sd / "select" / f"{slug}__s{seed}")}
+    data.update({k: v for k, v in over.items() if v is not None})
+    return _validated(data, source=str(st))
+
+
+def select_vs_grid(study_dir: str | os.PathLike, tolerance: float = 0.02) -> dict[str, Any]:
+    """Whether ``select`` found the grid's best cell, per (task, student, seed) of a study.
+
+    Reads ``STUDY/results.jsonl`` and every ``STUDY/select/*/selection.json`` (written by
+    ``cotdistill select --study STUDY``). Returns ``{"available": bool, "rows": [...]}``, one row
+    per selection with the grid's best cell, the chosen cell's test accuracy in the grid, the gap,
+    whether it is within ``tolerance``, and the token fraction."""
+    sd = Path(study_dir)
+    res_path = sd / "results.jsonl"
+    sels = sorted((sd / "select").glob("*/" + SELECTION)) if (sd / "select").is_dir() else []
+    if not res_path.is_file() or not sels:
+        return {"available": False, "rows": [],
+                "hint": f"run `cotdistill select --study {sd} --student S` to compare selection with the grid"}
+    grid = [json.loads(x) for x in res_path.read_text().splitlines() if x.strip()]
+    grid = [g for g in grid if g.get("status") == "ok"]
+    rows = []
+    for sp in sels:
+        sel = json.loads(sp.read_text())
+        if sel.get("status") != "done":
+            continue
+        c = sel["config"]
+        cells = [g for g in grid if g["task"] == c["task"] and g["student"] == c["student"] and g["seed"] == c["seed"]]
+        if not cells:
+            continue
+        best = max(cells, key=lambda g: g["accuracy"])
+        w = sel["winner"]
+        chosen = next((g for g in cells if str(g["level"]) == str(w["level"]) and g["teacher"] == w["teacher"]
+                       and g["format"] == w["format"]), None)
+        grid_tok = sum(float(g.get("train_tokens") or 0) for g in cells)
+        row = {"task": c["task"], "student": c["student"], "seed": c["seed"], "selection": str(sp.parent),
+               "chosen": w["candidate"], "grid_best": f"{best['teacher']}/L{best['level']}/{best['format']}",
+               "grid_best_accuracy": best["accuracy"],
+               "chosen_accuracy": chosen["accuracy"] if chosen else None,
+               "gap": round(best["accuracy"] - chosen["accuracy"], 6) if chosen else None,
+               "spent_tokens": sel["spent_tokens"],
+               "grid_tokens": int(grid_tok) if grid_tok else sel["grid_tokens"],
+               }
+        row["within_tolerance"] = row["gap"] is not None and row["gap"] <= tolerance + 1e-9
+        row["fraction_of_grid"] = round(row["spent_tokens"] / row["grid_tokens"], 4) if row["grid_tokens"] else None
+        rows.append(row)
+    return {"available": bool(rows), "rows": rows, "tolerance": tolerance}
+
+
+def select_vs_grid_markdown(study_dir: str | os.PathLike) -> str:
+    """The comparison as a markdown section for the study report ('' when nothing to compare)."""
+    d = select_vs_grid(study_dir)
+    if not d["available"]:
+        return ""
+    lines = ["## Would `select` have found the best cell?", "",
+             "| student | seed | grid best (acc) | select chose (acc in grid) | gap | within 2 pts | tokens vs grid |",
+             "|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        ca = "—" if r["chosen_accuracy"] is None else f"{100 * r['chosen_accuracy']:.1f}"
+        gap = "—" if r["gap"] is None else f"{100 * r['gap']:.1f}"
+        lines.append(f"| {r['student']} | {r['seed']} | {r['grid_best']} ({100 * r['grid_best_accuracy']:.1f}) | "
+                     f"{r['chosen']} ({ca}) | {gap} | {'yes' if r['within_tolerance'] else 'no'} | "
+                     f"{100 * (r['fraction_of_grid'] or 0):.0f} % |")
+    return "\n".join(lines) + "\n"

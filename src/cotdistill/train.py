@@ -97,7 +97,7 @@ class TrainConfig(BaseModel):
     cutoff_len: int = Field(4096, ge=8, description="examples are truncated to this many tokens")
     template: Literal["auto", "plain", "qa", "alpaca", "chat"] = Field("auto", description="auto: the tokenizer's chat template when it has one, else plain 'Question: …\\nAnswer:'")
     packing: Literal["auto", "on", "off"] = Field("auto", description="auto: pack when the model reproduces unpacked logits with a 4-D mask, else length-grouped padding")
-    pack_length: int = Field(512, ge=8, description="row length for packing (a longer example gets its own row)")
+    pack_length: int = Field(4096, ge=8, description="row length for packing (a longer example gets its own row)")
     # precision / hardware
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="mixed-precision autocast; auto = bf16 where the device supports it")
     model_dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype of the loaded weights (pretrained students)")
@@ -610,7 +610,8 @@ def train(
 
     # ---- run identity / resume -------------------------------------------------------------
     run_key = hashlib.sha256(json.dumps(
-        {"config": cfg.model_dump(mode="json"), "student": student, "data": fp, "world": world},
+        {"config": cfg.model_dump(mode="json", exclude={"threads", "logging_steps", "keep_checkpoints"}),
+         "student": student, "data": fp, "world": world},
         sort_keys=True).encode()).hexdigest()
     resume_from = None
     if work.exists():
@@ -675,7 +676,6 @@ def train(
         dataloader_num_workers=0,
         train_sampling_strategy="random" if mode else "group_by_length",
         include_num_input_tokens_seen="no",
-        gradient_checkpointing=False,
         deepspeed=cfg.deepspeed,
         fsdp=cfg.fsdp or "",
         fsdp_config=cfg.fsdp_config,
@@ -697,7 +697,12 @@ def train(
         peak_flops=peak,
         callbacks=[_progress_callback(max_steps, progress)],
     )
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     trainer._session_t0 = time.perf_counter()
     if resume_from is not None:
         trainer._session_tok0 = json.loads((resume_from / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)

@@ -1,0 +1,55 @@
+"""``cotdistill train``: fine-tune a student on teacher traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ._common import console
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_cmd(
+        traces: List[Path] = typer.Option(..., "--traces", help="Trace JSONL (or alpaca JSON) file; repeat to combine files."),
+        student: str = typer.Option(..., "--student", help="Local path or hub name of a causal LM, or scratch:<llama|gemma|bloom>-<xxs|xs|s|m>."),
+        out: Path = typer.Option(..., "--out", help="Output model directory (created only when training finishes)."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML TrainConfig. Default: paper defaults, or the measured scratch defaults for scratch students."),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (overrides epochs)."),
+        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Token budget (prompt+completion tokens, no padding)."),
+        epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the traces (clears max_steps)."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Effective batch size in examples."),
+        micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", help="Examples per forward pass per device (gradient accumulation makes up the rest)."),
+        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (init, data order)."),
+        lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA (peft) instead of full fine-tuning."),
+        save_steps: Optional[int] = typer.Option(None, "--save-steps", help="Checkpoint interval in steps."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint (a finished one is kept)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory / interrupted run."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        """Fine-tune a student (hub / local / scratch) on teacher traces; completion-only loss."""
+        from ..train import TrainConfig, train
+
+        base = TrainConfig.from_yaml(config) if config else TrainConfig.for_student(student)
+        overrides = dict(
+            max_steps=max_steps, max_tokens=max_tokens, epochs=epochs, batch_size=batch_size,
+            micro_batch_size=micro_batch_size, learning_rate=lr, seed=seed, lora=lora,
+            save_steps=save_steps, threads=threads,
+        )
+        if epochs is not None and max_steps is None:
+            data = base.model_dump()
+            data["max_steps"] = None
+            base = TrainConfig.validated(data)
+        cfg = base.with_overrides(**overrides)
+        res = train([str(t) for t in traces], student, out, cfg, resume=resume, progress=not quiet, overwrite=overwrite)
+        s = res.summary
+        if s.get("world_size", 1) > 1 and __import__("os").environ.get("RANK", "0") != "0":
+            return
+        console.print(
+            f"[bold]trained[/] {student} -> {res.model_dir}  steps {res.steps}  tokens {res.train_tokens:,}  "
+            f"final loss {res.final_loss:.4f}  {res.tokens_per_s:,.0f} tok/s  {res.wall_s:.1f} s  ({s.get('batching')})"
+        )

@@ -1,0 +1,306 @@
+"""Student training on real SVAMP traces with tiny scratch students (CPU, seconds each)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cotdistill.collate import (IGNORE, PackingCollator, PaddingCollator, encode_example,
+                                packing_mode)
+from cotdistill.errors import UserError
+from cotdistill.students import make_scratch_student
+from cotdistill.template import PromptTemplate
+from cotdistill.traces import Trace, write_traces
+from cotdistill.train import COMPLETE, TrainConfig, is_complete, load_traces, train
+
+PAPER_FILE = "paper/SVAMP_gemini_level3_ranked.json.gz"
+
+
+def svamp(shared: Path, n: int, shortest: bool = True) -> list[Trace]:
+    rows = json.load(gzip.open(shared / PAPER_FILE, "rt"))
+    idx = list(range(len(rows)))
+    if shortest:
+        idx.sort(key=lambda i: (len(rows[i]["instruction"]) + len(rows[i]["output"]), i))
+    return [
+        Trace(id=str(i), task="svamp", question=rows[i]["instruction"], gold="", teacher="gemini",
+              level=3, output=rows[i]["output"], source=PAPER_FILE)
+        for i in idx[:n]
+    ]
+
+
+def tiny_cfg(**kw) -> TrainConfig:
+    base = dict(max_steps=20, batch_size=8, warmup_steps=3, logging_steps=2, save_steps=1000,
+                threads=1, pack_length=512)
+    base.update(kw)
+    return TrainConfig.scratch(**base)
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "cotdistill", *args], capture_output=True, text=True, **kw)
+
+
+# ------------------------------------------------------------------------------------------
+# labels and packing
+# ------------------------------------------------------------------------------------------
+def test_labels_are_ignored_exactly_on_prompt_and_padding(shared_data):
+    traces = svamp(shared_data, 6)
+    tpl = PromptTemplate()
+    texts = [tpl.render_prompt(t.question) + tpl.render_completion(t.output) for t in traces]
+    _, tok = make_scratch_student("scratch:llama-xxs", texts)
+    encs = []
+    for t in traces:
+        p, c = tpl.render_prompt(t.question), tpl.render_completion(t.output)
+        e = encode_example(p, c, tok, 4096)
+        n_p = len(tok(p)["input_ids"])
+        assert e["labels"][:n_p] == [IGNORE] * n_p
+        assert e["labels"][n_p:] == e["input_ids"][n_p:]
+        assert e["input_ids"][-1] == tok.eos_token_id
+        assert tok.decode(e["input_ids"][n_p:-1]) == c
+        encs.append((e, n_p))
+    feats = [e for e, _ in encs]
+    for coll in (PackingCollator(tok.pad_token_id, 400), PaddingCollator(tok.pad_token_id)):
+        b = coll(feats)
+        is_target = b["labels"] != IGNORE
+        # every target token is a completion token and every completion token is a target
+        n_completion = sum(len(e["input_ids"]) - n_p for e, n_p in encs)
+        assert int(is_target.sum()) == n_completion
+        assert int(b["n_tokens"]) == sum(len(e["input_ids"]) for e in feats)
+        # padding positions carry the pad id and no target
+        if "attention_mask" in b and b["attention_mask"].dim() == 2:
+            assert not is_target[b["attention_mask"] == 0].any()
+    # truncation at the cutoff
+    e = encode_example("Question: x\nAnswer:", " " + "y" * 50, tok, 16)
+    assert len(e["input_ids"]) == 16
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_packed_example_logits_equal_example_alone(shared_data, family):
+    traces = svamp(shared_data, 5, shortest=False)
+    tpl = PromptTemplate()
+    texts = [tpl.render_prompt(t.question) + tpl.render_completion(t.output) for t in traces]
+    model, tok = make_scratch_student(f"scratch:{family}-xxs", texts, seed=1)
+    model.eval()
+    assert packing_mode(model) == "bool"
+    feats = [encode_example(tpl.render_prompt(t.question), tpl.render_completion(t.output), tok, 4096) for t in traces]
+    b = PackingCollator(tok.pad_token_id, 1024, "bool")(feats)
+    assert b["input_ids"].shape[0] < len(feats)  # really packed
+    b.pop("n_tokens")
+    labels = b.pop("labels")
+    with torch.no_grad():
+        packed = model(**b).logits
+        worst = 0.0
+        for r in range(packed.shape[0]):
+            starts = (b["position_ids"][r] == 0).nonzero().flatten().tolist()
+            for s in starts:
+                ids = b["input_ids"][r, s:]
+                n = next((len(f["input_ids"]) for f in feats if f["input_ids"] == ids[: len(f["input_ids"])].tolist()), None)
+                if n is None:
+                    continue  # the padding tail
+                alone = model(input_ids=ids[:n][None]).logits[0]
+                worst = max(worst, (packed[r, s : s + n] - alone).abs().max().item())
+    assert worst < 1e-5
+    # without the 4-D mask (position ids only) packed examples leak into each other
+    with torch.no_grad():
+        leaky = model(input_ids=b["input_ids"], position_ids=b["position_ids"]).logits
+    assert (leaky - packed).abs().max().item() > 1e-3
+    assert labels.shape == b["input_ids"].shape
+
+
+def test_bloom_falls_back_to_padding_and_eager_llama_gets_float_mask(shared_data):
+    texts = [t.question for t in svamp(shared_data, 4)]
+    bloom, _ = make_scratch_student("scratch:bloom-xxs", texts)
+    assert packing_mode(bloom) is None  # ALiBi is built from a 2-D mask: no packing
+    llama, _ = make_scratch_student("scratch:llama-xxs", texts)
+    llama.config._attn_implementation = "eager"
+    assert packing_mode(llama) == "float"
+
+
+# ------------------------------------------------------------------------------------------
+# training runs
+# ------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["llama", "gemma", "bloom"])
+def test_loss_falls_on_svamp_traces(shared_data, tmp_path, family):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    traces = svamp(shared_data, 48)
+    out = tmp_path / "model"
+    res = train(traces, f"scratch:{family}-xxs", out, tiny_cfg(max_steps=24), progress=False)
+    assert is_complete(out) and (out / COMPLETE).is_file()
+    assert not out.with_name("model.partial").exists()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows]
+    assert losses[0] > 4.0  # ~ln(vocab) at init
+    assert losses[-1] < losses[0] - 1.0, losses
+    assert res.final_loss == pytest.approx(losses[-1])
+    assert res.steps == 24 and res.train_tokens > 0 and res.wall_s > 0
+    s = json.loads((out / "train_summary.json").read_text())
+    assert s["batching"].startswith("packed" if family != "bloom" else "padded")
+    assert s["train_tokens"] == rows[-1]["tokens"]
+    assert s["data_fingerprint"] == json.loads((out / "train_config.json").read_text())["data_fingerprint"]
+    assert (out / "loss.png").stat().st_size > 1000
+    assert PromptTemplate.load(out) == PromptTemplate()
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert model.config.eos_token_id == tok.eos_token_id
+
+
+@pytest.mark.slow
+def test_eos_is_learned_and_generation_stops(shared_data, tmp_path):
+    traces = svamp(shared_data, 4)
+    out = tmp_path / "m"
+    train(traces, "scratch:llama-xxs", out,
+          tiny_cfg(max_steps=120, batch_size=4, learning_rate=3e-3, warmup_steps=10), progress=False)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    tpl = PromptTemplate.load(out)
+    for t in traces:
+        ids = tok(tpl.render_prompt(t.question), return_tensors="pt")["input_ids"]
+        target = tok(tpl.render_completion(t.output), add_special_tokens=False)["input_ids"]
+        gen = model.generate(ids, max_new_tokens=len(target) + 40, do_sample=False,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)[0, ids.shape[1]:]
+        assert gen[-1].item() == tok.eos_token_id, tok.decode(gen)
+        assert len(gen) <= len(target) + 5
+
+
+def test_same_config_same_weights_and_token_budget(shared_data, tmp_path):
+    traces = svamp(shared_data, 16)
+    cfg = tiny_cfg(max_steps=None, max_tokens=6000, batch_size=4)
+    a = train(traces, "scratch:llama-xxs", tmp_path / "a", cfg, progress=False)
+    b = train(traces, "scratch:llama-xxs", tmp_path / "b", cfg, progress=False)
+    mean_len = a.train_tokens / (a.steps * 4)
+    assert a.steps == pytest.approx(6000 / (mean_len * 4), abs=1.5)
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # a finished directory is kept by resume, refused without --overwrite
+    assert train(traces, "scratch:llama-xxs", tmp_path / "a", cfg, resume=True).steps == a.steps
+    with pytest.raises(UserError, match="already exists"):
+        train(traces, "scratch:llama-xxs", tmp_path / "a", cfg)
+
+
+def test_lora_run_saves_merged_model_and_adapter(shared_data, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    traces = svamp(shared_data, 8)
+    cfg = tiny_cfg(max_steps=3, batch_size=4, lora={"enabled": True, "r": 4, "alpha": 8})
+    res = train(traces, "scratch:llama-xxs", tmp_path / "m", cfg, progress=False)
+    assert (tmp_path / "m" / "adapter" / "adapter_config.json").is_file()
+    assert res.summary["trainable_params"] < res.summary["params"]
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert not any("lora" in n for n, _ in model.named_parameters())
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_final_weights(shared_data, tmp_path):
+    traces = svamp(shared_data, 24)
+    tf = tmp_path / "traces.jsonl"
+    write_traces(tf, traces)
+    steps, save = 40, 8
+    cfg = tiny_cfg(max_steps=steps, batch_size=4, save_steps=save)
+    ref = tmp_path / "ref"
+    train(load_traces([tf]), "scratch:llama-xxs", ref, cfg, progress=False)
+
+    out = tmp_path / "run"
+    args = ["train", "--traces", str(tf), "--student", "scratch:llama-xxs", "--out", str(out),
+            "--max-steps", str(steps), "--batch-size", "4", "--save-steps", str(save), "--threads", "1", "--quiet"]
+    cfg_file = tmp_path / "cfg.yaml"
+    import yaml
+
+    cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    args += ["--config", str(cfg_file)]
+    proc = subprocess.Popen([sys.executable, "-m", "cotdistill", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = out.with_name("run.partial") / "checkpoints" / f"checkpoint-{save}" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and not is_complete(out)  # nothing a later stage could mistake
+
+    r = _cli(*args)  # without --resume: refused, the interrupted run is kept
+    assert r.returncode == 2 and "--resume" in r.stderr
+    r = _cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "train_summary.json").read_text())
+    assert s["resumed_from"].startswith("checkpoint-") and s["steps"] == steps
+    wr, wo = weights(ref), weights(out)
+    assert all(torch.equal(wr[k], wo[k]) for k in wr)
+
+
+# ------------------------------------------------------------------------------------------
+# configs and bad input
+# ------------------------------------------------------------------------------------------
+def test_default_config_is_the_papers():
+    c = TrainConfig.default()
+    assert (c.learning_rate, c.epochs, c.lr_scheduler, c.warmup_steps, c.batch_size, c.cutoff_len,
+            c.seed, c.max_grad_norm) == (5e-5, 3, "cosine", 0, 64, 4096, 100, 1.0)
+    assert c == TrainConfig()  # YAML and the pydantic defaults agree
+    s = TrainConfig.scratch()
+    assert (s.learning_rate, s.adam_beta2, s.weight_decay, s.warmup_steps, s.min_lr_ratio, s.batch_size) == (
+        4e-3, 0.98, 0.01, 30, 0.05, 32)
+    assert TrainConfig.for_student("scratch:gemma-xs") == s
+
+
+def test_bad_config_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 1e-4\nlerning_rate: 3\n")
+    with pytest.raises(UserError, match="unknown key 'lerning_rate'"):
+        TrainConfig.from_yaml(bad)
+    bad.write_text("batch_size: many\n")
+    with pytest.raises(UserError, match="batch_size"):
+        TrainConfig.from_yaml(bad)
+    with pytest.raises(UserError, match="does not exist"):
+        TrainConfig.from_yaml(tmp_path / "none.yaml")
+
+
+def test_bad_input_api_leaves_no_directory(shared_data, tmp_path):
+    traces = svamp(shared_data, 4)
+    out = tmp_path / "m"
+    with pytest.raises(UserError, match="unknown scratch"):
+        train(traces, "scratch:llama-huge", out, tiny_cfg())
+    with pytest.raises(UserError, match="cannot load model"):
+        train(traces, str(tmp_path / "no-such-model"), out, tiny_cfg())
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(UserError, match="no traces"):
+        train([empty], "scratch:llama-xxs", out, tiny_cfg())
+    with pytest.raises(UserError, match="multiple"):
+        train(traces, "scratch:llama-xxs", out, tiny_cfg(batch_size=6, micro_batch_size=4))
+    assert not out.exists() and not out.with_name("m.partial").exists()
+
+
+@pytest.mark.parametrize(
+    "case", ["missing_traces", "unknown_key", "wrong_type", "unknown_student"])
+def test_bad_input_cli_one_line_exit_2(shared_data, tmp_path, case):
+    tf = tmp_path / "t.jsonl"
+    write_traces(tf, svamp(shared_data, 4))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text({"unknown_key": "max_stepz: 3\n", "wrong_type": "max_steps: three\n"}.get(case, "max_steps: 2\n"))
+    out = tmp_path / "out"
+    args = ["train", "--traces", str(tmp_path / "nope.jsonl") if case == "missing_traces" else str(tf),
+            "--student", "scratch:llama-xl" if case == "unknown_student" else "scratch:llama-xxs",
+            "--out", str(out), "--config", str(cfg)]
+    r = _cli(*args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists() and not out.with_name("out.partial").exists()

@@ -114,41 +114,20 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[tuple, Agg]:
 # paired significance
 # ------------------------------------------------------------------------------------------
 def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts ``b`` (A right, B wrong), ``c``."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    """Two-sided exact McNemar p-value from the discordant counts ``b`` (A right, B wrong) and ``c``
+    (via :func:`cotdistill.stats.mcnemar_exact`)."""
+    from .stats import mcnemar_exact as _mc
+
+    return float(_mc([1] * b + [0] * c, [0] * b + [1] * c)["p_value"])
 
 
 def paired_bootstrap(a: list[int], b: list[int], iters: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95 % paired-bootstrap interval of mean(b) - mean(a) over the same items."""
-    n = len(a)
-    if n == 0:
+    """95 % paired-bootstrap interval of mean(b) - mean(a) over the same items (``cotdistill.stats``)."""
+    from .stats import paired_bootstrap_ci
+
+    if not a:
         return 0.0, 0.0
-    rng = random.Random(seed)
-    diffs = [bb - aa for aa, bb in zip(a, b)]
-    stats = []
-    for _ in range(iters):
-        s = 0
-        for _ in range(n):
-            s += diffs[rng.randrange(n)]
-        stats.append(s / n)
-    stats.sort()
-    return stats[int(0.025 * iters)], stats[min(iters - 1, int(0.975 * iters))]
-
-
-def _stats_helpers():
-    """Prefer the evaluation engineer's ``cotdistill.stats`` helpers when they exist."""
-    try:
-        from . import stats as st  # type: ignore[attr-defined]
-    except ImportError:
-        return mcnemar_exact, paired_bootstrap
-    mc = getattr(st, "mcnemar_exact", None) or getattr(st, "mcnemar", None)
-    pb = getattr(st, "paired_bootstrap", None)
-    return (mc if callable(mc) else mcnemar_exact), (pb if callable(pb) else paired_bootstrap)
+    return paired_bootstrap_ci(a, b, resamples=iters, seed=seed)
 
 
 def _predictions(study_dir: Path, cell: str) -> dict[str, int] | None:
@@ -183,15 +162,10 @@ def paired_test(study_dir: Path, cells_a: list[str], cells_b: list[str]) -> dict
         return None
     b = sum(1 for x, y in zip(va, vb) if x and not y)
     c = sum(1 for x, y in zip(va, vb) if y and not x)
-    mc, pb = _stats_helpers()
-    try:
-        p = float(mc(b, c))
-    except TypeError:
-        p = mcnemar_exact(b, c)
-    try:
-        lo, hi = pb(va, vb)
-    except TypeError:
-        lo, hi = paired_bootstrap(va, vb)
+    from .stats import mcnemar_exact as _mc
+
+    p = float(_mc(va, vb)["p_value"])
+    lo, hi = paired_bootstrap(va, vb)
     return {"n": len(va), "a_only": b, "b_only": c, "diff": (sum(vb) - sum(va)) / len(va), "p": p,
             "diff_lo": float(lo), "diff_hi": float(hi)}
 
@@ -286,7 +260,10 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
                     tol = max([curve[lv].sd for lv in num] + [0.0])
                     inc = all(b >= a - tol for a, b in zip(vals, vals[1:]))
                     dec = all(b <= a + tol for a, b in zip(vals, vals[1:]))
-                    shape = "monotonically increasing" if inc else ("monotonically decreasing" if dec else "not monotonic")
+                    if vals and max(vals) - min(vals) < 0.005:
+                        shape = "flat (no level changes the accuracy)"
+                    else:
+                        shape = "monotonically increasing" if inc else ("monotonically decreasing" if dec else "not monotonic")
                     per_student[(task, teacher, fmt, st)] = {"curve": curve, "best": best, "shape": shape,
                                                             "spread": curve[best].mean - curve[worst].mean}
                     # paired tests: best vs answer-only, best vs each neighbour level

@@ -219,6 +219,16 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
             raise UserError(f"{source}: field 'exclude.{i}': unknown key {sorted(bad)[0]!r}; "
                             "use task, teacher, level, format, student, seed")
     _check_train_settings(cfg.train, source)
+    EvalConfig = _optional("cotdistill.evaluate", "EvalConfig")
+    if EvalConfig is not None:
+        try:
+            EvalConfig.model_validate(cfg.eval)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err.get("loc", ()))
+            if err.get("type") == "extra_forbidden":
+                raise UserError(f"{source}: unknown key 'eval.{loc}'; known keys: {', '.join(EvalConfig.model_fields)}") from None
+            raise UserError(f"{source}: field 'eval.{loc}': {err.get('msg')}") from None
     out = Path(cfg.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -618,19 +628,13 @@ def _train(cfg: StudyConfig, cell: Cell, traces_path: Path, model_dir: Path, log
     return {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
-def _evaluate(cfg: StudyConfig, cell: Cell, model_dir: Path, eval_dir: Path, log) -> dict[str, Any]:
+def _evaluate(cfg: StudyConfig, cell: Cell, model_dir: Path, eval_dir: Path, log, resume: bool) -> dict[str, Any]:
     ev = _optional("cotdistill.evaluate", "evaluate")
     if ev is None:
         raise UserError("cotdistill.evaluate is not available in this build; the study cannot evaluate students")
     examples = _test_examples(cfg, cell.task)
-    res = ev(model_dir, examples=examples, out_dir=eval_dir, **cfg.eval)
-    if hasattr(res, "model_dump"):
-        res = res.model_dump()
-    elif not isinstance(res, dict):
-        res = dict(getattr(res, "__dict__", {}) or {})
-    if not res:
-        res = _read_json(eval_dir / "metrics.json") or {}
-    return res
+    res = ev(str(model_dir), examples=examples, out_dir=eval_dir, progress=False, overwrite=not resume, **cfg.eval)
+    return res if isinstance(res, dict) else (_read_json(eval_dir / "metrics.json") or {})
 
 
 # ------------------------------------------------------------------------------------------
@@ -772,9 +776,14 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
             stage = "evaluate"
             if (marks.get("evaluate") or {}).get("key") != keys["evaluate"] or not (cdir / "eval" / "predictions.jsonl").exists():
                 _status(cdir, "running", "evaluate")
+                # same model and settings as an interrupted attempt: keep its predictions; else start over
+                resume = marks.get("evaluate_started") == keys["evaluate"]
+                marks["evaluate_started"] = keys["evaluate"]
+                _atomic_json(cdir / "stages.json", marks)
                 t0 = time.time()
-                metrics = _evaluate(cfg, cell, cdir / "model", cdir / "eval", log)
+                metrics = _evaluate(cfg, cell, cdir / "model", cdir / "eval", log, resume=resume)
                 marks["evaluate"] = {"key": keys["evaluate"], "wall_s": round(time.time() - t0, 2)}
+                marks.pop("evaluate_started", None)
                 _atomic_json(cdir / "stages.json", marks)
                 ran.append("evaluate")
                 print(f"evaluate: done in {time.time() - t0:.1f}s", flush=True)
@@ -796,7 +805,8 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
         _atomic_json(cdir / "result.json", row)
         _status(cdir, "failed", stage, error=row["error"])
         return {"row": row, "ran": ran}
-    row["wall_s_this_run"] = round(time.time() - t_start, 2)
+    with open(cdir / "log.txt", "a", encoding="utf-8") as f:
+        f.write(f"cell finished in {time.time() - t_start:.1f}s this run (stages run: {', '.join(ran) or 'none'})\n")
     _atomic_json(cdir / "result.json", row)
     _status(cdir, "done", None)
     return {"row": row, "ran": ran}

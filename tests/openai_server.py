@@ -60,6 +60,7 @@ class FakeOpenAIServer:
         self.api_key = api_key
         self.responder = responder
         self.log: list[dict[str, Any]] = []
+        self.bodies: list[dict[str, Any]] = []  # request bodies, in arrival order
         self._log_fh = open(log_path, "a", encoding="utf-8") if log_path else None
         self._lock = threading.Lock()
         self._order: dict[str, int] = {}
@@ -152,6 +153,7 @@ class FakeOpenAIServer:
             return
         key = prompt_key(body)
         with self._lock:
+            self.bodies.append(body)
             if key not in self._order:
                 self._order[key] = len(self._order)
             attempt = self._attempts.get(key, 0)

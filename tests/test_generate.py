@@ -95,6 +95,17 @@ def test_failed_items_are_recorded_and_retried_next_run(tmp_path):
     assert (tmp_path / "failed.jsonl").read_text() == ""
 
 
+def test_samples_are_separate_calls_and_cached_separately(tmp_path):
+    exs = _examples(3)
+    with FakeOpenAIServer() as srv:
+        cfg = _cfg(srv, levels=[0, 2], formats=["cot"], samples=2, temperature=0.7, seed=5)
+        res = generate(exs, tmp_path, cfg, progress=False)
+        assert res.done == 6 and len(res.traces) == 3 + 6  # level 0 once per item
+        assert sorted({b["seed"] for b in srv.bodies}) == [5, 6]
+        assert [t.sample for t in res.traces if t.id == "ex0"] == [0, 0, 1]
+        assert generate(exs, tmp_path, cfg, progress=False).cached == 6 and len(srv.log) == 6
+
+
 def test_dry_run_calls_nothing(tmp_path):
     with FakeOpenAIServer() as srv:
         est = dry_run(_examples(5), _cfg(srv, levels=[0, 1, 6]), tmp_path)

@@ -129,8 +129,8 @@ class OpenAITeacher(Teacher):
                         model=self.model, messages=req.messages, temperature=c.temperature,
                         top_p=c.top_p, max_tokens=c.max_tokens, n=1,
                     )
-                    if c.seed is not None:
-                        kwargs["seed"] = c.seed
+                    if c.seed is not None:  # one seed per sample index, so n samples differ
+                        kwargs["seed"] = c.seed + req.sample
                     # POST through the client (auth, base URL, status errors) without its typed-param
                     # transform and model construction, which cost ~2x the CPU of the rest per call
                     body = await client.post("/chat/completions", cast_to=str, body=kwargs)

@@ -1,0 +1,96 @@
+"""``cotdistill evaluate`` and ``cotdistill compare``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._common import DataDirOpt, console, opt_path
+
+
+def _summary(m: dict, out: Path | None) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{m['task']} / {m['split']}  ·  {m['model']}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("accuracy", f"{100 * m['accuracy']:.2f} %  (95 % CI {100 * m['ci_low']:.2f} – {100 * m['ci_high']:.2f})  n={m['n']}")
+    t.add_row("parse failures", f"{100 * m['parse_failure_rate']:.2f} %")
+    t.add_row("hit max_new_tokens", f"{m['n_length_capped']} of {m['n']}")
+    t.add_row("mean output tokens", f"{m['mean_output_tokens']:.1f}")
+    tps = m.get("tokens_per_s")
+    t.add_row("throughput", (f"{tps:.0f} tokens/s" if tps else "—") + f"  ({m['n_generated_this_run']} generated this run)")
+    t.add_row("wall time", f"{m['wall_s']:.1f} s")
+    t.add_row("decoding", f"{m['decoding']}, max_new_tokens {m['max_new_tokens']}, batch {m['batch_size']}, {m['backend']}")
+    t.add_row("template", str(m["template"]))
+    if out is not None:
+        t.add_row("written", f"{out}/predictions.jsonl, {out}/metrics.json")
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("evaluate")
+    def evaluate_cmd(
+        model: str = typer.Option(..., "--model", help="Model directory (from `cotdistill train`) or a hub name."),
+        task: str = typer.Option(..., "--task", help="Task name (see `cotdistill tasks`)."),
+        out: Path = typer.Option(..., "--out", help="Output directory: predictions.jsonl, metrics.json (resumable)."),
+        split: str = typer.Option("test", "--split", help="Split to evaluate."),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N items."),
+        decoding: str = typer.Option("greedy", "--decoding", help="greedy or beam:N (e.g. beam:5)."),
+        max_new_tokens: int = typer.Option(512, "--max-new-tokens", min=1, help="Generation cap per item."),
+        batch_size: str = typer.Option("auto", "--batch-size", help="auto or a positive integer."),
+        template: Optional[str] = typer.Option(None, "--template", help="Prompt template name (plain, qa, alpaca, chat); default: the one saved with the model."),
+        backend: str = typer.Option("transformers", "--backend", help="transformers or vllm (optional extra)."),
+        threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier predictions in --out instead of resuming."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+        data_dir: Optional[Path] = DataDirOpt,
+    ) -> None:
+        """Evaluate a model zero-shot on a task split: accuracy with a 95 % CI, per-item predictions."""
+        from ..errors import UserError
+        from ..evaluate import evaluate, parse_batch_size, parse_decoding
+
+        parse_decoding(decoding)
+        bs = parse_batch_size(batch_size)
+        if backend not in ("transformers", "vllm"):
+            raise UserError(f"--backend {backend!r}: choose transformers or vllm")
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        m = evaluate(
+            model, task=task, split=split, out_dir=out, decoding=decoding, max_new_tokens=max_new_tokens,
+            batch_size=bs, limit=limit, progress=not quiet, template=template, data_dir=opt_path(data_dir),
+            backend=backend, overwrite=overwrite,
+        )
+        _summary(m, out)
+
+    @app.command("compare")
+    def compare_cmd(
+        a: Path = typer.Argument(..., help="Evaluation A: its directory or metrics.json."),
+        b: Path = typer.Argument(..., help="Evaluation B: its directory or metrics.json."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Paired comparison of two evaluations: accuracy difference, bootstrap CI, exact McNemar p."""
+        from rich.table import Table
+
+        from ..evaluate import compare
+
+        r = compare(a, b)
+        if as_json:
+            print(json.dumps(r, indent=2))
+            return
+        t = Table(title=f"B − A on {r['n_shared']} shared items", show_header=False, title_justify="left")
+        t.add_column(style="bold")
+        t.add_column()
+        t.add_row("A", f"{r['a']}: {100 * r['accuracy_a']:.2f} %")
+        t.add_row("B", f"{r['b']}: {100 * r['accuracy_b']:.2f} %")
+        t.add_row("difference", f"{100 * r['difference']:+.2f} points  (95 % paired bootstrap CI {100 * r['ci_low']:+.2f} – {100 * r['ci_high']:+.2f})")
+        t.add_row("discordant", f"only A right {r['only_a_correct']}, only B right {r['only_b_correct']}")
+        t.add_row("McNemar exact p", f"{r['mcnemar_p']:.4g}")
+        if r["n_only_a"] or r["n_only_b"]:
+            t.add_row("not shared", f"{r['n_only_a']} items only in A, {r['n_only_b']} only in B (ignored)")
+        console.print(t)

@@ -1,0 +1,689 @@
+"""Zero-shot evaluation: batched generation, answer scoring, confidence intervals, per-item predictions.
+
+``evaluate(model, examples | task, out_dir=...)`` renders each question with the prompt template
+saved with the model (``cotdistill_template.json``), generates with left padding and a KV cache
+(static cache on the transformers backend), stops each sequence as soon as it has written its answer
+line (``The answer is X`` followed by a period or a newline) or EOS, scores it with
+:func:`cotdistill.answers.correct` and writes::
+
+    OUT/predictions.jsonl   one line per item: id, question, gold, output, pred, correct,
+                            output_tokens, finish ("eos" | "answer" | "length")
+    OUT/metrics.json        n, accuracy, 95 % bootstrap interval, parse-failure rate, mean output
+                            tokens, tokens/s, wall time, model, task, split, decoding, template
+    OUT/eval_config.json    what was evaluated (a rerun with other settings refuses to mix results)
+
+Predictions are appended as batches finish; a rerun skips the ids already in predictions.jsonl.
+:func:`compare` gives a paired comparison (bootstrap interval of the difference, exact McNemar).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import answers
+from .errors import UserError
+from .stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_ci
+from .tasks.base import Example
+from .template import NAMED_TEMPLATES, PromptTemplate
+
+PREDICTIONS_FILE = "predictions.jsonl"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "eval_config.json"
+
+# "The answer is X" followed by a newline, or by a period that is not a decimal point.
+ANSWER_DONE = re.compile(r"[Tt]he (?:final )?answer is\b[:\s]*\S[^\n]*?(?:\n|\.(?=\D))")
+STOP_WINDOW = 64  # tokens decoded per row and step by the stopping criterion
+AUTO_TOKEN_BUDGET = 32_768  # auto batch size: rows x (prompt + new tokens) kept under this
+AUTO_MAX_ROWS = 128
+
+
+# ------------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------------
+class EvalConfig(BaseModel):
+    """Generation settings of one evaluation (YAML/JSON loadable; unknown fields are an error)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decoding: str = Field("greedy", description="'greedy' (the paper's default) or 'beam:N' (N beams, as the paper for commonsense sets).")
+    max_new_tokens: int = Field(512, ge=1, description="Generation cap per item; an item that hits it has finish='length'.")
+    batch_size: Union[int, Literal["auto"]] = Field("auto", description="Rows per generate call; 'auto' keeps rows x (prompt + new tokens) <= 32k, at most 128.")
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N items (in task order).")
+    template: str | None = Field(None, description="Named template (plain, qa, alpaca, chat); default: the one saved with the model, else the tokenizer's chat template, else plain.")
+    backend: Literal["transformers", "vllm"] = Field("transformers", description="vllm needs `pip install 'cotdistill[vllm]'` and a CUDA GPU.")
+
+    @field_validator("decoding")
+    @classmethod
+    def _check_decoding(cls, v: str) -> str:
+        parse_decoding(v)
+        return v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _check_bs(cls, v):
+        if v != "auto" and int(v) < 1:
+            raise ValueError("batch_size must be 'auto' or a positive integer")
+        return v
+
+
+def parse_decoding(decoding: str) -> int:
+    """Number of beams for ``greedy`` (1) or ``beam:N``; a bad value is a one-line UserError."""
+    d = str(decoding).strip().lower()
+    if d == "greedy":
+        return 1
+    m = re.fullmatch(r"beam:(\d+)", d)
+    if m and int(m.group(1)) >= 1:
+        return int(m.group(1))
+    raise UserError(f"unknown decoding {decoding!r}: use 'greedy' or 'beam:N' (e.g. beam:5)")
+
+
+def parse_batch_size(v: str | int) -> int | Literal["auto"]:
+    if isinstance(v, int):
+        if v < 1:
+            raise UserError(f"--batch-size {v}: use 'auto' or a positive integer")
+        return v
+    s = str(v).strip().lower()
+    if s == "auto":
+        return "auto"
+    if s.isdigit() and int(s) >= 1:
+        return int(s)
+    raise UserError(f"--batch-size {v!r}: use 'auto' or a positive integer")
+
+
+# ------------------------------------------------------------------------------------------
+# stopping and output clean-up
+# ------------------------------------------------------------------------------------------
+def answer_done(text: str) -> bool:
+    """True once ``text`` contains a finished answer line."""
+    return ANSWER_DONE.search(text) is not None
+
+
+def cut_after_answer(text: str) -> tuple[str, bool]:
+    """Cut ``text`` after its first finished answer line (keeping a final period).
+
+    Returns ``(text, cut)``; ``cut`` is False when there is no finished answer line.
+    """
+    m = ANSWER_DONE.search(text)
+    if not m:
+        return text, False
+    end = m.end()
+    if text[end - 1] == "\n":
+        end -= 1
+    return text[:end], True
+
+
+def _stopping_criterion(tokenizer, prompt_len: int, window: int = STOP_WINDOW):
+    import torch
+    from transformers import StoppingCriteria
+
+    class AnswerLineStop(StoppingCriteria):
+        """Per-row stop once the generated text holds ``The answer is X`` + period/newline."""
+
+        def __call__(self, input_ids, scores, **kwargs):
+            tail = input_ids[:, prompt_len:][:, -window:]
+            texts = tokenizer.batch_decode(tail, skip_special_tokens=True)
+            return torch.tensor([answer_done(t) for t in texts], dtype=torch.bool, device=input_ids.device)
+
+    return AnswerLineStop()
+
+
+# ------------------------------------------------------------------------------------------
+# models
+# ------------------------------------------------------------------------------------------
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Quick check (one TCP connect) that the Hugging Face Hub can be reached."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = re.sub(r"^https?://", "", endpoint).split("/")[0]
+    name, _, port = host.partition(":")
+    try:
+        with socket.create_connection((name, int(port or 443)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_model(name_or_path: str | os.PathLike):
+    """Load ``(model, tokenizer)`` from a local directory or a hub name, fast and with a one-line error offline."""
+    from .students import load_pretrained
+
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not p.is_dir() or not (p / "config.json").exists():
+            raise UserError(f"--model {p}: not a model directory (no config.json); pass the directory written by `cotdistill train` or save_pretrained")
+        model, tok = load_pretrained(str(p))
+    else:
+        # a hub name: avoid minutes of retries when the hub cannot be reached (use the local cache only)
+        kw = {} if hub_reachable() else {"local_files_only": True}
+        model, tok = load_pretrained(str(name_or_path), **kw)
+    model.eval()
+    return model, tok
+
+
+def resolve_template(template: str | PromptTemplate | None, model_dir: Path | None, tokenizer) -> tuple[PromptTemplate, str]:
+    """``(template, label)``: explicit > saved with the model > tokenizer chat template > plain."""
+    if isinstance(template, PromptTemplate):
+        return template, "custom"
+    if template:
+        if template not in NAMED_TEMPLATES:
+            raise UserError(f"unknown template {template!r}; choose one of {', '.join(NAMED_TEMPLATES)}")
+        t = NAMED_TEMPLATES[template]
+        if t.kind == "chat" and not getattr(tokenizer, "chat_template", None):
+            raise UserError("--template chat: this tokenizer has no chat template; use plain, qa or alpaca")
+        return t, template
+    if model_dir is not None:
+        try:
+            saved = PromptTemplate.load(model_dir)
+        except (ValidationError, json.JSONDecodeError) as e:
+            raise UserError(f"{model_dir}/cotdistill_template.json is invalid ({str(e).splitlines()[0]}); fix it or pass --template") from None
+        if saved is not None:
+            return saved, "saved"
+    t = PromptTemplate.for_tokenizer(tokenizer)
+    return t, t.kind
+
+
+def _model_label(model: Any) -> str:
+    cfg = getattr(model, "config", None)
+    return str(getattr(model, "name_or_path", "") or getattr(cfg, "_name_or_path", "") or type(model).__name__)
+
+
+# ------------------------------------------------------------------------------------------
+# generation backends
+# ------------------------------------------------------------------------------------------
+class Generation(BaseModel):
+    output: str
+    output_tokens: int
+    finish: Literal["eos", "answer", "length"]
+
+
+class HFGenerator:
+    """transformers backend: left padding, static KV cache for greedy, per-row answer-line stop."""
+
+    def __init__(self, model, tokenizer, template: PromptTemplate, decoding: str = "greedy", max_new_tokens: int = 512):
+        self.model = model
+        self.tok = tokenizer
+        self.template = template
+        self.num_beams = parse_decoding(decoding)
+        self.max_new_tokens = max_new_tokens
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.add_special_tokens = template.kind != "chat"  # chat templates render their own BOS
+
+    def prompt_ids(self, question: str) -> list[int]:
+        text = self.template.render_prompt(question, self.tok)
+        return self.tok(text, add_special_tokens=self.add_special_tokens)["input_ids"]
+
+    def generate(self, prompts: Sequence[Sequence[int]]) -> list[Generation]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        pad = self.tok.pad_token_id
+        eos = self.tok.eos_token_id
+        T = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), T), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), T), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding
+            ids[i, T - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[i, T - len(p) :] = 1
+        device = next(self.model.parameters()).device
+        ids, mask = ids.to(device), mask.to(device)
+        kw: dict[str, Any] = dict(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            num_beams=self.num_beams,
+            pad_token_id=pad,
+            eos_token_id=eos,
+            stopping_criteria=StoppingCriteriaList([_stopping_criterion(self.tok, T)]),
+            # sampling knobs a hub generation_config may carry are irrelevant for greedy/beam
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+        if self.num_beams == 1:
+            kw["cache_implementation"] = "static"  # ~2x faster per step on CPU than the growing cache
+        else:
+            kw["early_stopping"] = True
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids, attention_mask=mask, **kw)
+        return [self._finish(row) for row in out[:, T:].tolist()]
+
+    def _finish(self, row: list[int]) -> Generation:
+        eos = self.tok.eos_token_id
+        pad = self.tok.pad_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos])
+        n, hit_eos = 0, False
+        for t in row:
+            n += 1
+            if t in eos_ids:
+                hit_eos = True
+                break
+        toks = row[:n]
+        if not hit_eos and pad not in eos_ids:
+            while toks and toks[-1] == pad:
+                toks = toks[:-1]
+            n = len(toks)
+        text = self.tok.decode(toks, skip_special_tokens=True)
+        text, cut = cut_after_answer(text)
+        finish = "eos" if hit_eos and not cut else ("answer" if cut else ("eos" if hit_eos else "length"))
+        if finish == "length" and n < self.max_new_tokens:
+            finish = "eos"  # a beam that ended early with padding
+        return Generation(output=text.strip(), output_tokens=n, finish=finish)
+
+
+class VLLMGenerator:
+    """vLLM backend (optional extra). Generates to EOS or the cap, then cuts after the answer line
+    exactly as the transformers backend stops, so greedy outputs agree."""
+
+    def __init__(self, model_path: str, tokenizer, template: PromptTemplate, decoding: str = "greedy", max_new_tokens: int = 512):
+        try:
+            from vllm import LLM, SamplingParams  # noqa: F401
+        except ImportError:
+            raise UserError("backend 'vllm' is not installed: `pip install 'cotdistill[vllm]'` (needs a CUDA GPU), or use --backend transformers") from None
+        if parse_decoding(decoding) != 1:
+            raise UserError("the vllm backend supports greedy decoding only; use --backend transformers for beam:N")
+        self.tok = tokenizer
+        self.template = template
+        self.max_new_tokens = max_new_tokens
+        self.add_special_tokens = template.kind != "chat"
+        self.llm = LLM(model=str(model_path), seed=0)
+        self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=True)
+
+    def prompt_ids(self, question: str) -> list[int]:
+        text = self.template.render_prompt(question, self.tok)
+        return self.tok(text, add_special_tokens=self.add_special_tokens)["input_ids"]
+
+    def generate(self, prompts: Sequence[Sequence[int]]) -> list[Generation]:
+        outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], self.params, use_tqdm=False)
+        res = []
+        for o in outs:
+            c = o.outputs[0]
+            toks = list(c.token_ids)
+            eos = self.tok.eos_token_id
+            hit_eos = bool(toks) and toks[-1] == eos
+            text, cut = cut_after_answer(self.tok.decode(toks, skip_special_tokens=True))
+            n = len(toks)
+            if cut:  # tokens up to the one that completed the answer line (what HF stops at)
+                n = _first_prefix(toks, lambda k: answer_done(self.tok.decode(toks[:k], skip_special_tokens=True)))
+                finish = "answer"
+            else:
+                finish = "eos" if hit_eos or n < self.max_new_tokens else "length"
+            res.append(Generation(output=text.strip(), output_tokens=n, finish=finish))
+        return res
+
+
+def _first_prefix(toks: list[int], ok: Callable[[int], bool]) -> int:
+    lo, hi = 1, len(toks)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+# ------------------------------------------------------------------------------------------
+# predictions file (append-only, resumable)
+# ------------------------------------------------------------------------------------------
+def read_predictions(path: str | os.PathLike, repair: bool = False) -> list[dict]:
+    """Read predictions.jsonl. A torn last line (crash mid-write) is dropped (and, with
+    ``repair``, removed from the file atomically); a bad line elsewhere is a UserError."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PREDICTIONS_FILE
+    if not path.exists():
+        raise UserError(f"{path} does not exist: run `cotdistill evaluate --out {path.parent}` first")
+    rows: list[dict] = []
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    torn = False
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict) or "id" not in obj or "correct" not in obj:
+                raise ValueError("not a prediction record")
+        except (json.JSONDecodeError, ValueError) as e:
+            if i == len(lines) and not line.endswith("\n"):
+                torn = True
+                break
+            raise UserError(f"{path}:{i}: malformed prediction ({e}); delete that line and rerun to regenerate it") from None
+        rows.append(obj)
+    if torn and repair:
+        _atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return rows
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _append(path: Path, rows: list[dict]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# ------------------------------------------------------------------------------------------
+# metrics
+# ------------------------------------------------------------------------------------------
+def summarize(rows: Sequence[dict]) -> dict:
+    """Accuracy, 95 % bootstrap interval, parse-failure rate and mean output tokens of prediction rows."""
+    n = len(rows)
+    corr = [1.0 if r["correct"] else 0.0 for r in rows]
+    lo, hi = bootstrap_ci(corr)
+    return {
+        "n": n,
+        "n_correct": int(sum(corr)),
+        "accuracy": (sum(corr) / n) if n else math.nan,
+        "ci_low": lo,
+        "ci_high": hi,
+        "ci": "95% percentile bootstrap, 10000 resamples, seed 0",
+        "parse_failure_rate": (sum(1 for r in rows if r.get("pred") is None) / n) if n else math.nan,
+        "mean_output_tokens": (sum(r.get("output_tokens", 0) for r in rows) / n) if n else math.nan,
+        "n_length_capped": sum(1 for r in rows if r.get("finish") == "length"),
+    }
+
+
+def _score_fn():
+    params = inspect.signature(answers.correct).parameters
+    takes_choices = "choices" in params
+
+    def score(text: str, ex: Example):
+        if takes_choices:
+            return answers.correct(text, ex.answer, ex.answer_type, choices=ex.choices)
+        return answers.correct(text, ex.answer, ex.answer_type)
+
+    return score
+
+
+# ------------------------------------------------------------------------------------------
+# the evaluation
+# ------------------------------------------------------------------------------------------
+def evaluate(
+    model: Any,
+    examples: list[Example] | None = None,
+    task: str | None = None,
+    split: str = "test",
+    out_dir: str | os.PathLike | None = None,
+    decoding: str = "greedy",
+    max_new_tokens: int = 512,
+    batch_size: int | Literal["auto"] = "auto",
+    limit: int | None = None,
+    progress: bool = True,
+    *,
+    tokenizer: Any = None,
+    template: str | PromptTemplate | None = None,
+    data_dir: str | os.PathLike | None = None,
+    backend: Literal["transformers", "vllm"] = "transformers",
+    overwrite: bool = False,
+) -> dict:
+    """Evaluate a model zero-shot and return its metrics (also written to ``out_dir/metrics.json``).
+
+    ``model``: a model directory, a hub name, or a loaded ``PreTrainedModel`` (then pass
+    ``tokenizer``; the template is then ``template`` or the tokenizer default, or the one saved in
+    the model's ``name_or_path`` directory). ``examples`` (any task, e.g. ``arith``) or ``task`` +
+    ``split`` (+ ``data_dir``) give the items. With ``out_dir`` predictions are appended as batches
+    finish and a rerun resumes; without it nothing is written.
+    """
+    t_start = time.perf_counter()
+    cfg = EvalConfig(decoding=decoding, max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit,
+                     template=template if isinstance(template, str) else None, backend=backend)
+
+    # ---- items
+    if examples is None:
+        if not task:
+            raise UserError("nothing to evaluate: pass --task NAME (with --split) or a list of examples")
+        from .tasks import get_task
+
+        examples = get_task(task, data_dir=data_dir).load(split)
+    examples = list(examples)
+    if limit is not None:
+        examples = examples[:limit]
+    if not examples:
+        raise UserError("no examples to evaluate (empty split or --limit 0)")
+    seen: set[str] = set()
+    for ex in examples:
+        if ex.id in seen:
+            raise UserError(f"duplicate example id {ex.id!r} in task {ex.task!r}: ids must be unique per evaluation")
+        seen.add(ex.id)
+    task_label = task or ",".join(sorted({e.task for e in examples}))
+    split_label = split if task else ",".join(sorted({e.split for e in examples}))
+
+    # ---- model
+    model_dir: Path | None = None
+    if isinstance(model, (str, os.PathLike)):
+        model_label = str(model)
+        if Path(model).expanduser().is_dir():
+            model_dir = Path(model).expanduser()
+        if backend == "vllm":
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(str(model))
+            mdl = None
+        else:
+            mdl, tok = load_model(model)
+    else:
+        mdl = model
+        tok = tokenizer
+        if tok is None:
+            raise UserError("evaluate(model=<loaded model>) needs tokenizer=...")
+        model_label = _model_label(model)
+        cand = Path(model_label)
+        if cand.is_dir():
+            model_dir = cand
+        if backend == "vllm":
+            raise UserError("the vllm backend needs a model directory or hub name, not a loaded model")
+        mdl.eval()
+    tpl, tpl_label = resolve_template(template, model_dir, tok)
+
+    # ---- output dir and resume
+    run_sig = {
+        "model": model_label,
+        "task": task_label,
+        "split": split_label,
+        "decoding": cfg.decoding,
+        "max_new_tokens": cfg.max_new_tokens,
+        "template": tpl.model_dump(),
+        "backend": cfg.backend,
+    }
+    done: dict[str, dict] = {}
+    pred_path = None
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        pred_path = out / PREDICTIONS_FILE
+        cfg_path = out / CONFIG_FILE
+        if overwrite:
+            for f in (PREDICTIONS_FILE, METRICS_FILE, CONFIG_FILE):
+                (out / f).unlink(missing_ok=True)
+        if cfg_path.exists():
+            try:
+                old = json.loads(cfg_path.read_text())
+            except json.JSONDecodeError:
+                raise UserError(f"{cfg_path} is corrupt: delete it or pass --overwrite") from None
+            diff = [k for k in run_sig if old.get(k) != run_sig[k]]
+            if diff:
+                k = diff[0]
+                raise UserError(
+                    f"{out} holds predictions of another evaluation ({k}: {old.get(k)!r} vs now {run_sig[k]!r}); "
+                    "use another --out or pass --overwrite"
+                )
+        elif pred_path.exists() and pred_path.stat().st_size:
+            raise UserError(f"{pred_path} exists without {CONFIG_FILE}: use another --out or pass --overwrite")
+        if not cfg_path.exists():
+            _atomic_write(cfg_path, json.dumps(run_sig, indent=2) + "\n")
+        if pred_path.exists():
+            wanted = {e.id for e in examples}
+            for r in read_predictions(pred_path, repair=True):
+                if str(r["id"]) in wanted:
+                    done[str(r["id"])] = r
+
+    todo = [e for e in examples if e.id not in done]
+
+    # ---- generate
+    if backend == "vllm":
+        gen: Any = VLLMGenerator(str(model), tok, tpl, cfg.decoding, cfg.max_new_tokens)
+    else:
+        gen = HFGenerator(mdl, tok, tpl, cfg.decoding, cfg.max_new_tokens)
+    score = _score_fn()
+    new_rows: list[dict] = []
+    gen_s = 0.0
+    if todo:
+        enc = [(e, gen.prompt_ids(e.question)) for e in todo]
+        # longest prompts first: less padding per batch, and memory trouble shows at once
+        enc.sort(key=lambda x: -len(x[1]))
+        batches = _batches(enc, cfg.batch_size, cfg.max_new_tokens, backend)
+        with _progress(progress, len(examples), len(done), task_label) as advance:
+            for batch in batches:
+                t0 = time.perf_counter()
+                outs = gen.generate([p for _, p in batch])
+                gen_s += time.perf_counter() - t0
+                rows = []
+                for (ex, _), g in zip(batch, outs):
+                    pred, ok = score(g.output, ex)
+                    rows.append({
+                        "id": ex.id, "question": ex.question, "gold": ex.answer, "output": g.output,
+                        "pred": pred, "correct": bool(ok), "output_tokens": g.output_tokens, "finish": g.finish,
+                    })
+                if pred_path is not None:
+                    _append(pred_path, rows)
+                new_rows.extend(rows)
+                advance(len(rows))
+
+    # ---- metrics (over the requested items, in item order)
+    by_id = dict(done)
+    by_id.update({r["id"]: r for r in new_rows})
+    rows = [by_id[e.id] for e in examples]
+    m = summarize(rows)
+    new_tokens = sum(r["output_tokens"] for r in new_rows)
+    prev = {}
+    if out_dir is not None and (Path(out_dir) / METRICS_FILE).exists():
+        try:
+            prev = json.loads((Path(out_dir) / METRICS_FILE).read_text())
+        except json.JSONDecodeError:
+            prev = {}
+    import torch
+
+    m.update({
+        "tokens_per_s": (new_tokens / gen_s) if gen_s > 0 else prev.get("tokens_per_s"),
+        "generate_s": gen_s if new_rows else prev.get("generate_s"),
+        "wall_s": time.perf_counter() - t_start,
+        "n_generated_this_run": len(new_rows),
+        "model": model_label,
+        "task": task_label,
+        "split": split_label,
+        "decoding": cfg.decoding,
+        "max_new_tokens": cfg.max_new_tokens,
+        "batch_size": cfg.batch_size,
+        "template": tpl_label,
+        "backend": cfg.backend,
+        "torch_threads": torch.get_num_threads(),
+    })
+    if out_dir is not None:
+        _atomic_write(Path(out_dir) / METRICS_FILE, json.dumps(m, indent=2, default=_json_default) + "\n")
+    return m
+
+
+def _json_default(o):
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    raise TypeError(type(o).__name__)
+
+
+def _batches(enc: list, batch_size, max_new_tokens: int, backend: str) -> list[list]:
+    if backend == "vllm":  # vLLM schedules its own batches
+        return [enc]
+    if batch_size != "auto":
+        return [enc[i : i + batch_size] for i in range(0, len(enc), batch_size)]
+    out, cur, cur_len = [], [], 0
+    for item in enc:  # sorted longest first: the first row of a batch sets its padded length
+        L = len(item[1]) + max_new_tokens
+        if cur and (len(cur) + 1 > AUTO_MAX_ROWS or (len(cur) + 1) * max(cur_len, L) > AUTO_TOKEN_BUDGET):
+            out.append(cur)
+            cur, cur_len = [], 0
+        cur.append(item)
+        cur_len = max(cur_len, L)
+    if cur:
+        out.append(cur)
+    return out
+
+
+class _progress:
+    """Rich progress bar over items (counts, rate, ETA); a no-op when disabled."""
+
+    def __init__(self, enabled: bool, total: int, completed: int, label: str):
+        self.enabled, self.total, self.completed, self.label = enabled, total, completed, label
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda k: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.p = Progress(TextColumn("[bold]evaluate[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False)
+        self.p.__enter__()
+        tid = self.p.add_task(self.label, total=self.total, completed=self.completed)
+        return lambda k: self.p.advance(tid, k)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.p.__exit__(*exc)
+        return False
+
+
+# ------------------------------------------------------------------------------------------
+# comparison
+# ------------------------------------------------------------------------------------------
+def _pred_path(x: str | os.PathLike) -> Path:
+    p = Path(x)
+    if p.is_dir():
+        return p / PREDICTIONS_FILE
+    if p.name == METRICS_FILE or p.suffix == ".json":
+        return p.with_name(PREDICTIONS_FILE)
+    return p
+
+
+def compare(a: str | os.PathLike, b: str | os.PathLike) -> dict:
+    """Paired comparison of two evaluations (directories, metrics.json or predictions.jsonl) on their
+    shared item ids: accuracy of each, difference B − A, 95 % paired bootstrap interval, exact McNemar p."""
+    pa, pb = _pred_path(a), _pred_path(b)
+    for p, orig in ((pa, a), (pb, b)):
+        if not p.exists():
+            raise UserError(f"{orig}: no {PREDICTIONS_FILE} beside it ({p}); pass an evaluation directory or its metrics.json")
+    ra = {str(r["id"]): bool(r["correct"]) for r in read_predictions(pa)}
+    rb = {str(r["id"]): bool(r["correct"]) for r in read_predictions(pb)}
+    shared = [i for i in ra if i in rb]
+    if not shared:
+        raise UserError(f"{pa} and {pb} share no item ids: compare evaluations of the same task and split")
+    xa = [ra[i] for i in shared]
+    xb = [rb[i] for i in shared]
+    n = len(shared)
+    acc_a, acc_b = sum(xa) / n, sum(xb) / n
+    lo, hi = paired_bootstrap_ci([float(v) for v in xa], [float(v) for v in xb])
+    mc = mcnemar_exact(xa, xb)
+    return {
+        "a": str(pa.parent), "b": str(pb.parent),
+        "n_shared": n, "n_only_a": len(ra) - n, "n_only_b": len(rb) - n,
+        "accuracy_a": acc_a, "accuracy_b": acc_b, "difference": acc_b - acc_a,
+        "ci_low": lo, "ci_high": hi,
+        "only_a_correct": mc["only_a"], "only_b_correct": mc["only_b"], "mcnemar_p": mc["p_value"],
+    }

@@ -212,7 +212,7 @@ def test_killed_run_resumes_to_the_same_final_weights(shared_data, tmp_path):
     traces = svamp(shared_data, 24)
     tf = tmp_path / "traces.jsonl"
     write_traces(tf, traces)
-    steps, save = 40, 8
+    steps, save = 24, 6
     cfg = tiny_cfg(max_steps=steps, batch_size=4, save_steps=save)
     ref = tmp_path / "ref"
     train(load_traces([tf]), "scratch:llama-xxs", ref, cfg, progress=False)

@@ -32,15 +32,15 @@ def base_config(out: Path, **over) -> dict:
     cfg = {
         "name": "t",
         "output_dir": str(out),
-        "tasks": [{"name": "arith", "options": {"steps": 2, "n_train": 256, "n_test": 24}}],
+        "tasks": [{"name": "arith", "options": {"steps": 2, "n_train": 128, "n_test": 16}}],
         "teachers": ["lab"],
         "levels": [0, 3],
         "formats": ["cot"],
         "students": ["scratch:llama-xxs"],
         "seeds": [0],
         "curate": {"decontaminate": False},
-        "train": {"max_steps": 4, "batch_size": 16, "save_steps": 2, "logging_steps": 1, "threads": 1},
-        "eval": {"max_new_tokens": 24},
+        "train": {"max_steps": 2, "batch_size": 16, "save_steps": 100, "logging_steps": 1, "threads": 1},
+        "eval": {"max_new_tokens": 16},
     }
     cfg.update(over)
     return cfg
@@ -148,8 +148,8 @@ def test_dry_run_counts(tmp_path):
     p = write_cfg(tmp_path, base_config(tmp_path / "o"))
     cfg = load_study_config(p)
     plans = plan_study(cfg)
-    assert [pl.teacher_calls for pl in plans] == [256, 256]
-    assert all(pl.train_tokens and pl.train_tokens > 4 * 16 * 20 for pl in plans)
+    assert [pl.teacher_calls for pl in plans] == [128, 128]
+    assert all(pl.train_tokens and pl.train_tokens > 2 * 16 * 20 for pl in plans)
     assert all(pl.done == [] for pl in plans)
     r = subprocess.run([sys.executable, "-m", "cotdistill", "study", str(p), "--dry-run"],
                        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "250"})
@@ -188,7 +188,7 @@ def test_run_writes_cells_and_rerun_does_no_work(single_run):
     rows = _rows(out)
     assert len(rows) == 2
     for cell, r in rows.items():
-        assert r["status"] == "ok" and r["n"] == 24 and 0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1
+        assert r["status"] == "ok" and r["n"] == 16 and 0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1
         for k in ("task", "teacher", "level", "format", "student", "seed", "mean_output_tokens", "train_tokens", "wall_s"):
             assert k in r
         d = out / "cells" / cell
@@ -205,23 +205,21 @@ def test_changed_parameter_reruns_exactly_affected_stages(tmp_path):
     cfg = load_study_config(base_config(out, levels=[3]))
     first = run_study(cfg, progress=False)
     assert first.stages_run == 4
-    model_mtime = (out / "cells").glob("*/model/model.safetensors").__next__().stat().st_mtime
-    # evaluation setting only -> evaluate reruns, the model is kept
-    cfg_eval = load_study_config(base_config(out, levels=[3], eval={"max_new_tokens": 40}))
-    r = run_study(cfg_eval, progress=False)
-    assert list(r.ran.values()) == [["evaluate"]]
-    assert (out / "cells").glob("*/model/model.safetensors").__next__().stat().st_mtime == model_mtime
-    # training setting -> train + evaluate rerun, traces reused
-    cfg_lr = load_study_config(base_config(out, levels=[3], eval={"max_new_tokens": 40},
-                                           train={**base_config(out)["train"], "learning_rate": 1e-3}))
-    r = run_study(cfg_lr, progress=False)
-    assert list(r.ran.values()) == [["train", "evaluate"]]
-    # a new student: only its cell runs, and it reuses the traces (no generate / curate)
-    cfg_st = cfg_lr.model_copy(update={"students": ["scratch:llama-xxs", "scratch:gemma-xxs"]})
-    r = run_study(cfg_st, progress=False)
-    assert {k: v for k, v in r.ran.items() if v} == {c.id: ["train", "evaluate"] for c in expand_cells(cfg_st)
-                                                      if c.student == "scratch:gemma-xxs"}
-    assert len(_rows(out)) == 2
+    model_file = next((out / "cells").glob("*/model/model.safetensors"))
+    model_mtime = model_file.stat().st_mtime
+    # an evaluation setting changes -> only evaluate reruns (the model is kept); a new student at
+    # the same time -> only its cell trains, reusing the shared traces (no generate / curate)
+    cfg2 = load_study_config(base_config(out, levels=[3], eval={"max_new_tokens": 12},
+                                         students=["scratch:llama-xxs", "scratch:gemma-xxs"]))
+    r = run_study(cfg2, progress=False)
+    ids = {c.student: c.id for c in expand_cells(cfg2)}
+    assert r.ran == {ids["scratch:llama-xxs"]: ["evaluate"], ids["scratch:gemma-xxs"]: ["train", "evaluate"]}
+    assert model_file.stat().st_mtime == model_mtime
+    # a training setting changes -> train + evaluate rerun for every cell, traces reused
+    cfg3 = cfg2.model_copy(update={"train": {**cfg2.train, "learning_rate": 1e-3}})
+    r = run_study(cfg3, progress=False)
+    assert r.ran == {i: ["train", "evaluate"] for i in ids.values()}
+    assert len(_rows(out)) == 2 and all(x["status"] == "ok" for x in _rows(out).values())
 
 
 @pytest.mark.slow
@@ -264,7 +262,7 @@ def test_two_shards_equal_one_worker(single_run, tmp_path):
 def test_kill_and_resume(tmp_path):
     out = tmp_path / "out"
     cfg = base_config(out, levels=[0, 2, 3])
-    cfg["train"] = {**cfg["train"], "max_steps": 12, "save_steps": 4}
+    cfg["train"] = {**cfg["train"], "max_steps": 8, "save_steps": 2}
     p = write_cfg(tmp_path, cfg)
     proc = subprocess.Popen([sys.executable, "-m", "cotdistill", "study", str(p), "--no-report"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path, start_new_session=True)

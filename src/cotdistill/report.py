@@ -260,11 +260,17 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
                     tol = max([curve[lv].sd for lv in num] + [0.0])
                     inc = all(b >= a - tol for a, b in zip(vals, vals[1:]))
                     dec = all(b <= a + tol for a, b in zip(vals, vals[1:]))
-                    if vals and max(vals) - min(vals) < 0.005:
+                    jump = None
+                    if len(num) >= 2:
+                        j = max(range(len(num) - 1), key=lambda i: abs(vals[i + 1] - vals[i]))
+                        jump = (num[j], num[j + 1], vals[j + 1] - vals[j])
+                    if len(num) < 2:
+                        shape = "not assessed (one level)"
+                    elif max(vals) - min(vals) < 0.005:
                         shape = "flat (no level changes the accuracy)"
                     else:
                         shape = "monotonically increasing" if inc else ("monotonically decreasing" if dec else "not monotonic")
-                    per_student[(task, teacher, fmt, st)] = {"curve": curve, "best": best, "shape": shape,
+                    per_student[(task, teacher, fmt, st)] = {"curve": curve, "best": best, "shape": shape, "jump": jump,
                                                             "spread": curve[best].mean - curve[worst].mean}
                     # paired tests: best vs answer-only, best vs each neighbour level
                     for other in [lv for lv in curve if lv != best]:
@@ -291,7 +297,12 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
             if t:
                 line += f" (McNemar p = {t['p']:.2g})"
         line += f"; accuracy vs granularity is {info['shape']}"
-        line += f"; levels span {pct(info['spread'])}."
+        if info.get("jump") is not None:
+            a_lv, b_lv, dj = info["jump"]
+            line += (f"; levels span {pct(info['spread'])}, the largest step between adjacent levels is "
+                     f"L{a_lv} → L{b_lv} ({'+' if dj >= 0 else '−'}{abs(dj) * 100:.1f} points).")
+        else:
+            line += "."
         if a.n_seeds == 1:
             line += " One seed only: treat the order of close levels as unsettled."
         findings.append(line)
@@ -336,6 +347,9 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
                 )
     # teacher comparison: does the strongest teacher give the best student?
     teacher_cmp = []
+    if len(teachers) == 1:
+        findings.append(f"One teacher ({_short(teachers[0])}) in this study: whether the strongest teacher gives "
+                        "the best student needs a study with two or more teachers.")
     for task in tasks:
         if len(teachers) < 2:
             continue

@@ -23,20 +23,25 @@ def _print_plan(cfg, plans) -> None:
     tot_calls = tot_tok = 0
     unknown = False
     complete = 0
+    seen: set[str] = set()
     for p in plans:
         done = "all" if p.complete else (",".join(p.done) or "—")
         complete += p.complete
         if p.teacher_calls is None or p.train_tokens is None:
             unknown = True
-        tot_calls += p.teacher_calls or 0
+        shared = p.keys["generate"] in seen
+        seen.add(p.keys["generate"])
+        if not shared:
+            tot_calls += p.teacher_calls or 0
         tot_tok += (p.train_tokens or 0) if "train" not in p.done else 0
-        tab.add_row(p.cell.id, "?" if p.teacher_calls is None else f"{p.teacher_calls:,}",
-                    "?" if p.train_tokens is None else f"{p.train_tokens:,}", done)
+        calls = "shared" if shared else ("?" if p.teacher_calls is None else f"{p.teacher_calls:,}")
+        tab.add_row(p.cell.id, calls, "?" if p.train_tokens is None else f"{p.train_tokens:,}", done)
     console.print(tab)
     console.print(
         f"{complete}/{len(plans)} cells complete; still to do: {tot_calls:,} teacher calls, "
         f"{tot_tok:,} training tokens{' (+ unknown: ? = needs generation first)' if unknown else ''}. "
-        f"Stages: {' → '.join(STAGES)}; teacher calls of cells that share traces are made once."
+        f"Stages: {' → '.join(STAGES)}; cells that share traces (same task, teacher, level, format) "
+        "share the teacher calls (\"shared\")."
     )
 
 

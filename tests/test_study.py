@@ -325,3 +325,17 @@ def test_paper_replay_example_runs_on_scratch_student(shared_data, tmp_path):
     l3 = next(c for c in rows if "__L3__" in c)
     traces = (tmp_path / "out" / "cells" / l3 / "traces.jsonl").read_text().splitlines()
     assert 600 < len(traces) <= 700 and '"teacher":"gpt-4o"' in traces[0].replace(" ", "")
+
+
+def test_quickstart_config_is_packaged_and_plans(tmp_path):
+    from importlib import resources
+
+    packaged = (resources.files("cotdistill") / "configs" / "quickstart.yaml").read_text()
+    assert packaged == (ROOT / "examples" / "quickstart.yaml").read_text()
+    r = subprocess.run([sys.executable, "-m", "cotdistill", "quickstart", "--out", str(tmp_path / "qs"), "--dry-run"],
+                       capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"})
+    assert r.returncode == 0, r.stderr
+    cfg = load_study_config(yaml.safe_load(packaged) | {"output_dir": str(tmp_path / "qs")})
+    cells = expand_cells(cfg)
+    assert len({c.student for c in cells}) >= 2 and cfg.teachers == ["lab"] and len(cfg.levels) >= 3
+    assert f"0/{len(cells)} cells complete" in r.stdout

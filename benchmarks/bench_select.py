@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--score", default="soft")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-extras", action="store_true")
+    ap.add_argument("--only-extras", action="store_true", help="train and test the extras only (no select, no grid)")
     a = ap.parse_args()
 
     import torch
@@ -71,7 +72,7 @@ def main() -> None:
         key = f"{a.student}|s{seed}|{a.mode}|{a.score}|b{a.budget}"
         R = res.setdefault(key, {"seed": seed, "student": a.student, "grid": {}, "extras": {}})
         # 1. select
-        if "select" not in R:
+        if "select" not in R and not a.only_extras:
             t0 = time.time()
             sel = run_select(dict(task="arith", task_options=task_opts, student=a.student, teachers=["lab"],
                                   levels=levels, budget=a.budget, out=str(out / f"select-{a.student.split(':')[-1]}-s{seed}-{a.mode}-{a.score}"),
@@ -86,7 +87,7 @@ def main() -> None:
             print(f"seed {seed}: select chose L{sel['winner']['level']} with {sel['spent_tokens']:,} tokens "
                   f"({100 * sel['fraction_of_grid']:.1f} % of the estimated grid) in {time.time() - t0:.0f}s", flush=True)
         # 2. grid and 3. extras
-        for lv in levels + extras:
+        for lv in ([] if a.only_extras else levels) + extras:
             bucket = R["grid"] if lv in levels else R["extras"]
             if str(lv) in bucket:
                 continue
@@ -104,6 +105,8 @@ def main() -> None:
             print(f"seed {seed}: {cand.name}: test accuracy {100 * sc['accuracy']:.1f} "
                   f"[{100 * sc['ci_low']:.1f}, {100 * sc['ci_high']:.1f}], {info['train_tokens']:,} tokens, "
                   f"{time.time() - t0:.0f}s", flush=True)
+        if a.only_extras:
+            continue
         g = R["grid"]
         best = max(g, key=lambda k: g[k]["accuracy"])
         chosen = str(R["select"]["winner_level"])

@@ -129,8 +129,6 @@ def _train_config(cfg: SelectConfig):
         tc = TrainConfig.for_student(cfg.student, **over)
     except UserError as e:
         raise UserError(f"select: field 'train': {e}") from None
-    if not tc.max_steps:
-        raise UserError("select: give train.max_steps (the length of a full run; rounds are cut from it)")
     if cfg.threads:
         tc = tc.with_overrides(threads=cfg.threads)
     return tc
@@ -333,11 +331,12 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     base = _train_config(cfg)
-    max_steps = int(base.max_steps)
     bs = base.batch_size
     cands = candidates(cfg)
     examples = load_examples(cfg)
     train_ex, val_ex = split_train_val(examples, cfg.val_size, cfg.seed)
+    # the length of a full run: max_steps, else the config's epochs over the training split
+    max_steps = int(base.max_steps or max(1, math.ceil(base.epochs * len(examples) / bs)))
     source = TraceSource(out / "cache", cfg.generate)
 
     # cost per step of every candidate, and the grid

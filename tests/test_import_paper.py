@@ -100,7 +100,7 @@ def test_full_import_reports_problems(full_import, shared_data):
     test_ids = {e.id for e in get_task("strategyqa", shared_data).load("test")}
     assert not any(t.id in test_ids for t in full_import.traces)
     assert any(p.startswith("strategyQA_chatgpt_level_6_ranked.json:") and "<Solution Path>" in p for p in probs)
-    assert any(p.startswith("math_human.json:") and "disagrees with the released 'output'" in p for p in probs)
+    assert any(p.startswith("math_human.json (level human):") and "disagrees with the released 'output'" in p for p in probs)
     assert any("disagree with the gold answer" in p for p in probs)
     # teacher CoTs are scored: a few percent wrong, not all right, not all wrong
     gem = [t for t in full_import.traces if t.task == "gsm8k" and t.teacher == "gemini-1.5-flash" and t.level == 2]

@@ -119,7 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", help="a candidate study config (default: the shipped quickstart)")
     ap.add_argument("--out", help="output directory (default: a temporary directory)")
-    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=2, help="cells in parallel (the quickstart default is 2)")
     ap.add_argument("--table", action="store_true", help="print the README table of all records and exit")
     ap.add_argument("--no-record", action="store_true", help="do not append to the records file")
     a = ap.parse_args()

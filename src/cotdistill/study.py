@@ -765,9 +765,10 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
                 marks.pop("evaluate", None)
                 marks["train_started"] = keys["train"]
                 _atomic_json(cdir / "stages.json", marks)
-                t0 = time.time()
+                t0, c0 = time.time(), time.process_time()
                 info = _train(cfg, cell, tr_link, cdir / "model", log, resume=resume)
-                marks["train"] = {"key": keys["train"], "wall_s": round(time.time() - t0, 2), "info": info}
+                marks["train"] = {"key": keys["train"], "wall_s": round(time.time() - t0, 2),
+                                  "cpu_s": round(time.process_time() - c0, 2), "info": info}
                 marks.pop("train_started", None)
                 _atomic_json(cdir / "stages.json", marks)
                 ran.append("train")
@@ -780,9 +781,10 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
                 resume = marks.get("evaluate_started") == keys["evaluate"]
                 marks["evaluate_started"] = keys["evaluate"]
                 _atomic_json(cdir / "stages.json", marks)
-                t0 = time.time()
+                t0, c0 = time.time(), time.process_time()
                 metrics = _evaluate(cfg, cell, cdir / "model", cdir / "eval", log, resume=resume)
-                marks["evaluate"] = {"key": keys["evaluate"], "wall_s": round(time.time() - t0, 2)}
+                marks["evaluate"] = {"key": keys["evaluate"], "wall_s": round(time.time() - t0, 2),
+                                     "cpu_s": round(time.process_time() - c0, 2)}
                 marks.pop("evaluate_started", None)
                 _atomic_json(cdir / "stages.json", marks)
                 ran.append("evaluate")

@@ -261,10 +261,15 @@ def test_loaded_model_any_task_and_beam(student_dir, tmp_path):
     items = get_task("arith").load("test")[:3]
     g = evaluate(model, items, tokenizer=tok, max_new_tokens=12, progress=False)
     assert g["n"] == 3 and g["task"] == "arith" and g["template"] == "saved"
-    gen1 = HFGenerator(model, tok, PromptTemplate(), "greedy", 12)
+    gen1 = HFGenerator(model, tok, PromptTemplate(), "greedy", 12, cache_implementation="dynamic")
+    gens = HFGenerator(model, tok, PromptTemplate(), "greedy", 12, cache_implementation="static")
     genb = HFGenerator(model, tok, PromptTemplate(), "beam:1", 12)
     prompts = [gen1.prompt_ids(e.question) for e in items]
-    assert gen1.generate(prompts) == genb.generate(prompts)
+    ref = gen1.generate(prompts)
+    assert ref == gens.generate(prompts) == genb.generate(prompts)
+    # auto switches to the static cache once outputs fill the cap (this student never stops in 12 tokens)
+    gena = HFGenerator(model, tok, PromptTemplate(), "greedy", 12, cache_implementation="auto")
+    assert not gena._use_static and gena.generate(prompts) == ref and gena._use_static
     beam = evaluate(model, items, tokenizer=tok, decoding="beam:3", max_new_tokens=8, out_dir=tmp_path / "b", progress=False)
     assert beam["decoding"] == "beam:3"
     assert all(r["output_tokens"] <= 8 for r in read_predictions(tmp_path / "b"))

@@ -24,7 +24,8 @@ def _summary(m: dict, out: Path | None) -> None:
     tps = m.get("tokens_per_s")
     t.add_row("throughput", (f"{tps:.0f} tokens/s" if tps else "—") + f"  ({m['n_generated_this_run']} generated this run)")
     t.add_row("wall time", f"{m['wall_s']:.1f} s")
-    t.add_row("decoding", f"{m['decoding']}, max_new_tokens {m['max_new_tokens']}, batch {m['batch_size']}, {m['backend']}")
+    t.add_row("decoding", f"{m['decoding']}, max_new_tokens {m['max_new_tokens']}, batch {m['batch_size']}, "
+              f"{m['backend']} ({m.get('device')}, {m.get('dtype')})")
     t.add_row("template", str(m["template"]))
     if out is not None:
         t.add_row("written", f"{out}/predictions.jsonl, {out}/metrics.json")
@@ -44,6 +45,9 @@ def register(app: typer.Typer) -> None:
         batch_size: str = typer.Option("auto", "--batch-size", help="auto or a positive integer."),
         template: Optional[str] = typer.Option(None, "--template", help="Prompt template name (plain, qa, alpaca, chat); default: the one saved with the model."),
         backend: str = typer.Option("transformers", "--backend", help="transformers or vllm (optional extra)."),
+        device: str = typer.Option("auto", "--device", help="auto (GPU when visible), cpu, cuda, cuda:N."),
+        dtype: str = typer.Option("float32", "--dtype", help="float32 (exact, batch-invariant), bfloat16, float16, or auto (as stored)."),
+        cache: str = typer.Option("auto", "--cache", help="KV cache: auto, dynamic or static (transformers backend)."),
         threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier predictions in --out instead of resuming."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -64,7 +68,7 @@ def register(app: typer.Typer) -> None:
         m = evaluate(
             model, task=task, split=split, out_dir=out, decoding=decoding, max_new_tokens=max_new_tokens,
             batch_size=bs, limit=limit, progress=not quiet, template=template, data_dir=opt_path(data_dir),
-            backend=backend, overwrite=overwrite,
+            backend=backend, overwrite=overwrite, device=device, dtype=dtype, cache=cache,
         )
         _summary(m, out)
 

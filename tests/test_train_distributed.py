@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -35,12 +37,18 @@ def test_two_process_ddp_matches_single_process(shared_data, tmp_path):
     cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
 
     ddp = tmp_path / "ddp"
-    r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "cotdistill", "train", "--traces", str(tf), "--student", "scratch:llama-xxs",
-         "--out", str(ddp), "--config", str(cfg_file), "--quiet"],
-        capture_output=True, text=True, timeout=300,
-    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "cotdistill", "train", "--traces", str(tf), "--student", "scratch:llama-xxs",
+           "--out", str(ddp), "--config", str(cfg_file), "--quiet"]
+    # own process group, so a timeout kills the launcher AND its workers (no orphans)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("two-process training did not finish in 300 s")
+    r = subprocess.CompletedProcess(cmd, proc.returncode, "", err)
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((ddp / "train_summary.json").read_text())
     assert s["world_size"] == 2 and s["micro_batch_size"] == 4

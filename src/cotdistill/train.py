@@ -149,7 +149,7 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def default(cls, **overrides: Any) -> "TrainConfig":
-        """The paper's defaults (``configs/train_default.yaml``) with overrides."""
+        """The paper's defaults (``configs/train_default.yaml``) with overrides (None clears a value)."""
         return cls._from_packaged("train_default.yaml", overrides)
 
     @classmethod
@@ -164,7 +164,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def _from_packaged(cls, name: str, overrides: dict[str, Any]) -> "TrainConfig":
         base = yaml.safe_load((CONFIG_DIR / name).read_text()) or {}
-        base.update({k: v for k, v in overrides.items() if v is not None})
+        base.update(overrides)  # an explicit None clears a packaged value (e.g. max_steps: null)
         return cls.validated(base, source=name)
 
     def with_overrides(self, **overrides: Any) -> "TrainConfig":
@@ -549,7 +549,10 @@ def train(
     plain = NAMED_TEMPLATES["plain"] if cfg.template in ("auto", "chat") else NAMED_TEMPLATES[cfg.template]
     vocab_texts = [plain.render_prompt(t.question) + plain.render_completion(t.output) for t in data]
     model, tok = _load_student(student, vocab_texts, cfg)
-    if cfg.template == "auto":
+    stored = PromptTemplate.load(student) if Path(student).is_dir() else None
+    if cfg.template == "auto" and stored is not None:
+        template = stored  # continuing from a model this toolkit trained: keep its template
+    elif cfg.template == "auto":
         template = PromptTemplate.for_tokenizer(tok)
     elif cfg.template == "chat":
         if not getattr(tok, "chat_template", None):

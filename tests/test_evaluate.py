@@ -36,51 +36,13 @@ TRACES = "paper/SVAMP_llama_level1_ranked.json.gz"
 # ------------------------------------------------------------------------------------------
 # fixtures
 # ------------------------------------------------------------------------------------------
-def _train_tiny_student(traces_path: Path, out: Path, steps: int = 40, pool: int = 32, batch: int = 8) -> Path:
-    """A scratch llama-xs trained for a few dozen steps on real SVAMP traces (minimal loop, bf16
-    autocast, loss on completion + EOS), saved with tokenizer and prompt template."""
-    import gzip
+def _train_tiny_student(traces_path: Path, out: Path, steps: int = 40, batch: int = 8) -> Path:
+    """A scratch llama-xs trained by ``cotdistill.train.train`` for a few dozen steps on real SVAMP
+    traces (saved with tokenizer and prompt template, as every trained model is)."""
+    from cotdistill.train import TrainConfig, train
 
-    import torch
-
-    from cotdistill.students import make_scratch_student
-
-    rows = json.load(gzip.open(traces_path, "rt"))[:pool]
-    tpl = PromptTemplate()
-    prompts = [tpl.render_prompt(r["instruction"]) for r in rows]
-    comps = [tpl.render_completion(r["output"]) for r in rows]
-    model, tok = make_scratch_student("scratch:llama-xs", prompts + comps, seed=0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.98), weight_decay=0.01)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(len(rows), (batch,), generator=g).tolist()
-        seqs, labels = [], []
-        for i in idx:
-            p = tok(prompts[i], add_special_tokens=False)["input_ids"]
-            c = tok(comps[i], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            seqs.append(p + c)
-            labels.append([-100] * len(p) + c)
-        T = max(map(len, seqs))
-        ids = torch.full((batch, T), tok.pad_token_id)
-        lab = torch.full((batch, T), -100)
-        am = torch.zeros((batch, T), dtype=torch.long)
-        for k, (s, l) in enumerate(zip(seqs, labels)):
-            ids[k, : len(s)] = torch.tensor(s)
-            lab[k, : len(l)] = torch.tensor(l)
-            am[k, : len(s)] = 1
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(input_ids=ids, attention_mask=am, labels=lab).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad()
-    model.eval()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    tpl.save(out)
-    return out
+    cfg = TrainConfig.scratch(max_steps=steps, batch_size=batch, learning_rate=1e-2, warmup_steps=0, threads=1)
+    return Path(train([traces_path], "scratch:llama-xs", out, cfg, progress=False).model_dir)
 
 
 @pytest.fixture(scope="session")

@@ -299,10 +299,10 @@ class HFGenerator:
             top_p=None,
             top_k=None,
         )
-        if self.num_beams == 1 and self._use_static:
-            kw["cache_implementation"] = "static"
-        else:
+        if self.num_beams > 1:
             kw["early_stopping"] = True
+        elif self._use_static:
+            kw["cache_implementation"] = "static"
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=mask, **kw)
         res = [self._finish(row) for row in out[:, T:].tolist()]

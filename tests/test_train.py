@@ -90,7 +90,8 @@ def test_labels_are_ignored_exactly_on_prompt_and_padding(shared_data):
 
 @pytest.mark.parametrize("family", ["llama", "gemma"])
 def test_packed_example_logits_equal_example_alone(shared_data, family):
-    traces = svamp(shared_data, 5, shortest=False)
+    every = svamp(shared_data, 700)
+    traces = every[:4] + every[-4:]  # short and long examples: packing pairs them up
     tpl = PromptTemplate()
     texts = [tpl.render_prompt(t.question) + tpl.render_completion(t.output) for t in traces]
     model, tok = make_scratch_student(f"scratch:{family}-xxs", texts, seed=1)

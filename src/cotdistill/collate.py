@@ -85,7 +85,10 @@ def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
 
 
 class PackingCollator:
-    """Packs a micro-batch of encoded examples into rows with a block-diagonal causal mask."""
+    """Packs a micro-batch of encoded examples into rows with a block-diagonal causal mask.
+
+    When packing would save less than 10 % of the token slots (examples close to ``pack_length``)
+    the batch is laid out one example per row instead (same mask semantics, shorter rows)."""
 
     def __init__(self, pad_id: int, pack_length: int = 512, mode: PackMode = "bool"):
         self.pad_id = int(pad_id)
@@ -96,6 +99,10 @@ class PackingCollator:
         lengths = [len(f["input_ids"]) for f in features]
         rows = pack_rows(lengths, self.pack_length)
         T = max(sum(lengths[i] for i in r) for r in rows)
+        if len(rows) * T > 0.9 * len(lengths) * max(lengths):
+            # packing saves < 10 % of the token slots (long examples): one example per row is as
+            # cheap and has smaller attention blocks
+            rows, T = [[i] for i in range(len(lengths))], max(lengths)
         R = len(rows)
         ids = torch.full((R, T), self.pad_id, dtype=torch.long)
         labels = torch.full((R, T), IGNORE, dtype=torch.long)

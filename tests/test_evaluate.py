@@ -16,7 +16,7 @@ import pytest
 from cotdistill import answers
 from cotdistill.errors import UserError
 from cotdistill.evaluate import (
-    ANSWER_DONE,
+    EvalConfig,
     HFGenerator,
     _stopping_criterion,
     answer_done,
@@ -223,6 +223,8 @@ def test_loaded_model_any_task_and_beam(student_dir, tmp_path):
     items = get_task("arith").load("test")[:3]
     g = evaluate(model, items, tokenizer=tok, max_new_tokens=12, progress=False)
     assert g["n"] == 3 and g["task"] == "arith" and g["template"] == "saved"
+    c = evaluate(model, items, tokenizer=tok, config=EvalConfig(max_new_tokens=4, batch_size=2), progress=False)
+    assert (c["max_new_tokens"], c["batch_size"]) == (4, 2) and c["mean_output_tokens"] <= 4
     gen1 = HFGenerator(model, tok, PromptTemplate(), "greedy", 12, cache_implementation="dynamic")
     gens = HFGenerator(model, tok, PromptTemplate(), "greedy", 12, cache_implementation="static")
     genb = HFGenerator(model, tok, PromptTemplate(), "beam:1", 12)
@@ -250,7 +252,8 @@ def test_bad_inputs_are_one_line_user_errors(student_dir, svamp_test, tmp_path):
         import vllm  # noqa: F401
     except ImportError:
         with pytest.raises(UserError, match=r"pip install 'cotdistill\[vllm\]'"):
-            evaluate(str(student_dir), svamp_test[:1], backend="vllm", progress=False)
+            evaluate(str(student_dir), svamp_test[:1], backend="vllm", out_dir=tmp_path / "v", progress=False)
+        assert not (tmp_path / "v").exists()  # nothing written
 
 
 def test_compare_paired(tmp_path):
@@ -325,3 +328,16 @@ def test_hub_probe_is_quick():
     t0 = time.perf_counter()
     hub_reachable(timeout=2.0)
     assert time.perf_counter() - t0 < 10
+
+
+def test_eval_config_yaml(tmp_path):
+    p = tmp_path / "eval.yaml"
+    p.write_text("decoding: beam:5\nmax_new_tokens: 64\nbatch_size: 8\n")
+    c = EvalConfig.from_yaml(p)
+    assert (c.decoding, c.max_new_tokens, c.batch_size, c.cache) == ("beam:5", 64, 8, "auto")
+    p.write_text("decodng: beam:5\n")
+    with pytest.raises(UserError, match=r"eval.yaml: unknown key 'decodng'"):
+        EvalConfig.from_yaml(p)
+    p.write_text("decoding: nucleus\n")
+    with pytest.raises(UserError, match=r"eval.yaml: field 'decoding'.*beam:N"):
+        EvalConfig.from_yaml(p)

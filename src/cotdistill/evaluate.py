@@ -64,10 +64,36 @@ class EvalConfig(BaseModel):
     backend: Literal["transformers", "vllm"] = Field("transformers", description="vllm needs `pip install 'cotdistill[vllm]'` and a CUDA GPU.")
     cache: Literal["auto", "dynamic", "static"] = Field("auto", description="KV cache of the transformers backend; auto switches to static when outputs fill max_new_tokens.")
 
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "EvalConfig":
+        """Load from YAML; unknown keys or bad values are a one-line UserError naming the file."""
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as e:
+            raise UserError(f"cannot read config {path}: {e.strerror or e}") from None
+        except yaml.YAMLError as e:
+            raise UserError(f"{path}: invalid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected a mapping of {', '.join(cls.model_fields)}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err.get("loc", ())) or "config"
+            if err.get("type") == "extra_forbidden":
+                raise UserError(f"{path}: unknown key {loc!r}; valid keys: {', '.join(cls.model_fields)}") from None
+            raise UserError(f"{path}: field {loc!r}: {err.get('msg')}") from None
+
     @field_validator("decoding")
     @classmethod
     def _check_decoding(cls, v: str) -> str:
-        parse_decoding(v)
+        try:
+            parse_decoding(v)
+        except UserError as e:
+            raise ValueError(str(e)) from None
         return v
 
     @field_validator("batch_size")
@@ -349,8 +375,18 @@ class VLLMGenerator:
         self.template = template
         self.max_new_tokens = max_new_tokens
         self.add_special_tokens = template.kind != "chat"
+        ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        try:  # extra EOS ids of instruct models (as the transformers backend uses them)
+            from transformers import GenerationConfig
+
+            e = GenerationConfig.from_pretrained(str(model_path)).eos_token_id
+            ids.update(e if isinstance(e, (list, tuple)) else ([e] if e is not None else []))
+        except (OSError, ValueError):
+            pass
+        self.eos_ids = sorted(ids)
         self.llm = LLM(model=str(model_path), seed=0, dtype=dtype)
-        self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=True)
+        self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=True,
+                                     stop_token_ids=self.eos_ids)
 
     def prompt_ids(self, question: str) -> list[int]:
         text = self.template.render_prompt(question, self.tok)
@@ -369,6 +405,8 @@ class VLLMGenerator:
                 finish = "answer"
             else:
                 finish = "length" if c.finish_reason == "length" else "eos"
+                if finish == "eos" and (not toks or toks[-1] not in self.eos_ids):
+                    n += 1  # vLLM leaves the EOS id out of token_ids; count it as transformers does
             res.append(Generation(output=text.strip(), output_tokens=n, finish=finish))
         return res
 
@@ -488,8 +526,12 @@ def evaluate(
     device: str | None = "auto",
     dtype: str = "float32",
     cache: Literal["auto", "dynamic", "static"] = "auto",
+    config: EvalConfig | None = None,
 ) -> dict:
     """Evaluate a model zero-shot and return its metrics (also written to ``out_dir/metrics.json``).
+
+    Generation settings come from the keywords, or all at once from ``config`` (an
+    :class:`EvalConfig`, e.g. ``EvalConfig.from_yaml(path)``), which then takes precedence.
 
     ``model``: a model directory, a hub name, or a loaded ``PreTrainedModel`` (then pass
     ``tokenizer``; the template is then ``template`` or the tokenizer default, or the one saved in
@@ -499,6 +541,10 @@ def evaluate(
     finish and a rerun resumes; without it nothing is written.
     """
     t_start = time.perf_counter()
+    if config is not None:  # an EvalConfig (e.g. from YAML) sets every generation setting at once
+        decoding, max_new_tokens, batch_size, limit = config.decoding, config.max_new_tokens, config.batch_size, config.limit
+        backend, cache = config.backend, config.cache
+        template = config.template if config.template is not None else template
     parse_decoding(decoding)
     if cache not in ("auto", "dynamic", "static"):
         raise UserError(f"--cache {cache!r}: choose auto, dynamic or static")
@@ -506,6 +552,10 @@ def evaluate(
         raise UserError(f"max_new_tokens {max_new_tokens!r}: use a positive integer")
     if batch_size != "auto":
         batch_size = parse_batch_size(batch_size)
+    if backend not in ("transformers", "vllm"):
+        raise UserError(f"backend {backend!r}: choose transformers or vllm")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise UserError(f"limit {limit!r}: use a positive integer")
     cfg = EvalConfig(decoding=decoding, max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit,
                      template=template if isinstance(template, str) else None, backend=backend, cache=cache)
 
@@ -534,7 +584,8 @@ def evaluate(
     if isinstance(model, (str, os.PathLike)):
         model_label = str(model)
         if Path(model).expanduser().is_dir():
-            model_dir = Path(model).expanduser()
+            model_dir = Path(model).expanduser().resolve()
+            model_label = str(model_dir)  # one spelling per directory, so reruns from elsewhere resume
         if backend == "vllm":
             from transformers import AutoTokenizer
 
@@ -555,6 +606,11 @@ def evaluate(
             raise UserError("the vllm backend needs a model directory or hub name, not a loaded model")
         mdl.eval()
     tpl, tpl_label = resolve_template(template, model_dir, tok)
+    # the generator is built before anything is written (a missing vllm fails with nothing on disk)
+    if backend == "vllm":
+        gen: Any = VLLMGenerator(str(model), tok, tpl, cfg.decoding, cfg.max_new_tokens, dtype=dtype)
+    else:
+        gen = HFGenerator(mdl, tok, tpl, cfg.decoding, cfg.max_new_tokens, cache_implementation=cfg.cache)
 
     # ---- output dir and resume
     run_sig = {
@@ -602,10 +658,6 @@ def evaluate(
     todo = [e for e in examples if e.id not in done]
 
     # ---- generate
-    if backend == "vllm":
-        gen: Any = VLLMGenerator(str(model), tok, tpl, cfg.decoding, cfg.max_new_tokens, dtype=dtype)
-    else:
-        gen = HFGenerator(mdl, tok, tpl, cfg.decoding, cfg.max_new_tokens, cache_implementation=cfg.cache)
     score = _score_fn()
     new_rows: list[dict] = []
     gen_s = 0.0

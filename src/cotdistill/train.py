@@ -791,9 +791,7 @@ def train(
         if out.exists():
             shutil.rmtree(out)
         os.replace(stage, out)
-        if cfg.keep_checkpoints:
-            pass
-        else:
+        if not cfg.keep_checkpoints:
             shutil.rmtree(work, ignore_errors=True)
         result_summary = summary
     if world > 1:

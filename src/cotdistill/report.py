@@ -321,6 +321,32 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
                 else:
                     findings.append(f"All students peak at the same level on {task} with {_short(teacher)} "
                                     f"({_lvl_name(next(iter(bests.values())))}).")
+    # where do the students differ most? (same test items: paired test across students)
+    for task in tasks:
+        for teacher in teachers:
+            sts = [st for st in students if (task, teacher, "cot", st) in per_student]
+            if len(sts) < 2:
+                continue
+            gaps = []
+            for lv in levels:
+                accs = {st: per_student[(task, teacher, "cot", st)]["curve"].get(lv) for st in sts}
+                accs = {k: v for k, v in accs.items() if v is not None}
+                if len(accs) >= 2:
+                    hi_s = max(accs, key=lambda k: accs[k].mean)
+                    lo_s = min(accs, key=lambda k: accs[k].mean)
+                    gaps.append((accs[hi_s].mean - accs[lo_s].mean, lv, hi_s, lo_s, accs))
+            if gaps:
+                g, lv, hi_s, lo_s, accs = max(gaps, key=lambda x: x[0])
+                if g >= 0.05:
+                    t = paired_test(d, accs[lo_s].cells, accs[hi_s].cells)
+                    findings.append(
+                        f"The students differ most at {_lvl_name(lv)} on {task} ({_short(teacher)}): {hi_s} {pct(accs[hi_s].mean)} "
+                        f"vs {lo_s} {pct(accs[lo_s].mean)}" + (f" (paired McNemar p = {t['p']:.2g})" if t else "")
+                        + f": the same supervision that one student learns from, the other does not."
+                    )
+                else:
+                    findings.append(f"The students are within {g * 100:.1f} points of each other at every level on {task} "
+                                    f"({_short(teacher)}).")
     # Matthew effect: gain of the best CoT over answer-only vs student strength
     matthew = []
     for task in tasks:

@@ -18,7 +18,6 @@ Predictions are appended as batches finish; a rerun skips the ids already in pre
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -492,13 +491,8 @@ def summarize(rows: Sequence[dict]) -> dict:
 
 
 def _score_fn():
-    params = inspect.signature(answers.correct).parameters
-    takes_choices = "choices" in params
-
     def score(text: str, ex: Example):
-        if takes_choices:
-            return answers.correct(text, ex.answer, ex.answer_type, choices=ex.choices)
-        return answers.correct(text, ex.answer, ex.answer_type)
+        return answers.correct(text, ex.answer, ex.answer_type, choices=ex.choices)
 
     return score
 

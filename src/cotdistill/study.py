@@ -942,6 +942,8 @@ def run_study(cfg: StudyConfig, jobs: int = 1, shard: tuple[int, int] | None = N
     all_cells = expand_cells(cfg)
     index = {c.id: i for i, c in enumerate(all_cells)}
     mine = shard_cells(all_cells, shard)
+    if jobs > 1:
+        mine = _longest_first(cfg, mine)
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // jobs)
     summary = StudySummary(cells=len(mine), done=0, failed=0)
     cfg_json = cfg.model_dump_json()
@@ -975,6 +977,33 @@ def run_study(cfg: StudyConfig, jobs: int = 1, shard: tuple[int, int] | None = N
             view.refresh()
     summary.results_path = merge_results(cfg)
     return summary
+
+
+def _longest_first(cfg: StudyConfig, cells: list[Cell]) -> list[Cell]:
+    """Order cells by estimated training cost, largest first (shorter makespan with several workers).
+
+    Cost = estimated training tokens x (layers x d_model^2) for scratch students; cells whose cost
+    cannot be estimated keep their config order after the estimated ones."""
+    from .students import is_scratch, parse_scratch
+
+    cache: dict[str, Any] = {}
+    costs: dict[str, float] = {}
+    for c in cells:
+        try:
+            keys = stage_keys(cfg, c)
+            done = _done_stages(cfg, c, keys)
+            if "train" in done:
+                costs[c.id] = 0.0
+                continue
+            _, tokens = _estimate(cfg, c, keys, done, cache)
+            if tokens is None or not is_scratch(c.student):
+                continue
+            sp = parse_scratch(c.student)
+            costs[c.id] = float(tokens) * sp.layers * sp.d_model**2
+        except Exception:  # noqa: BLE001 - ordering is an optimisation only
+            continue
+    known = sorted((c for c in cells if c.id in costs), key=lambda c: -costs[c.id])
+    return known + [c for c in cells if c.id not in costs]
 
 
 class _LiveView:

@@ -339,3 +339,27 @@ def test_quickstart_config_is_packaged_and_plans(tmp_path):
     cells = expand_cells(cfg)
     assert len({c.student for c in cells}) >= 2 and cfg.teachers == ["lab"] and len(cfg.levels) >= 3
     assert f"0/{len(cells)} cells complete" in r.stdout
+
+
+def test_mixed_and_curriculum_levels_run_as_cells(tmp_path):
+    """Pseudo-levels of cotdistill.mix are study levels: canonical names, their own cells, and
+    traces that really mix levels (mix) or order them coarse to fine (curriculum)."""
+    from cotdistill.traces import read_traces
+
+    cfg = load_study_config(base_config(tmp_path / "out", levels=[3, "mix:difficulty", "curriculum:2-4"]))
+    assert cfg.levels == [3, "mix:3-6", "curriculum:2-4"]
+    ids = [c.id for c in expand_cells(cfg)]
+    assert any("__mix-3-6__" in i for i in ids) and any("__curriculum-2-4__" in i for i in ids)
+    summary = run_study(cfg, jobs=1, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert {r["level"] for r in rows} == {3, "mix:3-6", "curriculum:2-4"}
+    assert all(r["status"] == "ok" for r in rows), rows
+    mix_cell = next(c for c in (tmp_path / "out" / "cells").iterdir() if "__mix-3-6__" in c.name)
+    levels = {t.level for t in read_traces(mix_cell / "traces.jsonl")}
+    assert levels == {3, 6}  # easy items get L3, hard ones L6
+    assert summary.ran
+
+
+def test_bad_pseudo_level_is_one_line(tmp_path):
+    with pytest.raises(UserError, match=r"levels.*mix:A-B needs"):
+        load_study_config(base_config(tmp_path / "out", levels=["mix:5-2"]))

@@ -62,11 +62,15 @@ def load_results(study_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _lvl_sort(level: Any) -> tuple:
-    return (1, 0) if level == "human" else (0, int(level))
+    if isinstance(level, int):
+        return (0, level, "")
+    return (1, 0, "") if level == "human" else (2, 0, str(level))  # then mixed / curriculum pseudo-levels
 
 
 def _lvl_name(level: Any) -> str:
-    return "human" if level == "human" else ("L0 (answer only)" if int(level) == 0 else f"L{level}")
+    if not isinstance(level, int):
+        return str(level)  # "human", "mix:3-6", "curriculum:2-4"
+    return "L0 (answer only)" if level == 0 else f"L{level}"
 
 
 @dataclass
@@ -254,7 +258,7 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
                         continue
                     best = max(curve, key=lambda lv: curve[lv].mean)
                     worst = min(curve, key=lambda lv: curve[lv].mean)
-                    num = sorted((lv for lv in curve if lv != "human"), key=int)
+                    num = sorted(lv for lv in curve if isinstance(lv, int))  # the granularity axis only
                     vals = [curve[lv].mean for lv in num]
                     # a difference inside the seeds' spread is not a change of direction
                     tol = max([curve[lv].sd for lv in num] + [0.0])
@@ -466,7 +470,7 @@ def _figures(rep: dict[str, Any], fig_dir: Path) -> list[tuple[str, Path]]:
             lo = [max(0.0, (curve[x].mean - curve[x].ci_low) * 100) for x in lv]
             hi = [max(0.0, (curve[x].ci_high - curve[x].mean) * 100) for x in lv]
             ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=st)
-        ax.set_xticks(range(len(levels)), [("L" + str(x)) if x != "human" else "human" for x in levels])
+        ax.set_xticks(range(len(levels)), [f"L{x}" if isinstance(x, int) else str(x) for x in levels])
         ax.set_xlabel("granularity level (0 = answer only)")
         ax.set_ylabel("test accuracy % (95 % CI)")
         ax.set_title(f"{task} · teacher {_short(teacher)} · {fmt}", fontsize=10)
@@ -599,6 +603,11 @@ def write_report(study_dir: str | os.PathLike, out_dir: str | os.PathLike | None
             md.append(f"| {t['task']} | {_short(t['teacher'])} | {t['format']} | {t['student']} | {_lvl_name(t['a'])} | "
                       f"{_lvl_name(t['b'])} | {t['n']} | {t['diff'] * 100:+.1f} | [{t['diff_lo'] * 100:+.1f}, {t['diff_hi'] * 100:+.1f}] | {t['p']:.3g} |")
         md.append("")
+    from .select import select_vs_grid_markdown
+
+    sel = select_vs_grid_markdown(d)
+    if sel:
+        md += [sel]
     md += ["## All cells", "", "| cell | status | n | accuracy % | 95 % CI | output tokens | train tokens | wall s |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rep["rows"]:

@@ -45,8 +45,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
+from .mix import is_pseudo
 
-Level = Union[int, Literal["human"]]
+# 0..6, "human", or a mixed / curriculum pseudo-level of cotdistill.mix ("mix:3-6", "curriculum:1-6")
+Level = Union[int, str]
 FORMATS = ("cot", "subq", "rar", "sym")
 STAGES = ("generate", "curate", "train", "evaluate")
 ENGINE_VERSION = 1  # bump to invalidate every cached stage
@@ -101,12 +103,19 @@ class StudyConfig(BaseModel):
     def _levels(cls, v):
         if not v:
             raise ValueError("give at least one level")
+        from .mix import Candidate
+
+        out = []
         for i, x in enumerate(v):
             if isinstance(x, int) and not 0 <= x <= 6:
                 raise ValueError(f"level {x} (entry {i}) is not available; use 0..6 (0 = answer only) or 'human'")
-        if len(set(map(str, v))) != len(v):
+            try:
+                out.append(Candidate.parse("lab", x).level)  # canonical: "3" -> 3, "mix:difficulty" -> "mix:3-6"
+            except UserError as e:
+                raise ValueError(f"entry {i}: {e}") from None
+        if len(set(map(str, out))) != len(out):
             raise ValueError("levels are repeated")
-        return v
+        return out
 
     @field_validator("teachers", "students")
     @classmethod
@@ -219,16 +228,16 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
             raise UserError(f"{source}: field 'exclude.{i}': unknown key {sorted(bad)[0]!r}; "
                             "use task, teacher, level, format, student, seed")
     _check_train_settings(cfg.train, source)
-    EvalConfig = _optional("cotdistill.evaluate", "EvalConfig")
-    if EvalConfig is not None:
-        try:
-            EvalConfig.model_validate(cfg.eval)
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err.get("loc", ()))
-            if err.get("type") == "extra_forbidden":
-                raise UserError(f"{source}: unknown key 'eval.{loc}'; known keys: {', '.join(EvalConfig.model_fields)}") from None
-            raise UserError(f"{source}: field 'eval.{loc}': {err.get('msg')}") from None
+    from .evaluate import EvalConfig
+
+    try:
+        EvalConfig.model_validate(cfg.eval)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        if err.get("type") == "extra_forbidden":
+            raise UserError(f"{source}: unknown key 'eval.{loc}'; known keys: {', '.join(EvalConfig.model_fields)}") from None
+        raise UserError(f"{source}: field 'eval.{loc}': {err.get('msg')}") from None
     out = Path(cfg.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -242,6 +251,12 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
 
 
 def _check_teacher(spec: str) -> None:
+    if spec.startswith("union:"):
+        from .mix import teacher_members
+
+        for member in teacher_members(spec):
+            _check_teacher(member)
+        return
     spec = split_teacher(spec)[0]
     try:
         from .teachers.base import BACKENDS
@@ -260,12 +275,10 @@ def _check_teacher(spec: str) -> None:
 
 
 def _check_train_settings(train: dict[str, Any], source: str) -> None:
+    from .train import TrainConfig
+
     try:
-        from .train import TrainConfig
-    except ImportError:
-        return
-    try:
-        TrainConfig(**train) if not hasattr(TrainConfig, "model_validate") else TrainConfig.model_validate(train)
+        TrainConfig.model_validate(train)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err.get("loc", ()))
@@ -306,9 +319,16 @@ class Cell:
     def id(self) -> str:
         opt = f"-{content_hash(self.task.model_dump(), 6)}" if (self.task.options or self.task.train_size or self.task.test_size) else ""
         return "__".join([
-            f"{self.task.name}{opt}", _slug(self.teacher), f"L{self.level}", self.format,
+            f"{self.task.name}{opt}", _slug(self.teacher), self.level_tag, self.format,
             _slug(self.student), f"s{self.seed}",
         ])
+
+    @property
+    def level_tag(self) -> str:
+        """``L3``, ``Lhuman``, or a slug of a mixed / curriculum pseudo-level (``mix-3-6``)."""
+        if isinstance(self.level, int) or self.level == "human":
+            return f"L{self.level}"
+        return _slug(str(self.level))
 
     def row_keys(self) -> dict[str, Any]:
         return {"task": self.task.name, "teacher": self.teacher, "level": self.level,
@@ -452,7 +472,7 @@ def _estimate(cfg, cell: Cell, keys, done, cache) -> tuple[int | None, int | Non
         tr = read_traces(cur)
         n = len(tr)
         mean_tokens = sum(len(t.question) + len(t.output) + 20 for t in tr) / max(n, 1)
-    elif cell.teacher == "lab":
+    elif cell.teacher == "lab" and not is_pseudo(cell.level):
         ck = ("lab", cell.task.model_dump_json(), cell.level, cell.format)
         if ck not in cache:
             exs = _train_examples(cfg, cell.task)
@@ -517,20 +537,12 @@ def _generate(cfg: StudyConfig, cell: Cell, gen_dir: Path, log) -> int:
     from .traces import Trace, write_traces
 
     examples = _train_examples(cfg, cell.task)
-    gen_mod = _optional("cotdistill.generate", "generate")
-    if gen_mod is None:
-        if cell.teacher != "lab":
-            raise UserError(f"teacher {cell.teacher!r} needs cotdistill.generate, which is not available in this build")
-        from .tasks.arith import lab_rationale  # minimal fallback: the lab teacher is a pure function
+    if is_pseudo(cell.level, cell.teacher):  # mixed / curriculum level or union of teachers
+        from .mix import Candidate, TraceSource, build_traces
 
-        traces = (
-            Trace(id=e.id, task=e.task, question=e.question, gold=e.answer, teacher="lab", level=cell.level,
-                  format=cell.format, output=lab_rationale(e, cell.level, cell.format), pred=e.answer,
-                  correct=True, source="lab")
-            for e in examples
-        )
-        return write_traces(gen_dir / "traces.jsonl", traces)
-    from .generate import GenerateConfig
+        cand = Candidate.parse(cell.teacher, cell.level, cell.format)
+        return write_traces(gen_dir / "traces.jsonl", build_traces(cand, examples, TraceSource(gen_dir, cfg.generate)))
+    from .generate import GenerateConfig, generate
 
     try:
         spec, who = split_teacher(cell.teacher)
@@ -540,7 +552,7 @@ def _generate(cfg: StudyConfig, cell: Cell, gen_dir: Path, log) -> int:
     except ValidationError as e:
         err = e.errors()[0]
         raise UserError(f"field 'generate.{'.'.join(map(str, err.get('loc', ())))}': {err.get('msg')}") from None
-    res = gen_mod(examples, gen_dir, gconf, progress=False)
+    res = generate(examples, gen_dir, gconf, progress=False)
     if res.failed:
         print(f"generate: {len(res.failed)} of {res.calls} teacher calls failed, e.g. {res.failed[0].get('error', '')[:200]}",
               flush=True)
@@ -556,63 +568,45 @@ def _curate(cfg: StudyConfig, cell: Cell, src: Path, out: Path, log) -> dict[str
     from .traces import read_traces, write_traces
 
     traces = read_traces(src)
-    cur = _optional("cotdistill.curate", "curate")
-    if cur is None:
-        keep = cfg.curate.get("keep", "correct")
-        kept = [t for t in traces if t.correct is not False] if keep != "all" else traces
-        stats: dict[str, Any] = {"total": len(traces), "kept": len(kept)}
-    else:
-        kw = dict(cfg.curate)
-        if kw.get("decontaminate", True) and "test_questions" not in kw:
-            # decontaminate against the test split this study evaluates on (with the task's options)
-            kw.setdefault("use_task_test_split", False)
-            kw["test_questions"] = {cell.task.name: [e.question for e in _test_examples(cfg, cell.task)]}
-        kw.setdefault("data_dir", cfg.data_dir)
-        try:
-            kept, rep = cur(traces, **kw)
-        except TypeError as e:
-            raise UserError(f"field 'curate': {e}") from None
-        stats = rep.as_dict() if hasattr(rep, "as_dict") else dict(getattr(rep, "__dict__", {}))
-        stats.pop("examples", None)
+    from .curate import curate
+
+    kw = dict(cfg.curate)
+    if kw.get("decontaminate", True) and "test_questions" not in kw:
+        # decontaminate against the test split this study evaluates on (with the task's options)
+        kw.setdefault("use_task_test_split", False)
+        kw["test_questions"] = {cell.task.name: [e.question for e in _test_examples(cfg, cell.task)]}
+    kw.setdefault("data_dir", cfg.data_dir)
+    try:
+        kept, rep = curate(traces, **kw)
+    except TypeError as e:
+        raise UserError(f"field 'curate': {e}") from None
+    stats = rep.as_dict()
+    stats.pop("examples", None)
     if not kept:
         raise UserError(f"curation kept none of {len(traces)} traces for cell {cell.id}; relax the curate settings")
     write_traces(out, kept)
     return stats
 
 
-def _optional(module: str, attr: str):
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return None
-        raise
-    return getattr(mod, attr, None)
-
-
 def _train_config(cfg: StudyConfig, cell: Cell):
     """TrainConfig for a cell: the student's defaults (scratch or paper) + the study's ``train`` + seed."""
-    TrainConfig = _optional("cotdistill.train", "TrainConfig")
-    if TrainConfig is None:
-        raise UserError("cotdistill.train is not available in this build; the study cannot train students")
-    over = {**cfg.train, "seed": cell.seed}
-    if hasattr(TrainConfig, "for_student"):
-        try:
-            return TrainConfig.for_student(cell.student, **over)
-        except (FileNotFoundError, OSError):  # packaged defaults missing: plain defaults
-            pass
-    return TrainConfig.model_validate(over)
+    from .train import TrainConfig
+
+    return TrainConfig.for_student(cell.student, **{**cfg.train, "seed": cell.seed})
 
 
 def _train(cfg: StudyConfig, cell: Cell, traces_path: Path, model_dir: Path, log, resume: bool) -> dict[str, Any]:
     from .traces import read_traces
 
-    train_fn = _optional("cotdistill.train", "train")
-    if train_fn is None:
-        raise UserError("cotdistill.train is not available in this build; the study cannot train students")
+    from .train import train as train_fn
+
     conf = _train_config(cfg, cell)
+    if str(cell.level).startswith("curriculum:"):
+        # a curriculum keeps its coarse-to-fine order: trained in phases that continue each other
+        from .mix import Candidate, train_candidate
+
+        cand = Candidate.parse(cell.teacher, cell.level, cell.format)
+        return train_candidate(cand, _train_examples(cfg, cell.task), cell.student, model_dir, conf)
     res = train_fn(read_traces(traces_path), cell.student, model_dir, conf, resume=resume, progress=False,
                    overwrite=not resume)
     info: dict[str, Any] = {}
@@ -629,9 +623,8 @@ def _train(cfg: StudyConfig, cell: Cell, traces_path: Path, model_dir: Path, log
 
 
 def _evaluate(cfg: StudyConfig, cell: Cell, model_dir: Path, eval_dir: Path, log, resume: bool) -> dict[str, Any]:
-    ev = _optional("cotdistill.evaluate", "evaluate")
-    if ev is None:
-        raise UserError("cotdistill.evaluate is not available in this build; the study cannot evaluate students")
+    from .evaluate import evaluate as ev
+
     examples = _test_examples(cfg, cell.task)
     res = ev(str(model_dir), examples=examples, out_dir=eval_dir, progress=False, overwrite=not resume, **cfg.eval)
     return res if isinstance(res, dict) else (_read_json(eval_dir / "metrics.json") or {})

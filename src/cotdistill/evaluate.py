@@ -31,6 +31,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import answers
+from .fileio import atomic_write_text
 from .errors import UserError
 from .stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_ci
 from .tasks.base import Example
@@ -449,17 +450,8 @@ def read_predictions(path: str | os.PathLike, repair: bool = False) -> list[dict
             raise UserError(f"{path}:{i}: malformed prediction ({e}); delete that line and rerun to regenerate it") from None
         rows.append(obj)
     if torn and repair:
-        _atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return rows
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _append(path: Path, rows: list[dict]) -> None:
@@ -642,7 +634,7 @@ def evaluate(
         elif pred_path.exists() and pred_path.stat().st_size:
             raise UserError(f"{pred_path} exists without {CONFIG_FILE}: use another --out or pass --overwrite")
         if not cfg_path.exists():
-            _atomic_write(cfg_path, json.dumps(run_sig, indent=2) + "\n")
+            atomic_write_text(cfg_path, json.dumps(run_sig, indent=2) + "\n")
         if pred_path.exists():
             wanted = {e.id for e in examples}
             for r in read_predictions(pred_path, repair=True):
@@ -709,7 +701,7 @@ def evaluate(
         "torch_threads": torch.get_num_threads(),
     })
     if out_dir is not None:
-        _atomic_write(Path(out_dir) / METRICS_FILE, json.dumps(m, indent=2, default=_json_default) + "\n")
+        atomic_write_text(Path(out_dir) / METRICS_FILE, json.dumps(m, indent=2, default=_json_default) + "\n")
     return m
 
 

@@ -27,6 +27,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, field_validator
 
 from . import answers
+from .fileio import atomic_write_text
 from .errors import UserError, redact
 from .prompts import EXEMPLARS, answer_only, build_messages, parse_formats, parse_levels
 from .store import Store, content_key
@@ -206,7 +207,7 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
     teacher = teacher or make_teacher(config.teacher, config)
     secrets = teacher.secrets() + ([config.api_key.get_secret_value()] if config.api_key else [])
-    _atomic_write(out / "config.json", json.dumps(config.public_dict(), indent=2) + "\n")
+    atomic_write_text(out / "config.json", json.dumps(config.public_dict(), indent=2) + "\n")
     jobs = plan(examples, config, teacher)
 
     store = Store(out / CALLS_FILE, fsync="group") if teacher.cacheable else None
@@ -272,9 +273,9 @@ def generate(
         store.close()
     traces_path = out / TRACES_FILE
     write_traces(traces_path, traces)
-    _atomic_write(out / "failed.jsonl", "".join(json.dumps(f) + "\n" for f in failed))
+    atomic_write_text(out / "failed.jsonl", "".join(json.dumps(f) + "\n" for f in failed))
     summary = summarize(traces, config, failed)
-    _atomic_write(out / "summary.json", json.dumps({"rows": summary, "calls": len(unique), "cached": cached,
+    atomic_write_text(out / "summary.json", json.dumps({"rows": summary, "calls": len(unique), "cached": cached,
                                                       "done": counts["done"], "failed": len(failed)}, indent=2) + "\n")
     return GenerateResult(out, traces_path, traces, len(unique), cached, counts["done"], failed, summary,
                           round(time.time() - t_start, 3))
@@ -340,15 +341,6 @@ def summarize(traces: list[Trace], config: GenerateConfig, failed: list[dict[str
             "cost": _cost(config, c["prompt_tokens"], c["completion_tokens"]),
         })
     return rows
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class _Progress:

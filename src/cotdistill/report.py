@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .fileio import atomic_write_text
 from .errors import UserError
 
 GroupKey = tuple  # (task, teacher, format)
@@ -618,15 +619,9 @@ def write_report(study_dir: str | os.PathLike, out_dir: str | os.PathLike | None
             md.append(f"| {r.get('cell')} | failed in {r.get('stage')} | | | | | | {html.escape(str(r.get('error', '')))[:80]} |")
     md.append("")
     md_text = "\n".join(md)
-    _atomic_text(out / "report.md", md_text)
-    _atomic_text(out / "report.html", _to_html(md_text, out))
+    atomic_write_text(out / "report.md", md_text)
+    atomic_write_text(out / "report.html", _to_html(md_text, out))
     return {"md": out / "report.md", "html": out / "report.html", "figures": out / "figures"}
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _inline(s: str) -> str:

@@ -51,6 +51,8 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .fileio import atomic_write_json
+from .stats import wilson_ci
 from .errors import UserError
 from .mix import Candidate, TraceSource, build_traces, mix_levels, parse_level_spec, segment_pieces, train_pieces
 
@@ -160,16 +162,6 @@ def load_examples(cfg: SelectConfig) -> list[Any]:
 # ------------------------------------------------------------------------------------------
 # scoring
 # ------------------------------------------------------------------------------------------
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 0.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
-
-
 def score_model(model_dir: str | os.PathLike, examples: list[Any], max_new_tokens: int = 256,
                 batch_size: int = 100, answer_marker: str = "The answer is") -> dict[str, Any]:
     """Greedy-decode ``examples`` and score: accuracy (Wilson 95 % interval) and the mean probability
@@ -227,7 +219,7 @@ def score_model(model_dir: str | os.PathLike, examples: list[Any], max_new_token
                               "p_gold": math.exp(lp)})
     n = len(preds)
     k = sum(p["correct"] for p in preds)
-    lo, hi = _wilson(k, n)
+    lo, hi = wilson_ci(k, n)
     ps = [p["p_gold"] for p in preds]
     mean = sum(ps) / max(n, 1)
     sd = math.sqrt(sum((v - mean) ** 2 for v in ps) / max(n - 1, 1))
@@ -285,13 +277,6 @@ def solve_schedule(budget: float, done: int, sizes: list[int], step_cost: float,
 # ------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------
-def _atomic_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _tokens_per_example(traces: list[Any], student: str) -> float:
     """Mean prompt + completion + EOS tokens of the traces under the student's tokenizer."""
     from .template import NAMED_TEMPLATES
@@ -414,7 +399,7 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
                                 f.write(json.dumps(p) + "\n")
                         sc.update({"train_tokens": info["train_tokens"], "steps_this_round": info["steps"],
                                    "wall_s": round(info["wall_s"], 2)})
-                        _atomic_json(score_path, sc)
+                        atomic_write_json(score_path, sc)
                 model_of[c.name] = str(rdir / "model")
                 spent += sc["train_tokens"]
                 scores[c.name] = sc
@@ -436,7 +421,7 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
             prog.update(total_task, info=f"best so far {ranked[0].name}")
             alive = kept
             done_steps = target
-            _atomic_json(state_path, {"status": "running", "rounds": rounds})
+            atomic_write_json(state_path, {"status": "running", "rounds": rounds})
             if len(alive) == 1:
                 break
     # the final pick
@@ -475,7 +460,7 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
     if winner.kind == "curriculum":
         result["winner"]["note"] = ("a curriculum depends on training order: train it with "
                                     "cotdistill.mix.train_candidate (phased), not a shuffled `cotdistill train`")
-    _atomic_json(state_path, result)
+    atomic_write_json(state_path, result)
     tmp = out / ".summary.md.tmp"
     tmp.write_text(summary_markdown(result), encoding="utf-8")
     os.replace(tmp, out / "summary.md")

@@ -3,6 +3,7 @@
 * :func:`bootstrap_ci` — percentile bootstrap interval of a mean (accuracy of 0/1 outcomes).
 * :func:`paired_bootstrap_ci` — interval of the difference of two paired means (same items).
 * :func:`mcnemar_exact` — exact two-sided McNemar test on paired 0/1 outcomes.
+* :func:`wilson_ci` — Wilson score interval of a proportion (closed form, for k of n).
 
 All are deterministic (fixed seed) so that metrics files are reproducible byte for byte.
 """
@@ -76,3 +77,14 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict:
     tail = sum(math.comb(n, i) for i in range(k + 1))
     p = min(1.0, 2 * tail / 2**n)
     return {"only_a": only_a, "only_b": only_b, "p_value": float(p)}
+
+
+def wilson_ci(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of ``k / n`` (``(0, 0)`` for ``n == 0``)."""
+    if n == 0:
+        return 0.0, 0.0
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)

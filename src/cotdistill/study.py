@@ -44,6 +44,8 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .fileio import atomic_write_json
+from .stats import wilson_ci
 from .errors import UserError
 from .mix import is_pseudo
 
@@ -654,15 +656,8 @@ class _Lock:
         self.fh.close()
 
 
-def _atomic_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _status(cdir: Path, state: str, stage: str | None = None, **extra) -> None:
-    _atomic_json(cdir / "status.json", {"state": state, "stage": stage, "pid": os.getpid(), "t": time.time(), **extra})
+    atomic_write_json(cdir / "status.json", {"state": state, "stage": stage, "pid": os.getpid(), "t": time.time(), **extra})
 
 
 @contextlib.contextmanager
@@ -705,7 +700,7 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
         except ImportError:  # pragma: no cover
             pass
     marks = _read_json(cdir / "stages.json") or {}
-    _atomic_json(cdir / "config.json", {"cell": cell.id, **cell.row_keys(), "task_spec": cell.task.model_dump(),
+    atomic_write_json(cdir / "config.json", {"cell": cell.id, **cell.row_keys(), "task_spec": cell.task.model_dump(),
                                         "keys": keys, "generate": cfg.generate, "curate": cfg.curate,
                                         "train": cfg.train, "eval": cfg.eval, "data_dir": cfg.data_dir})
     stage = "generate"
@@ -731,7 +726,7 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
                 if not cur_path.exists():
                     _status(cdir, "running", "curate")
                     stats = _curate(cfg, cell, gen_path, cur_path, log)
-                    _atomic_json(cur_path.with_suffix(".stats.json"), stats)
+                    atomic_write_json(cur_path.with_suffix(".stats.json"), stats)
                     ran.append("curate")
                     print(f"curate: {stats}", flush=True)
             tr_link = cdir / "traces.jsonl"
@@ -747,7 +742,7 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
                     shutil.copyfile(cur_path, tmp)
                 os.replace(tmp, tr_link)
                 marks["curate"] = {"key": keys["curate"]}
-                _atomic_json(cdir / "stages.json", marks)
+                atomic_write_json(cdir / "stages.json", marks)
             # train
             stage = "train"
             if (marks.get("train") or {}).get("key") != keys["train"] or not (cdir / "model").exists():
@@ -757,13 +752,13 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
                 marks.pop("train", None)
                 marks.pop("evaluate", None)
                 marks["train_started"] = keys["train"]
-                _atomic_json(cdir / "stages.json", marks)
+                atomic_write_json(cdir / "stages.json", marks)
                 t0, c0 = time.time(), time.process_time()
                 info = _train(cfg, cell, tr_link, cdir / "model", log, resume=resume)
                 marks["train"] = {"key": keys["train"], "wall_s": round(time.time() - t0, 2),
                                   "cpu_s": round(time.process_time() - c0, 2), "info": info}
                 marks.pop("train_started", None)
-                _atomic_json(cdir / "stages.json", marks)
+                atomic_write_json(cdir / "stages.json", marks)
                 ran.append("train")
                 print(f"train: done in {time.time() - t0:.1f}s ({'resumed' if resume else 'fresh'})", flush=True)
             # evaluate
@@ -773,13 +768,13 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
                 # same model and settings as an interrupted attempt: keep its predictions; else start over
                 resume = marks.get("evaluate_started") == keys["evaluate"]
                 marks["evaluate_started"] = keys["evaluate"]
-                _atomic_json(cdir / "stages.json", marks)
+                atomic_write_json(cdir / "stages.json", marks)
                 t0, c0 = time.time(), time.process_time()
                 metrics = _evaluate(cfg, cell, cdir / "model", cdir / "eval", log, resume=resume)
                 marks["evaluate"] = {"key": keys["evaluate"], "wall_s": round(time.time() - t0, 2),
                                      "cpu_s": round(time.process_time() - c0, 2)}
                 marks.pop("evaluate_started", None)
-                _atomic_json(cdir / "stages.json", marks)
+                atomic_write_json(cdir / "stages.json", marks)
                 ran.append("evaluate")
                 print(f"evaluate: done in {time.time() - t0:.1f}s", flush=True)
             row = _result_row(cfg, cell, cdir, marks)
@@ -797,24 +792,14 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
         with open(cdir / "log.txt", "a", encoding="utf-8") as f:
             f.write(f"FAILED in stage {stage}: {msg}\n{traceback.format_exc()}\n")
         row = {**cell.row_keys(), "cell": cell.id, "status": "failed", "stage": stage, "error": msg.splitlines()[0][:500]}
-        _atomic_json(cdir / "result.json", row)
+        atomic_write_json(cdir / "result.json", row)
         _status(cdir, "failed", stage, error=row["error"])
         return {"row": row, "ran": ran}
     with open(cdir / "log.txt", "a", encoding="utf-8") as f:
         f.write(f"cell finished in {time.time() - t_start:.1f}s this run (stages run: {', '.join(ran) or 'none'})\n")
-    _atomic_json(cdir / "result.json", row)
+    atomic_write_json(cdir / "result.json", row)
     _status(cdir, "done", None)
     return {"row": row, "ran": ran}
-
-
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 0.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / d
-    return max(0.0, c - h), min(1.0, c + h)
 
 
 def read_predictions(path: Path) -> list[dict[str, Any]]:
@@ -831,7 +816,7 @@ def _result_row(cfg: StudyConfig, cell: Cell, cdir: Path, marks: dict) -> dict[s
     metrics = _read_json(cdir / "eval" / "metrics.json") or {}
     n = len(preds)
     k = sum(1 for p in preds if p.get("correct"))
-    lo, hi = _wilson(k, n)
+    lo, hi = wilson_ci(k, n)
     acc = k / n if n else 0.0
     if "ci_low" in metrics and "ci_high" in metrics and abs(float(metrics.get("accuracy", acc)) - acc) < 1e-9:
         lo, hi = float(metrics["ci_low"]), float(metrics["ci_high"])
@@ -931,7 +916,7 @@ def run_study(cfg: StudyConfig, jobs: int = 1, shard: tuple[int, int] | None = N
         raise UserError(f"--jobs {jobs}: use 1 or more")
     root = Path(cfg.output_dir)
     root.mkdir(parents=True, exist_ok=True)
-    _atomic_json(root / "study.json", cfg.model_dump())
+    atomic_write_json(root / "study.json", cfg.model_dump())
     all_cells = expand_cells(cfg)
     index = {c.id: i for i, c in enumerate(all_cells)}
     mine = shard_cells(all_cells, shard)
@@ -959,7 +944,7 @@ def run_study(cfg: StudyConfig, jobs: int = 1, shard: tuple[int, int] | None = N
                 except Exception as e:  # the worker died (OOM, segfault)
                     row = {**c.row_keys(), "cell": c.id, "status": "failed", "stage": "worker",
                            "error": f"worker process died: {type(e).__name__}: {e}"[:500]}
-                    _atomic_json(_cell_dir(cfg, c) / "result.json", row)
+                    atomic_write_json(_cell_dir(cfg, c) / "result.json", row)
                     _status(_cell_dir(cfg, c), "failed", "worker", error=row["error"])
                     res = {"row": row, "ran": []}
                 summary.ran[c.id] = res["ran"]

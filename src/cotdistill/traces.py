@@ -17,6 +17,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from .fileio import atomic_write_text
 from .errors import UserError
 
 Level = Union[int, Literal["human"]]
@@ -255,15 +256,6 @@ def _group_name(t: Trace) -> str:
     return _re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def export_traces(
     traces: Iterable[Trace],
     to: str,
@@ -309,10 +301,10 @@ def export_traces(
                 raise UserError(f"{info_path} exists but is not valid JSON; delete it or pick another --out") from None
         for name, rows in sorted(groups.items()):
             p = out / f"{name}.json"
-            _atomic_write_text(p, json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+            atomic_write_text(p, json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
             written.append(p)
             info[name] = {"file_name": p.name, "columns": {"prompt": "instruction", "query": "input", "response": "output"}}
-        _atomic_write_text(info_path, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+        atomic_write_text(info_path, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
         written.append(info_path)
     elif to == "trl":
         from .template import NAMED_TEMPLATES
@@ -332,7 +324,7 @@ def export_traces(
                 "teacher": t.teacher, "level": str(t.level), "format": t.format,
             }, ensure_ascii=False))
         p = out / "train.jsonl"
-        _atomic_write_text(p, "\n".join(lines) + "\n")
+        atomic_write_text(p, "\n".join(lines) + "\n")
         written.append(p)
     else:
         import datasets

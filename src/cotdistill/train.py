@@ -38,6 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .fileio import atomic_write_text
 from .errors import UserError
 from .template import NAMED_TEMPLATES, PromptTemplate
 from .traces import Trace
@@ -288,12 +289,6 @@ def _world_size() -> int:
 
 def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _resolve_precision(cfg: TrainConfig, device_type: str) -> str:
@@ -640,7 +635,7 @@ def train(
         shutil.rmtree(out)
     if main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(work / "run_key.json", json.dumps({"key": run_key}) + "\n")
+        atomic_write_text(work / "run_key.json", json.dumps({"key": run_key}) + "\n")
 
     # ---- trainer -------------------------------------------------------------------------
     device_type = "cuda" if torch.cuda.is_available() and not os.environ.get("ACCELERATE_USE_CPU") else "cpu"
@@ -783,11 +778,11 @@ def train(
             "resolved": {"max_steps": max_steps, "micro_batch_size": micro, "grad_accum": accum,
                           "precision": precision, "batching": summary["batching"]},
         }
-        _atomic_write(stage / CONFIG_FILE, json.dumps(resolved, indent=2) + "\n")
-        _atomic_write(stage / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+        atomic_write_text(stage / CONFIG_FILE, json.dumps(resolved, indent=2) + "\n")
+        atomic_write_text(stage / METRICS, "".join(json.dumps(r) + "\n" for r in history))
         _plot_loss(history, stage / LOSS_PNG, f"{student}  ({len(rows)} traces, {state.global_step} steps)")
-        _atomic_write(stage / SUMMARY, json.dumps(summary, indent=2) + "\n")
-        _atomic_write(stage / COMPLETE, json.dumps({"data_fingerprint": fp, "run_key": run_key}) + "\n")
+        atomic_write_text(stage / SUMMARY, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(stage / COMPLETE, json.dumps({"data_fingerprint": fp, "run_key": run_key}) + "\n")
         if out.exists():
             shutil.rmtree(out)
         os.replace(stage, out)

@@ -226,7 +226,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from ..curate import REASONS, curate
-        from ..generate import _atomic_write
+        from ..fileio import atomic_write_text
         from ..paths import load_json_any
         from ..traces import read_traces, write_traces
 
@@ -251,7 +251,7 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--out {out} is the input file: write the curated traces elsewhere")
         write_traces(out_file, kept)
         report_path = out_file.with_name(out_file.stem + ".curate.json")
-        _atomic_write(report_path, json.dumps(rep.as_dict(), indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(report_path, json.dumps(rep.as_dict(), indent=2, ensure_ascii=False) + "\n")
         tab = Table(title=f"curate · {inp}", title_justify="left")
         tab.add_column("removed because")
         tab.add_column("rows", justify="right")

@@ -112,10 +112,10 @@ def register(app: typer.Typer) -> None:
                           "steps: sub-questions for subq, else numbered items, else sentences (final answer excluded).",
                           markup=False, highlight=False, soft_wrap=True)
         if json_out:
-            from ..traces import _atomic_write_text
+            from ..fileio import atomic_write_text
 
             json_out.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(json_out, json.dumps([s.as_dict() for s in stats], indent=2) + "\n")
+            atomic_write_text(json_out, json.dumps([s.as_dict() for s in stats], indent=2) + "\n")
 
     @traces_app.command("export")
     def export_cmd(

@@ -26,7 +26,9 @@ def _make_study(root: Path, acc: dict[tuple[str, int, int], float], teachers=("l
     rows = []
     for teacher in teachers:
         for (student, level, seed), a in acc.items():
-            cell = f"arith__{teacher}__L{level}__cot__{student.replace(':', '-')}__s{seed}"
+            tag = f"L{level}" if isinstance(level, int) else level.replace(":", "-")  # mix:3-6 -> mix-3-6
+            ln = level if isinstance(level, int) else 4
+            cell = f"arith__{teacher}__{tag}__cot__{student.replace(':', '-')}__s{seed}"
             d = root / "cells" / cell / "eval"
             d.mkdir(parents=True)
             k = round(a * N)
@@ -39,7 +41,7 @@ def _make_study(root: Path, acc: dict[tuple[str, int, int], float], teachers=("l
             lo, hi = max(0, a - 0.06), min(1, a + 0.06)
             rows.append({"task": "arith", "teacher": teacher, "level": level, "format": "cot", "student": student,
                          "seed": seed, "cell": cell, "status": "ok", "n": N, "accuracy": k / N, "ci_low": lo,
-                         "ci_high": hi, "mean_output_tokens": 10 + 5 * level, "train_tokens": 1000 * (level + 1),
+                         "ci_high": hi, "mean_output_tokens": 10 + 5 * ln, "train_tokens": 1000 * (ln + 1),
                          "wall_s": 1.0})
     if fail:
         rows.append({"task": "arith", "teacher": "lab", "level": 5, "format": "cot", "student": "scratch:llama-xs",
@@ -124,3 +126,17 @@ def test_report_without_results(tmp_path):
     (tmp_path / "e").mkdir()
     with pytest.raises(UserError, match="no results.jsonl"):
         write_report(tmp_path / "e")
+
+
+def test_findings_say_whether_mixed_supervision_helped(tmp_path):
+    acc = dict(ACC)
+    acc.update({("scratch:llama-xxs", "mix:3-6", 0): 0.62, ("scratch:llama-xxs", "mix:3-6", 1): 0.60,
+                ("scratch:llama-xs", "curriculum:3-6", 0): 0.40, ("scratch:llama-xs", "curriculum:3-6", 1): 0.42})
+    rep = build_report(_make_study(tmp_path / "s", acc))
+    text = "\n".join(rep["findings"])
+    assert ("Mixed / curriculum supervision for **scratch:llama-xxs** (arith, lab, cot): the best, mix:3-6 at "
+            "61.0 %, helped against the best single level L3 at 48.0 % (+13.0 points") in text
+    assert ("Mixed / curriculum supervision for **scratch:llama-xs** (arith, lab, cot): the best, curriculum:3-6 "
+            "at 41.0 %, did not help against the best single level L6 at 77.5 % (−36.5 points") in text
+    # the granularity shape is judged on the numeric levels only
+    assert rep["per_student"][("arith", "lab", "cot", "scratch:llama-xs")]["shape"] == "monotonically increasing"

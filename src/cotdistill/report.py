@@ -311,6 +311,24 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
         if a.n_seeds == 1:
             line += " One seed only: treat the order of close levels as unsettled."
         findings.append(line)
+        # mixed / curriculum supervision (cotdistill.mix) against the best single level
+        plain = [lv for lv in curve if isinstance(lv, int)]
+        mixed = [lv for lv in curve if not isinstance(lv, int) and lv != "human"]
+        if plain and mixed:
+            bp = max(plain, key=lambda lv: curve[lv].mean)
+            bm = max(mixed, key=lambda lv: curve[lv].mean)
+            diff = curve[bm].mean - curve[bp].mean
+            t = paired_test(d, curve[bp].cells, curve[bm].cells)
+            sig = t is not None and t["p"] < 0.05
+            verdict = ("helped" if diff > 0 and sig else
+                       "did not help" if diff <= 0 else "was not significantly better")
+            others = ", ".join(f"{_lvl_name(lv)} {pct(curve[lv].mean)}" for lv in mixed if lv != bm)
+            findings.append(
+                f"Mixed / curriculum supervision for **{st}** ({task}, {_short(teacher)}, {fmt}): the best, "
+                f"{_lvl_name(bm)} at {pct(curve[bm].mean)}, {verdict} against the best single level "
+                f"{_lvl_name(bp)} at {pct(curve[bp].mean)} ({'+' if diff >= 0 else '−'}{abs(diff) * 100:.1f} points"
+                + (f", McNemar p = {t['p']:.2g}" if t else "") + ")"
+                + (f"; also {others}." if others else "."))
     # students differ in their best level?
     for task in tasks:
         for teacher in teachers:

@@ -24,3 +24,20 @@ def redact(text: str, *secrets: str | None) -> str:
         if s and len(s) >= 4:
             text = text.replace(s, "***")
     return text
+
+
+def validation_error(e, source: str, model=None) -> UserError:
+    """A pydantic ``ValidationError`` as one-line :class:`UserError` naming the file and the field:
+    ``SOURCE: unknown key 'x'; valid keys: …``, ``SOURCE: missing required key 'x'`` or
+    ``SOURCE: field 'x': <why>``. ``model`` (the pydantic class) lists the valid keys."""
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err.get("loc", ())) or "config"
+    kind = err.get("type")
+    if kind == "extra_forbidden":
+        known = f"; valid keys: {', '.join(model.model_fields)}" if model is not None and "." not in loc else ""
+        return UserError(f"{source}: unknown key {loc!r}{known}")
+    if kind == "missing":
+        return UserError(f"{source}: missing required key {loc!r}")
+    msg = str(err.get("msg", "")).removeprefix("Value error, ")
+    got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], (dict, list)) else ""
+    return UserError(f"{source}: field {loc!r}: {msg}{got}")

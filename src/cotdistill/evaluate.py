@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import answers
 from .fileio import atomic_write_text
-from .errors import UserError
+from .errors import UserError, validation_error
 from .stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_ci
 from .tasks.base import Example
 from .template import NAMED_TEMPLATES, PromptTemplate
@@ -81,11 +81,7 @@ class EvalConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err.get("loc", ())) or "config"
-            if err.get("type") == "extra_forbidden":
-                raise UserError(f"{path}: unknown key {loc!r}; valid keys: {', '.join(cls.model_fields)}") from None
-            raise UserError(f"{path}: field {loc!r}: {err.get('msg')}") from None
+            raise validation_error(e, str(path), cls) from None
 
     @field_validator("decoding")
     @classmethod

@@ -53,7 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .fileio import atomic_write_json
 from .stats import wilson_ci
-from .errors import UserError
+from .errors import UserError, validation_error
 from .mix import Candidate, TraceSource, build_traces, mix_levels, parse_level_spec, segment_pieces, train_pieces
 
 SELECTION = "selection.json"
@@ -104,12 +104,7 @@ def _validated(data: dict[str, Any], source: str = "select") -> SelectConfig:
     try:
         return SelectConfig.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err.get("loc", ())) or "config"
-        msg = str(err.get("msg", "")).removeprefix("Value error, ")
-        if err.get("type") == "extra_forbidden":
-            msg = f"unknown key; valid keys: {', '.join(SelectConfig.model_fields)}"
-        raise UserError(f"{source}: field {loc!r}: {msg}") from None
+        raise validation_error(e, source, SelectConfig) from None
 
 
 def candidates(cfg: SelectConfig) -> list[Candidate]:

@@ -39,7 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .fileio import atomic_write_text
-from .errors import UserError
+from .errors import UserError, validation_error
 from .template import NAMED_TEMPLATES, PromptTemplate
 from .traces import Trace
 
@@ -140,13 +140,7 @@ class TrainConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err.get("loc", ())) or "config"
-            if err.get("type") == "extra_forbidden":
-                raise UserError(
-                    f"{source}: unknown key {loc!r}; valid keys: {', '.join(cls.model_fields)}"
-                ) from None
-            raise UserError(f"{source}: field {loc!r}: {err.get('msg')} (got {err.get('input')!r})") from None
+            raise validation_error(e, source, cls) from None
 
     @classmethod
     def default(cls, **overrides: Any) -> "TrainConfig":

@@ -31,7 +31,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import answers
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, load_yaml_mapping
 from .errors import UserError, validation_error
 from .stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_ci
 from .tasks.base import Example
@@ -67,17 +67,7 @@ class EvalConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "EvalConfig":
         """Load from YAML; unknown keys or bad values are a one-line UserError naming the file."""
-        import yaml
-
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except OSError as e:
-            raise UserError(f"cannot read config {path}: {e.strerror or e}") from None
-        except yaml.YAMLError as e:
-            raise UserError(f"{path}: invalid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: expected a mapping of {', '.join(cls.model_fields)}")
+        data = load_yaml_mapping(path, ", ".join(cls.model_fields))
         try:
             return cls.model_validate(data)
         except ValidationError as e:

@@ -286,7 +286,7 @@ def import_paper(
 
 
 def _import_rows(name, rows, spec: FileSpec, index: _TaskIndex, keep_test, out, answers) -> FileSummary:
-    from .tasks.benchmarks import last_math_expression, math_gold
+    from .tasks.benchmarks import math_gold
 
     task = index.task
     atype = task.answer_type

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
-import math
 import os
-import random
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -365,7 +362,7 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
                     findings.append(
                         f"The students differ most at {_lvl_name(lv)} on {task} ({_short(teacher)}): {hi_s} {pct(accs[hi_s].mean)} "
                         f"vs {lo_s} {pct(accs[lo_s].mean)}" + (f" (paired McNemar p = {t['p']:.2g})" if t else "")
-                        + f": the same supervision that one student learns from, the other does not."
+                        + ": the same supervision that one student learns from, the other does not."
                     )
                 else:
                     findings.append(f"The students are within {g * 100:.1f} points of each other at every level on {task} "

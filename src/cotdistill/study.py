@@ -41,10 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .fileio import atomic_write_json
+from .fileio import atomic_write_json, load_yaml_mapping
 from .stats import wilson_ci
 from .errors import UserError
 from .mix import is_pseudo
@@ -160,16 +159,7 @@ def load_study_config(path: str | os.PathLike | dict, overrides: dict[str, Any] 
         raw, source, base = dict(path), "config", Path.cwd()
     else:
         p = Path(path)
-        if not p.exists():
-            raise UserError(f"study config {p} does not exist")
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark else ""
-            raise UserError(f"{p}{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
-        if not isinstance(raw, dict):
-            raise UserError(f"{p}: a study config is a YAML mapping (keys tasks, teachers, levels, students, ...)")
+        raw = load_yaml_mapping(p, "study keys (tasks, teachers, levels, students, ...)")
         source, base = str(p), p.resolve().parent
     for k, v in (overrides or {}).items():
         if v is not None:
@@ -536,7 +526,7 @@ def _test_examples(cfg, task: TaskSpec):
 def _generate(cfg: StudyConfig, cell: Cell, gen_dir: Path, log) -> int:
     """Run the teacher over the training split into ``gen_dir`` (``traces.jsonl`` + the call store,
     so an interrupted API generation resumes without repeating completed calls)."""
-    from .traces import Trace, write_traces
+    from .traces import write_traces
 
     examples = _train_examples(cfg, cell.task)
     if is_pseudo(cell.level, cell.teacher):  # mixed / curriculum level or union of teachers
@@ -770,7 +760,7 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
                 marks["evaluate_started"] = keys["evaluate"]
                 atomic_write_json(cdir / "stages.json", marks)
                 t0, c0 = time.time(), time.process_time()
-                metrics = _evaluate(cfg, cell, cdir / "model", cdir / "eval", log, resume=resume)
+                _evaluate(cfg, cell, cdir / "model", cdir / "eval", log, resume=resume)
                 marks["evaluate"] = {"key": keys["evaluate"], "wall_s": round(time.time() - t0, 2),
                                      "cpu_s": round(time.process_time() - c0, 2)}
                 marks.pop("evaluate_started", None)

@@ -38,7 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, load_yaml_mapping
 from .errors import UserError, validation_error
 from .template import NAMED_TEMPLATES, PromptTemplate
 from .traces import Trace
@@ -122,17 +122,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "TrainConfig":
         """Load a YAML config; unknown keys or wrong types raise a one-line UserError."""
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"config file {path} does not exist: pass a YAML file like {CONFIG_DIR / 'train_default.yaml'}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark else ""
-            raise UserError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+        data = load_yaml_mapping(path)
         return cls.validated(data, source=str(path))
 
     @classmethod

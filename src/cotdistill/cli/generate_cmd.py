@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from ..errors import UserError
+from ..fileio import load_yaml_mapping
 from ._common import DataDirOpt, console, err_console, opt_path
-
-
-def _load_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as e:
-        raise UserError(f"cannot read config {path}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of generate options at the top level")
-    return data
 
 
 def _config(base: dict[str, Any], overrides: dict[str, Any], source: str):
@@ -122,7 +108,7 @@ def register(app: typer.Typer) -> None:
 
         from ..generate import GenerationInterrupted, dry_run as do_dry_run, generate
 
-        base = _load_yaml(config) if config else {}
+        base = load_yaml_mapping(config, "generate options") if config else {}
         cfg = _config(base, dict(
             teacher=teacher, levels=levels, formats=formats, samples=samples, concurrency=concurrency,
             temperature=temperature, max_tokens=max_tokens, timeout=timeout, max_retries=max_retries, rpm=rpm,

@@ -82,9 +82,8 @@ def register(app: typer.Typer) -> None:
         config: Optional[Path] = typer.Option(None, "--config", help="YAML with SelectConfig fields (flags override it)."),
     ) -> None:
         """Choose the best supervision for one student by successive halving on a validation split."""
-        import yaml
-
         from ..errors import UserError
+        from ..fileio import load_yaml_mapping
         from ..select import _validated, config_from_study, run_select, summary_markdown
 
         train = {}
@@ -110,14 +109,7 @@ def register(app: typer.Typer) -> None:
         else:
             data = {}
             if config is not None:
-                if not config.is_file():
-                    raise UserError(f"--config {config} does not exist")
-                try:
-                    data = yaml.safe_load(config.read_text()) or {}
-                except yaml.YAMLError as e:
-                    raise UserError(f"{config}: invalid YAML ({e})") from None
-                if not isinstance(data, dict):
-                    raise UserError(f"{config}: expected a mapping of SelectConfig fields")
+                data = load_yaml_mapping(config, "SelectConfig fields")
             data.update({k: v for k, v in flags.items() if v is not None})
             if train:
                 data["train"] = {**data.get("train", {}), **train}

@@ -13,8 +13,9 @@ import pytest
 from cotdistill.errors import UserError
 from cotdistill.mix import (Candidate, TraceSource, build_traces, curriculum_level, cyclic_slice, mix_levels,
                             parse_level_spec, phase_bounds, segment_pieces, teacher_members, train_pieces)
-from cotdistill.select import (SelectConfig, _validated, candidates, round_sizes, run_select, score_model,
-                               select_vs_grid, select_vs_grid_markdown, solve_schedule, plan_cost, split_train_val)
+from cotdistill.select import (SelectConfig, _validated, candidates, item_score, paired_z, reject_sizes, round_sizes,
+                               run_select, score_model, select_vs_grid, select_vs_grid_markdown, solve_schedule,
+                               plan_cost, split_train_val)
 from cotdistill.tasks import get_task
 
 OPTS = {"steps": 3, "seed": 0, "n_train": 400, "n_test": 30}
@@ -30,14 +31,16 @@ def arith():
 # ---------------------------------------------------------------------------- names
 @pytest.mark.parametrize("spec,expected", [
     (3, ("plain", 3)), ("4", ("plain", 4)), ("human", ("plain", "human")),
-    ("mix:3-6", ("mix", (3, 6))), ("mix:difficulty", ("mix", (3, 6))),
+    ("mix:3-6", ("mix", (3, 6))), ("mix:difficulty", ("mix", (3, 6))), ("mix:2-4:loss", ("mix", (2, 4, "loss"))),
+    ("mix:difficulty:loss", ("mix", (3, 6, "loss"))), ("mix:3-6:steps", ("mix", (3, 6))),
     ("curriculum:1-3", ("curriculum", [1, 2, 3])), ("curriculum:3,6", ("curriculum", [3, 6])),
 ])
 def test_parse_level_spec(spec, expected):
     assert parse_level_spec(spec) == expected
 
 
-@pytest.mark.parametrize("bad", [7, -1, True, "mix:6-3", "curriculum:4-4", "mixed:3-6", "curriculum:3,9", "fine"])
+@pytest.mark.parametrize("bad", [7, -1, True, "mix:6-3", "curriculum:4-4", "mixed:3-6", "curriculum:3,9", "fine",
+                                 "mix:3-6:length"])
 def test_parse_level_spec_rejects(bad):
     with pytest.raises(UserError):
         parse_level_spec(bad)
@@ -89,6 +92,60 @@ def test_mix_gives_fine_levels_to_harder_items(arith):
     assert all(t.output.endswith(f"The answer is {t.gold}.") for t in traces)
 
 
+def test_student_losses_equal_the_trainers_loss(tmp_path, arith):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cotdistill.mix import student_losses
+    from cotdistill.tasks.arith import lab_rationale
+    from cotdistill.template import PromptTemplate
+    from cotdistill.train import TrainConfig
+
+    train, _ = arith
+    cand = Candidate.parse("lab", 2)
+    pieces = segment_pieces(cand, train, TraceSource(), 0, 6, total_steps=6, batch_size=8, first=True, decay=True)
+    train_pieces(pieces, "scratch:llama-xxs", tmp_path / "m", TrainConfig.scratch(**TINY_TRAIN, seed=0), seed=0)
+    losses = student_losses(tmp_path / "m", train[:20], TraceSource(), "lab", 2, batch_size=7)
+    assert set(losses) == {e.id for e in train[:20]} and len(set(losses.values())) > 1
+    # the same number the model's own loss gives for that item, one at a time, unpadded
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m", dtype=torch.float32)
+    tpl = PromptTemplate.load(tmp_path / "m") or PromptTemplate()
+    for e in train[:3]:
+        p = tok(tpl.render_prompt(e.question, tok))["input_ids"]
+        c = tok(tpl.render_completion(lab_rationale(e, 2)), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        with torch.no_grad():
+            ref = model(input_ids=torch.tensor([p + c]), labels=torch.tensor([[-100] * len(p) + c])).loss.item()
+        assert losses[e.id] == pytest.approx(ref, rel=1e-4)
+
+
+def test_loss_mix_gives_the_fine_level_to_the_students_harder_items(tmp_path, arith):
+    from cotdistill.mix import loss_mix_table, train_candidate
+    from cotdistill.train import TrainConfig
+
+    train, _ = arith
+    cand = Candidate.parse("lab", "mix:2-4:loss")
+    assert cand.levels == [2, 4] and cand.name == "lab/mix:2-4:loss/cot"
+    cfg = TrainConfig.scratch(**TINY_TRAIN, seed=0)
+    table, probe = loss_mix_table(cand, train, "scratch:llama-xxs", tmp_path / "probe", cfg, TraceSource(), probe_steps=6)
+    assert sorted(set(table.values())) == [2, 4] and abs(sum(v == 4 for v in table.values()) - len(train) / 2) <= 1
+    assert probe["steps"] == 6 and probe["train_tokens"] > 0
+    assert probe["mean_loss_hard_half"] > probe["mean_loss_easy_half"]
+    # cached: a second call trains nothing
+    stamp = (tmp_path / "probe" / "mix_table.json").stat().st_mtime
+    assert loss_mix_table(cand, train, "scratch:llama-xxs", tmp_path / "probe", cfg, TraceSource(), probe_steps=6)[0] == table
+    assert (tmp_path / "probe" / "mix_table.json").stat().st_mtime == stamp
+    # without the student, build_traces gives the pool of both levels; with the table, one trace per item
+    pool = build_traces(cand, train[:10], TraceSource())
+    assert sorted(t.level for t in pool) == [2] * 10 + [4] * 10
+    assert [t.level for t in build_traces(cand, train[:10], TraceSource(), mix_table=table)] == [table[e.id] for e in train[:10]]
+    # train_candidate runs the probe (10 % of 12 steps) and counts its tokens
+    info = train_candidate(cand, train, "scratch:llama-xxs", tmp_path / "run" / "model", cfg)
+    assert info["probe"]["steps"] == 1 and info["steps"] == 12
+    assert info["train_tokens"] > info["probe"]["train_tokens"] > 0
+    assert (tmp_path / "run" / "model.probe" / "mix_table.json").is_file()
+
+
 def test_curriculum_phases_and_pieces(arith):
     train, _ = arith
     assert phase_bounds([2, 3, 4], 12) == [0, 4, 8, 12]
@@ -127,6 +184,40 @@ def test_schedule_spends_the_budget_geometrically():
     assert solve_schedule(budget, 0, [5, 3, 2], 1000.0, 2, 400, "continue", first=100)[0] == 100
 
 
+def test_rejects_schedule_ends_rounds_in_inverse_proportion_to_survivors():
+    assert reject_sizes(4) == [4, 3, 2] and reject_sizes(2) == [2] and reject_sizes(1) == [1]
+    budget = 0.4 * 4 * 400 * 1000.0
+    cum = solve_schedule(budget, 0, [4, 3, 2], 1000.0, 2, 400, "continue", shape="inverse")
+    used = 4 * cum[0] + 3 * (cum[1] - cum[0]) + 2 * (cum[2] - cum[1])
+    assert 0.97 * budget / 1000 <= used <= budget / 1000
+    # round r ends at c / n_r: 1/4 : 1/3 : 1/2 of the same c
+    assert cum[0] * 4 == pytest.approx(cum[1] * 3, rel=0.02) == pytest.approx(cum[2] * 2, rel=0.02)
+    # the first decision comes later than halving's, the last one earlier
+    halving = solve_schedule(budget, 0, round_sizes(4, 2), 1000.0, 2, 400, "continue")
+    assert cum[0] > halving[0] and cum[-1] < halving[-1]
+    # resolved from a later point (after a drop): never goes backwards, never past max_steps
+    later = solve_schedule(budget, 150, [2], 1000.0, 2, 400, "continue", shape="inverse")
+    assert 150 < later[0] <= 400
+
+
+def test_item_scores_and_paired_z():
+    right = {"correct": True, "p_gold": 0.4}
+    wrong = {"correct": False, "p_gold": 0.3}
+    assert item_score("hybrid", right) == 1.0 and item_score("hybrid", wrong) == 0.3
+    assert item_score("soft", right) == 0.4 and item_score("accuracy", wrong) == 0.0
+    a = [1.0] * 30 + [0.0] * 70
+    b = [0.0] * 100
+    assert paired_z(a, b) > 5 and paired_z(b, a) < -5
+    assert paired_z(a, a) == 0.0
+    # a small edge on noisy items is not evidence
+    import random
+
+    rnd = random.Random(0)
+    x = [rnd.random() for _ in range(200)]
+    y = [v + rnd.gauss(0, 0.3) - 0.01 for v in x]
+    assert abs(paired_z(x, y)) < 2.58
+
+
 # ---------------------------------------------------------------------------- training
 def test_continuation_starts_from_the_previous_weights(tmp_path, arith):
     import torch
@@ -159,7 +250,8 @@ def test_continuation_starts_from_the_previous_weights(tmp_path, arith):
 def selection(tmp_path_factory):
     out = tmp_path_factory.mktemp("sel") / "run"
     cfg = dict(task="arith", task_options=OPTS, student="scratch:llama-xxs", levels=[0, 3, "curriculum:2-3"],
-               budget=0.5, out=str(out), val_size=20, seed=0, train=TINY_TRAIN, threads=1, eval_batch_size=20)
+               budget=0.5, out=str(out), val_size=20, seed=0, train=TINY_TRAIN, threads=1, eval_batch_size=20,
+               drop_z=None)
     return cfg, run_select(cfg, progress=False)
 
 
@@ -176,6 +268,9 @@ def test_select_end_to_end(selection, arith):
     for s in r1["scores"]:
         assert s["n"] == 20 and s["ci_low"] <= s["accuracy"] <= s["ci_high"]
         assert 0 <= s["p_gold_low"] <= s["p_gold"] <= s["p_gold_high"] <= 1
+        assert s["accuracy"] <= s["hybrid"] and 0 <= s["hybrid_low"] <= s["hybrid"] <= s["hybrid_high"] <= 1
+    assert [s["candidate"] for s in r1["scores"]] == sorted(
+        (s["candidate"] for s in r1["scores"]), key=lambda c: -next(x["hybrid"] for x in r1["scores"] if x["candidate"] == c))
     # compute: the tokens the trainer reports, within the budget, well below the grid
     spent = sum(s["train_tokens"] for rd in sel["rounds"] for s in rd["scores"])
     assert sel["spent_tokens"] == spent and spent <= sel["budget_tokens"] * 1.05
@@ -247,3 +342,37 @@ def test_cli_errors_are_one_line(tmp_path):
         p = subprocess.run([sys.executable, "-m", "cotdistill", "select", *args], capture_output=True, text=True, env=env)
         assert p.returncode == 2, p.stderr
         assert p.stderr.strip().startswith("error:") and msg in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.slow
+def test_clearly_worse_candidates_are_dropped_early(tmp_path):
+    # a near-zero drop_z makes every kept candidate below the leader "clearly worse": one round decides
+    cfg = dict(task="arith", task_options=OPTS, student="scratch:llama-xxs", levels=[0, 3, 4], budget=0.5,
+               out=str(tmp_path / "sel"), val_size=20, seed=0, train=TINY_TRAIN, threads=1, eval_batch_size=20,
+               drop_z=1e-9)
+    res = run_select(cfg, progress=False)
+    r1 = res["rounds"][0]
+    assert len(res["rounds"]) == 1 and r1["kept"] == [res["winner"]["candidate"]]
+    assert len(r1["dropped_clearly_worse"]) == 1 and r1["dropped_clearly_worse"][0] in r1["dropped"]
+    z = {s["candidate"]: s["z_below_leader"] for s in r1["scores"]}
+    assert z[r1["kept"][0]] is None and all(z[c] > 0 for c in r1["dropped_clearly_worse"])
+    assert "clearly worse" in (tmp_path / "sel" / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_select_with_a_loss_mix_counts_the_probe_and_writes_its_traces(tmp_path):
+    from cotdistill.train import load_traces
+
+    cfg = dict(task="arith", task_options=OPTS, student="scratch:llama-xxs", levels=[3, "mix:2-4:loss"], budget=0.5,
+               out=str(tmp_path / "sel"), val_size=20, seed=0, train=TINY_TRAIN, threads=1, eval_batch_size=20,
+               drop_z=None)
+    res = run_select(cfg, progress=False)
+    probe = res["probe_tokens"]["lab/mix:2-4:loss/cot"]
+    assert probe > 0
+    assert res["spent_tokens"] == probe + sum(s["train_tokens"] for rd in res["rounds"] for s in rd["scores"])
+    assert (tmp_path / "sel" / "probes").is_dir()
+    # a loss mix that wins writes one trace per item, each at the level the student's loss chose
+    one = run_select({**cfg, "levels": ["mix:2-4:loss"], "out": str(tmp_path / "one")}, progress=False)
+    assert one["winner"]["candidate"] == "lab/mix:2-4:loss/cot"
+    tr = load_traces([tmp_path / "one" / "traces.jsonl"])
+    assert len(tr) == OPTS["n_train"] and {t.level for t in tr} == {2, 4}

@@ -346,17 +346,23 @@ def test_mixed_and_curriculum_levels_run_as_cells(tmp_path):
     traces that really mix levels (mix) or order them coarse to fine (curriculum)."""
     from cotdistill.traces import read_traces
 
-    cfg = load_study_config(base_config(tmp_path / "out", levels=[3, "mix:difficulty", "curriculum:2-4"]))
-    assert cfg.levels == [3, "mix:3-6", "curriculum:2-4"]
+    cfg = load_study_config(base_config(tmp_path / "out", levels=[3, "mix:difficulty", "curriculum:2-4",
+                                                                   "mix:difficulty:loss"]))
+    assert cfg.levels == [3, "mix:3-6", "curriculum:2-4", "mix:3-6:loss"]
     ids = [c.id for c in expand_cells(cfg)]
     assert any("__mix-3-6__" in i for i in ids) and any("__curriculum-2-4__" in i for i in ids)
+    assert any("__mix-3-6-loss__" in i for i in ids)
     summary = run_study(cfg, jobs=1, progress=False)
     rows = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
-    assert {r["level"] for r in rows} == {3, "mix:3-6", "curriculum:2-4"}
+    assert {r["level"] for r in rows} == {3, "mix:3-6", "curriculum:2-4", "mix:3-6:loss"}
     assert all(r["status"] == "ok" for r in rows), rows
     mix_cell = next(c for c in (tmp_path / "out" / "cells").iterdir() if "__mix-3-6__" in c.name)
     levels = {t.level for t in read_traces(mix_cell / "traces.jsonl")}
     assert levels == {3, 6}  # easy items get L3, hard ones L6
+    # the loss mix ranks items by a probe of each student, trained next to the cell's model
+    for loss_cell in (c for c in (tmp_path / "out" / "cells").iterdir() if "__mix-3-6-loss__" in c.name):
+        table = json.loads(next(loss_cell.glob("*.probe/mix_table.json")).read_text())
+        assert set(table["table"].values()) == {3, 6} and table["probe"]["train_tokens"] > 0
     assert summary.ran
 
 

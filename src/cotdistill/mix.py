@@ -7,8 +7,12 @@ Names a study or ``cotdistill select`` can list next to the plain levels and tea
                               training items gets the coarse level A, the harder half the fine
                               level B. Difficulty = the teacher's step count (then length) of
                               its finest (level 6) rationale for the item.
+``level: "mix:A-B:loss"``     the same split, difficulty from the student's own loss: a probe (the
+                              student trained on level A for 10 % of the run's steps, counted in
+                              the candidate's tokens) scores every training item by its mean
+                              token loss on the level-A target; the higher half gets level B.
 ``level: "mix:difficulty"``   alias of ``mix:3-6`` (the coarsest and finest level that write
-                              operands on ``arith``).
+                              operands on ``arith``); ``mix:difficulty:loss`` = ``mix:3-6:loss``.
 ``level: "curriculum:A-B"``   coarse-to-fine over training steps: the run is cut into equal
                               phases, phase k trains on level ``A + k`` (``curriculum:1-6``: six
                               phases). ``curriculum:3,6`` lists the phase levels explicitly.
@@ -43,7 +47,8 @@ from typing import Any, Callable, Sequence
 from .errors import UserError
 from .traces import Trace
 
-MIX_ALIASES = {"mix:difficulty": "mix:3-6"}
+MIX_ALIASES = {"mix:difficulty": "mix:3-6", "mix:difficulty:steps": "mix:3-6", "mix:difficulty:loss": "mix:3-6:loss"}
+PROBE_FRACTION = 0.1  # share of the run's steps the loss-difficulty probe trains
 
 
 # ------------------------------------------------------------------------------------------
@@ -63,12 +68,12 @@ def parse_level_spec(level: Any) -> tuple[str, Any]:
     if s == "human":
         return "plain", "human"
     s = MIX_ALIASES.get(s, s)
-    m = re.fullmatch(r"mix:(\d)-(\d)", s)
+    m = re.fullmatch(r"mix:(\d)-(\d)(?::(steps|loss))?", s)
     if m:
         a, b = int(m.group(1)), int(m.group(2))
         if not (0 <= a < b <= 6):
             raise UserError(f"level {level!r}: mix:A-B needs 0 <= A < B <= 6 (A for easy items, B for hard ones)")
-        return "mix", (a, b)
+        return "mix", ((a, b, "loss") if m.group(3) == "loss" else (a, b))
     m = re.fullmatch(r"curriculum:(\d)-(\d)", s)
     if m:
         a, b = int(m.group(1)), int(m.group(2))
@@ -82,7 +87,7 @@ def parse_level_spec(level: Any) -> tuple[str, Any]:
             raise UserError(f"level {level!r}: curriculum levels must be 0..6")
         return "curriculum", lv
     raise UserError(
-        f"level {level!r} is not available; use 0..6, 'human', 'mix:A-B', 'mix:difficulty', "
+        f"level {level!r} is not available; use 0..6, 'human', 'mix:A-B', 'mix:A-B:loss', 'mix:difficulty', "
         "'curriculum:A-B' or 'curriculum:A,B,C'"
     )
 
@@ -121,6 +126,8 @@ class Candidate:
             level = int(level)
         if kind != "plain":
             level = MIX_ALIASES.get(str(level).strip().lower(), str(level).strip().lower())
+            if level.endswith(":steps"):
+                level = level[:-len(":steps")]  # the default difficulty
         if fmt not in ("cot", "subq", "rar", "sym"):
             raise UserError(f"format {fmt!r}: use cot, subq, rar or sym")
         if level == 0 or level == "human":
@@ -138,7 +145,7 @@ class Candidate:
         if kind == "plain":
             return [v]
         if kind == "mix":
-            return list(v)
+            return list(v[:2])
         return list(dict.fromkeys(v))
 
     @property
@@ -211,17 +218,120 @@ def difficulty(example: Any, source: TraceSource, teacher: str) -> tuple[int, in
     return count_steps(text, "cot"), proxy_tokens(text)
 
 
-def mix_levels(examples: Sequence[Any], levels: tuple[int, int], source: TraceSource, teacher: str) -> dict[str, int]:
-    """Per-example level: easier half (by :func:`difficulty`) coarse, harder half fine."""
-    a, b = levels
-    if teacher != "lab":
-        source.prepare(teacher, examples, 6, "cot")
-    d = sorted(((difficulty(e, source, teacher), i) for i, e in enumerate(examples)))
+def is_loss_mix(level: Any) -> bool:
+    """True for ``mix:A-B:loss`` (difficulty from the student's own loss)."""
+    try:
+        kind, spec = parse_level_spec(level)
+    except UserError:
+        return False
+    return kind == "mix" and len(spec) == 3
+
+
+def mix_levels(examples: Sequence[Any], levels: tuple, source: TraceSource, teacher: str,
+               losses: dict[str, float] | None = None) -> dict[str, int]:
+    """Per-example level: easier half coarse (level A), harder half fine (level B). Difficulty is
+    the teacher's step count (:func:`difficulty`), or for ``(A, B, "loss")`` the student's loss
+    per item (``losses``, from :func:`student_losses`)."""
+    a, b = levels[:2]
+    if len(levels) > 2:
+        if losses is None:
+            raise UserError(f"mix:{a}-{b}:loss needs the student's per-item losses (cotdistill.mix.loss_mix_table)")
+        missing = [e.id for e in examples if e.id not in losses]
+        if missing:
+            raise UserError(f"mix:{a}-{b}:loss: no student loss for {len(missing)} items, e.g. {missing[0]}")
+        d = sorted(((losses[e.id], i) for i, e in enumerate(examples)))
+    else:
+        if teacher != "lab":
+            source.prepare(teacher, examples, 6, "cot")
+        d = sorted(((difficulty(e, source, teacher), i) for i, e in enumerate(examples)))
     cut = len(d) // 2
     out: dict[str, int] = {}
     for rank, (_, i) in enumerate(d):
         out[examples[i].id] = a if rank < cut else b
     return out
+
+
+def student_losses(model_dir: str | os.PathLike, examples: Sequence[Any], source: TraceSource, teacher: str,
+                   level: Any, fmt: str = "cot", batch_size: int = 64) -> dict[str, float]:
+    """Mean token loss (nats) of the model on each item's level-``level`` target (rationale + answer
+    + EOS, as training sees it) after the item's prompt: the student's own difficulty."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .template import PromptTemplate
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.eval()
+    template = PromptTemplate.load(model_dir) or PromptTemplate()
+    add_special = template.kind != "chat"
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    members = teacher_members(teacher)
+    for m in set(members):
+        source.prepare(m, examples, level, fmt)
+    rows = []
+    for e in examples:
+        t = _member_for(e.id, members) if len(members) > 1 else members[0]
+        text = source.rationale(t, e, level, fmt)
+        if text is None:
+            text = f"The answer is {e.answer}."
+        p = tok(template.render_prompt(e.question, tok), add_special_tokens=add_special)["input_ids"]
+        c = tok(template.render_completion(text), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        rows.append((e.id, p, c))
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        for b in range(0, len(rows), batch_size):
+            batch = rows[b:b + batch_size]
+            seqs = [p + c for _, p, c in batch]
+            M = max(len(x) for x in seqs)
+            x = torch.tensor([q + [pad] * (M - len(q)) for q in seqs])
+            att = torch.tensor([[1] * len(q) + [0] * (M - len(q)) for q in seqs])
+            logp = torch.log_softmax(model(input_ids=x, attention_mask=att).logits.float(), dim=-1)
+            for j, (eid, p, c) in enumerate(batch):
+                s0, s1 = len(p), len(p) + len(c)
+                tgt = x[j, s0:s1]
+                lp = logp[j, s0 - 1:s1 - 1].gather(-1, tgt[:, None]).squeeze(-1)
+                out[eid] = float(-lp.mean())
+    return out
+
+
+def loss_mix_table(cand: Candidate, examples: Sequence[Any], student: str, work_dir: str | os.PathLike, config: Any,
+                   source: TraceSource, probe_steps: int | None = None) -> tuple[dict[str, int], dict[str, Any]]:
+    """The per-item levels of a ``mix:A-B:loss`` candidate for this student: train a probe (the
+    student on level A for ``probe_steps``, default 10 % of the run, from scratch), score every item
+    by the probe's loss on its level-A target, give the higher-loss half level B. Cached in
+    ``work_dir`` (``probe/``, ``losses.json``, ``mix_table.json``). Returns the table and the probe's
+    training info (its tokens count as the candidate's compute)."""
+    kind, spec = parse_level_spec(cand.level)
+    if kind != "mix" or len(spec) < 3:
+        raise UserError(f"{cand.name} is not a loss-difficulty mix (mix:A-B:loss)")
+    a = spec[0]
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    table_path = work / "mix_table.json"
+    total = int(config.max_steps or math.ceil(config.epochs * len(examples) / config.batch_size))
+    steps = probe_steps or max(1, int(round(PROBE_FRACTION * total)))
+    if table_path.is_file():
+        saved = json.loads(table_path.read_text())
+        if saved.get("probe", {}).get("steps") == steps and len(saved["table"]) == len(examples):
+            return {k: int(v) for k, v in saved["table"].items()}, saved["probe"]
+    probe_cand = Candidate(cand.teacher, a, cand.format)
+    pieces = segment_pieces(probe_cand, examples, source, 0, steps, batch_size=config.batch_size, total_steps=steps,
+                            first=True, decay=True)
+    info = train_pieces(pieces, student, work / "probe", config, config.seed + 7)
+    losses = student_losses(work / "probe", examples, source, cand.teacher, a, cand.format)
+    table = mix_levels(examples, spec, source, teacher_members(cand.teacher)[0], losses=losses)
+    probe = {"steps": steps, "level": a, "train_tokens": int(info["train_tokens"]), "wall_s": round(info["wall_s"], 2),
+             "mean_loss_easy_half": _mean([losses[k] for k, v in table.items() if v == a]),
+             "mean_loss_hard_half": _mean([losses[k] for k, v in table.items() if v != a])}
+    from .fileio import atomic_write_json
+
+    atomic_write_json(table_path, {"candidate": cand.name, "probe": probe, "table": table})
+    return table, probe
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(sum(xs) / len(xs), 4) if xs else None
 
 
 def _member_for(example_id: str, members: list[str]) -> str:
@@ -254,6 +364,9 @@ def build_traces(cand: Candidate, examples: Sequence[Any], source: TraceSource, 
     rationale for are skipped."""
     kind, spec = parse_level_spec(cand.level)
     members = teacher_members(cand.teacher)
+    if kind == "mix" and mix_table is None and len(spec) > 2:
+        # no student at hand: the pool both levels come from (training picks per item by the student's loss)
+        return [t for lv in spec[:2] for t in build_traces(Candidate(cand.teacher, lv, cand.format), examples, source)]
     if kind == "mix" and mix_table is None:
         mix_table = mix_levels(examples, spec, source, members[0])
     if kind == "curriculum" and level_of is None:
@@ -407,7 +520,17 @@ def train_candidate(cand: Candidate, examples: Sequence[Any], student: str, out_
         pieces = segment_pieces(cand, examples, source, 0, total, batch_size=config.batch_size, total_steps=total,
                                 first=True, decay=True)
         return train_pieces(pieces, student, out_dir, config, config.seed, progress=progress)
-    traces = build_traces(cand, examples, source)
+    probe = None
+    table = None
+    if is_loss_mix(cand.level):
+        out = Path(out_dir)
+        table, probe = loss_mix_table(cand, examples, student, out.with_name(out.name + ".probe"), config, source)
+    traces = build_traces(cand, examples, source, mix_table=table)
     res = train(traces, student, out_dir, config, resume=True, progress=progress)
-    return {"train_tokens": int(res.train_tokens), "steps": int(res.steps), "wall_s": float(res.wall_s),
+    info = {"train_tokens": int(res.train_tokens), "steps": int(res.steps), "wall_s": float(res.wall_s),
             "final_loss": res.final_loss}
+    if probe:
+        # the probe is part of this candidate's compute
+        info.update(train_tokens=info["train_tokens"] + probe["train_tokens"], wall_s=info["wall_s"] + probe["wall_s"],
+                    probe=probe)
+    return info

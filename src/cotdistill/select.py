@@ -1,13 +1,13 @@
-"""Choose the supervision for one student with a fraction of the grid's compute (successive halving).
+"""Choose the supervision for one student with a fraction of the grid's compute.
 
 ``cotdistill select`` trains every candidate (teacher x level x format, plus mixed / curriculum /
 union candidates from :mod:`cotdistill.mix`) for a short time, scores it on a **validation split
-carved from the training split** (the test split is never read), drops the weaker ``1 - 1/eta``
-and trains the survivors further, until one is left::
+carved from the training split** (the test split is never read), drops the weakest and trains the
+survivors further, until one is left::
 
     from cotdistill.select import SelectConfig, run_select
     res = run_select(SelectConfig(task="arith", task_options={"n_train": 12800}, student="scratch:llama-xxs",
-                                  teachers=["lab"], levels=[0, 2, 3, 4, 6], budget=0.4, out="sel"))
+                                  teachers=["lab"], levels=[0, 2, 3, 4], budget=0.4, out="sel"))
     res["winner"], res["spent_tokens"], res["grid_tokens"]
 
 Design (measured in ``benchmarks/bench_select.py``; see the README section "Choosing supervision
@@ -15,21 +15,27 @@ per student"):
 
 * **budget** in training tokens (prompt + completion, as ``train`` counts them), or a fraction of
   the full grid's tokens (``0.4`` = 40 %). The grid = every candidate trained for ``max_steps``.
-* **schedule**: successive halving with equal optimizer steps for every survivor of a round (the
-  grid compares supervision at equal steps). Round r trains each survivor ``d_r = s * eta**r``
-  more steps (capped at ``max_steps`` in total); ``s`` is solved so that the planned rounds spend
-  the budget, and re-solved after each round from what is really left.
+* **schedule** ``rejects`` (default), after successive rejects (Audibert & Bubeck, 2010): each
+  round drops the worst candidate, plus every candidate whose paired validation score is
+  ``drop_z`` standard errors below the leader's; round r ends at a step proportional to
+  ``1 / survivors`` (the last two candidates run twice as far as the first four). ``halving``:
+  keep the best ``1/eta`` each round, round r adds ``s * eta**r`` steps. Either way every survivor
+  of a round has the same number of optimizer steps (the grid compares supervision at equal
+  steps), and the scale is solved so that the planned rounds spend the budget, re-solved after
+  each round from what is really left. Why rejects is the default: on ``arith`` the validation
+  signal appears only after 100-200 steps, and halving's short first round dropped half the
+  candidates on noise; dropping one at a time risks less and still ends past the transition.
 * **continuation** (``mode: continue``, default): a survivor continues from its checkpoint with a
   warmup-stable-decay schedule -- warmup then constant learning rate, and a linear decay to zero
   in the last round, so every comparison is between models at the same point of the same
   schedule. ``mode: retrain`` trains survivors from scratch for the round's total steps with the
   student's own (cosine) schedule instead (costs more tokens per round).
-* **score**: on the validation split, greedy decoding; accuracy with a Wilson interval, and the
-  *gold-answer probability*: the student's probability of ``" {gold}."`` after its own rationale
-  up to ``The answer is`` (a smooth version of accuracy that ranks candidates before accuracy
-  leaves chance level; on ``arith`` accuracy jumps between 200 and 300 steps). ``score: soft``
-  (default) ranks by that probability, ``score: accuracy`` by accuracy with the probability as
-  tie-breaker.
+* **score**: on the validation split, greedy decoding; per item ``hybrid`` (default) = 1 if the
+  answer is right, else the *gold-answer probability*: the student's probability of
+  ``" {gold}."`` after its own rationale up to ``The answer is`` (a smooth credit that ranks
+  candidates before accuracy leaves chance level, while a right answer always counts in full).
+  ``soft`` = that probability alone, ``accuracy`` = 0/1. Accuracy has a Wilson interval, the
+  others a normal one; a drop on evidence uses the paired difference on the same items.
 
 Outputs in ``out``: ``selection.json`` (config, candidates, schedule, every round's scores with
 intervals, winner, tokens spent against the grid's), ``summary.md`` (readable),
@@ -53,9 +59,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .fileio import atomic_write_json
 from .stats import wilson_ci
 from .errors import UserError, validation_error
-from .mix import Candidate, TraceSource, build_traces, mix_levels, parse_level_spec, segment_pieces, train_pieces
+from .mix import (Candidate, TraceSource, build_traces, is_loss_mix, loss_mix_table, mix_levels, parse_level_spec,
+                  segment_pieces, student_losses, train_pieces)
 
 SELECTION = "selection.json"
+SCORE_NAMES = {"hybrid": "hybrid score (1 per right answer, P(gold) for a wrong one)",
+               "soft": "gold-answer probability", "accuracy": "accuracy"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -73,14 +82,21 @@ class SelectConfig(BaseModel):
     teachers: list[str] = Field(default_factory=lambda: ["lab"], min_length=1,
                                 description="teacher specs; 'union:a+b' for a union of teachers")
     levels: list[Union[int, str]] = Field(default_factory=lambda: [0, 2, 3, 4, 6], min_length=1,
-                                          description="0..6, 'human', 'mix:A-B', 'mix:difficulty', 'curriculum:A-B'")
+                                          description="0..6, 'human', 'mix:A-B', 'mix:A-B:loss', 'mix:difficulty', 'curriculum:A-B'")
     formats: list[Literal["cot", "subq", "rar", "sym"]] = Field(default_factory=lambda: ["cot"], min_length=1)
     budget: float = Field(0.4, gt=0, description="training tokens; a value <= 1 is a fraction of the full grid's tokens")
     out: str = Field(..., description="output directory")
     seed: int = Field(0, description="training seed (and validation carve)")
-    eta: float = Field(2.0, gt=1, description="keep the best 1/eta of the candidates each round")
+    schedule: Literal["rejects", "halving"] = Field(
+        "rejects", description="rejects: drop the worst candidate each round (and any clearly worse), round r ends at "
+                               "steps proportional to 1/survivors (successive rejects); halving: keep the best 1/eta "
+                               "each round, geometric increments")
+    eta: float = Field(2.0, gt=1, description="halving: keep the best 1/eta of the candidates each round")
+    drop_z: float | None = Field(2.58, gt=0, description="also drop every candidate whose paired validation score is this "
+                                                        "many standard errors below the leader's (null: never)")
     mode: Literal["continue", "retrain"] = Field("continue", description="survivors continue from their checkpoint (WSD) or retrain")
-    score: Literal["soft", "accuracy"] = Field("soft", description="rank by gold-answer probability or by accuracy")
+    score: Literal["hybrid", "soft", "accuracy"] = Field(
+        "hybrid", description="per validation item: hybrid = 1 if correct else P(gold); soft = P(gold); accuracy = correct")
     val_size: int = Field(200, ge=10, description="validation items carved from the end of the training split")
     first_steps: int | None = Field(None, ge=1, description="steps of the first round (default: solved from the budget)")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields (max_steps = the full run's length)")
@@ -215,12 +231,40 @@ def score_model(model_dir: str | os.PathLike, examples: list[Any], max_new_token
     k = sum(p["correct"] for p in preds)
     lo, hi = wilson_ci(k, n)
     ps = [p["p_gold"] for p in preds]
-    mean = sum(ps) / max(n, 1)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in ps) / max(n - 1, 1))
-    half = 1.96 * sd / math.sqrt(max(n, 1))
+    mean, half = _mean_half(ps)
+    hy, hy_half = _mean_half([item_score("hybrid", p) for p in preds])
     return {"n": n, "accuracy": k / max(n, 1), "ci_low": lo, "ci_high": hi,
             "p_gold": mean, "p_gold_low": max(0.0, mean - half), "p_gold_high": min(1.0, mean + half),
+            "hybrid": hy, "hybrid_low": max(0.0, hy - hy_half), "hybrid_high": min(1.0, hy + hy_half),
             "predictions": preds}
+
+
+def item_score(score: str, pred: dict[str, Any]) -> float:
+    """One validation item's score: ``hybrid`` (1 if the greedy answer is right, else the gold
+    answer's probability), ``soft`` (the gold answer's probability) or ``accuracy`` (0/1)."""
+    if score == "accuracy":
+        return float(pred["correct"])
+    if score == "soft":
+        return float(pred["p_gold"])
+    return 1.0 if pred["correct"] else float(pred["p_gold"])
+
+
+def _mean_half(vals: list[float], z: float = 1.96) -> tuple[float, float]:
+    """Mean and normal-approximation half-width of its ``z`` interval."""
+    n = len(vals)
+    mean = sum(vals) / max(n, 1)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / max(n - 1, 1))
+    return mean, z * sd / math.sqrt(max(n, 1))
+
+
+def paired_z(a: list[float], b: list[float]) -> float:
+    """z statistic of the mean paired difference ``a - b`` over the same items (capped at +-1e6, the
+    value when every item favours one side by the same margin; JSON has no infinity)."""
+    d = [x - y for x, y in zip(a, b)]
+    mean, half = _mean_half(d, z=1.0)
+    if half == 0:
+        return 1e6 if mean > 0 else (-1e6 if mean < 0 else 0.0)
+    return max(-1e6, min(1e6, mean / half))
 
 
 # ------------------------------------------------------------------------------------------
@@ -239,15 +283,27 @@ def round_sizes(n: int, eta: float) -> list[int]:
     return sizes
 
 
+def reject_sizes(n: int) -> list[int]:
+    """Survivors per round under successive rejects: n, n-1, ..., 2 (one candidate dropped per round)."""
+    return list(range(n, 1, -1)) or [1]
+
+
 def plan_cost(done: int, sizes: list[int], step_cost: float, s: float, eta: float, max_steps: int,
-              mode: str, first: int | None = None) -> tuple[float, list[int]]:
-    """Tokens the remaining rounds cost for increment scale ``s``, and the cumulative steps per round.
+              mode: str, first: int | None = None, shape: str = "geometric") -> tuple[float, list[int]]:
+    """Tokens the remaining rounds cost for scale ``s``, and the cumulative steps per round.
 
     ``done``: steps the survivors already have; ``sizes``: survivors in each remaining round;
-    ``step_cost``: tokens per optimizer step of a mean candidate."""
+    ``step_cost``: tokens per optimizer step of a mean candidate. ``shape``: ``geometric`` (round r
+    adds ``s * eta**r`` steps: successive halving) or ``inverse`` (round r ends at step ``s / n_r``,
+    the successive-rejects proportions: a round with half the survivors runs twice as far)."""
     t, cost, cum = done, 0.0, []
     for r, n in enumerate(sizes):
-        d = first if (r == 0 and first) else max(1, int(round(s * eta ** r)))
+        if r == 0 and first:
+            d = first
+        elif shape == "inverse":
+            d = max(1, int(round(s / n)) - t)
+        else:
+            d = max(1, int(round(s * eta ** r)))
         nt = min(max_steps, t + d)
         cost += n * step_cost * ((nt - t) if mode == "continue" else nt)
         t = nt
@@ -256,16 +312,16 @@ def plan_cost(done: int, sizes: list[int], step_cost: float, s: float, eta: floa
 
 
 def solve_schedule(budget: float, done: int, sizes: list[int], step_cost: float, eta: float, max_steps: int,
-                   mode: str, first: int | None = None) -> list[int]:
-    """Cumulative steps per remaining round, the largest geometric schedule that fits ``budget``."""
-    lo, hi = 0.0, float(max_steps)
+                   mode: str, first: int | None = None, shape: str = "geometric") -> list[int]:
+    """Cumulative steps per remaining round, the largest schedule of the given shape that fits ``budget``."""
+    lo, hi = 0.0, float(max_steps) * (max(sizes) if shape == "inverse" else 1)
     for _ in range(60):
         mid = (lo + hi) / 2
-        if plan_cost(done, sizes, step_cost, mid, eta, max_steps, mode, first)[0] <= budget:
+        if plan_cost(done, sizes, step_cost, mid, eta, max_steps, mode, first, shape)[0] <= budget:
             lo = mid
         else:
             hi = mid
-    return plan_cost(done, sizes, step_cost, lo, eta, max_steps, mode, first)[1]
+    return plan_cost(done, sizes, step_cost, lo, eta, max_steps, mode, first, shape)[1]
 
 
 # ------------------------------------------------------------------------------------------
@@ -290,7 +346,13 @@ def _tokens_per_example(traces: list[Any], student: str) -> float:
 def _ranking_key(score: str, s: dict[str, Any]) -> tuple:
     if score == "accuracy":
         return (s["accuracy"], s["p_gold"])
-    return (s["p_gold"], s["accuracy"])
+    if score == "soft":
+        return (s["p_gold"], s["accuracy"])
+    return (s.get("hybrid", s["accuracy"]), s["accuracy"], s["p_gold"])
+
+
+def _remaining_sizes(cfg: SelectConfig, n: int) -> list[int]:
+    return reject_sizes(n) if cfg.schedule == "rejects" else round_sizes(n, cfg.eta)
 
 
 def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, console: Any = None) -> dict[str, Any]:
@@ -322,8 +384,15 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
     mix_tables: dict[str, dict[str, int]] = {}
     cost: dict[str, float] = {}
     val_len: dict[str, int] = {}
+    probe_tokens: dict[str, int] = {}
     for c in cands:
-        if c.kind == "mix":
+        if c.kind == "mix" and is_loss_mix(c.level):
+            # difficulty from this student's own loss: a probe trained on the coarse level (its tokens count)
+            with _quiet(out / "log.txt"):
+                mix_tables[c.name], probe = loss_mix_table(c, train_ex, cfg.student, out / "probes" / c.slug,
+                                                           base.with_overrides(max_steps=max_steps), source)
+            probe_tokens[c.name] = probe["train_tokens"]
+        elif c.kind == "mix":
             from .mix import teacher_members
 
             mix_tables[c.name] = mix_levels(train_ex, parse_level_spec(c.level)[1], source, teacher_members(c.teacher)[0])
@@ -336,35 +405,40 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
         for lv in c.levels:
             vt += build_traces(Candidate(c.teacher, lv, c.format), val_ex[:50], source)
         val_len[c.name] = max(len(t.output) for t in vt) if vt else 64
-    grid_tokens = sum(cost[c.name] * max_steps for c in cands)
+    grid_tokens = sum(cost[c.name] * max_steps + probe_tokens.get(c.name, 0) for c in cands)
     plain_grid = sum(cost[c.name] * max_steps for c in cands if c.kind == "plain" and not c.teacher.startswith("union:"))
     budget = cfg.budget * grid_tokens if cfg.budget <= 1 else cfg.budget
-    sizes = round_sizes(len(cands), cfg.eta)
+    shape = "inverse" if cfg.schedule == "rejects" else "geometric"
+    spent_probes = float(sum(probe_tokens.values()))
 
     state_path = out / SELECTION
     rounds: list[dict[str, Any]] = []
     alive = list(cands)
     done_steps = 0
-    spent = 0.0
+    spent = spent_probes
     model_of: dict[str, str] = {}
     schedule_planned = None
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, disable=not progress,
                     transient=False)
     with prog:
-        total_task = prog.add_task("select", total=len(sizes), info="")
-        for r, n_r in enumerate(sizes):
+        total_task = prog.add_task("select", total=len(_remaining_sizes(cfg, len(alive))), info="")
+        r = 0
+        while True:
+            sizes = _remaining_sizes(cfg, len(alive))
+            prog.update(total_task, total=r + len(sizes))
             mean_cost = sum(cost[c.name] for c in alive) / len(alive)
-            cum = solve_schedule(budget - spent, done_steps, sizes[r:], mean_cost, cfg.eta, max_steps, cfg.mode,
-                                 cfg.first_steps if r == 0 else None)
+            cum = solve_schedule(budget - spent, done_steps, sizes, mean_cost, cfg.eta, max_steps, cfg.mode,
+                                 cfg.first_steps if r == 0 else None, shape)
             if schedule_planned is None:
                 schedule_planned = cum
             target = cum[0]
             if target <= done_steps:
                 break  # no budget left for another round
-            last = r == len(sizes) - 1 or target >= max_steps
+            last = len(sizes) == 1 or target >= max_steps
             rtask = prog.add_task(f"round {r + 1}: {len(alive)} × → step {target}", total=len(alive), info="")
             scores: dict[str, dict[str, Any]] = {}
+            items: dict[str, list[float]] = {}
             for c in alive:
                 rdir = out / "runs" / c.slug / f"r{r}-s{target}"
                 prog.update(rtask, info=c.name)
@@ -388,27 +462,38 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
                                                 cfg.seed)
                         sc = score_model(rdir / "model", val_ex, max_new_tokens=int(val_len[c.name] * 1.5) + 16,
                                          batch_size=cfg.eval_batch_size)
-                        with open(rdir / "val_predictions.jsonl", "w", encoding="utf-8") as f:
+                        tmp = rdir / ".val_predictions.jsonl.tmp"
+                        with open(tmp, "w", encoding="utf-8") as f:
                             for p in sc.pop("predictions"):
                                 f.write(json.dumps(p) + "\n")
+                        os.replace(tmp, rdir / "val_predictions.jsonl")
                         sc.update({"train_tokens": info["train_tokens"], "steps_this_round": info["steps"],
                                    "wall_s": round(info["wall_s"], 2)})
                         atomic_write_json(score_path, sc)
+                preds = [json.loads(x) for x in (rdir / "val_predictions.jsonl").read_text(encoding="utf-8").splitlines() if x]
+                items[c.name] = [item_score(cfg.score, p) for p in preds]
                 model_of[c.name] = str(rdir / "model")
                 spent += sc["train_tokens"]
                 scores[c.name] = sc
                 prog.advance(rtask)
             ranked = sorted(alive, key=lambda c: _ranking_key(cfg.score, scores[c.name]), reverse=True)
-            keep_n = sizes[r + 1] if r + 1 < len(sizes) else 1
-            if last:
-                keep_n = 1
+            keep_n = 1 if last else sizes[1]
             kept, dropped = ranked[:keep_n], ranked[keep_n:]
+            # a candidate clearly below the leader on the same items goes now, whatever the plan
+            lead = ranked[0].name
+            z_vs_leader = {c.name: round(paired_z(items[lead], items[c.name]), 3) for c in ranked[1:]}
+            clear = [c for c in kept[1:] if cfg.drop_z is not None and z_vs_leader[c.name] >= cfg.drop_z]
+            kept = [c for c in kept if c not in clear]
+            dropped = dropped + clear
             rounds.append({
                 "round": r + 1, "steps": target, "steps_added": target - done_steps if cfg.mode == "continue" else target,
                 "schedule": "warmup-stable-decay" if cfg.mode == "continue" else "cosine (retrain)",
                 "decayed": last if cfg.mode == "continue" else True,
-                "scores": [{"candidate": c.name, **{k: v for k, v in scores[c.name].items()}} for c in ranked],
+                "ranked_by": cfg.score,
+                "scores": [{"candidate": c.name, **{k: v for k, v in scores[c.name].items()},
+                            "z_below_leader": z_vs_leader.get(c.name)} for c in ranked],
                 "kept": [c.name for c in kept], "dropped": [c.name for c in dropped],
+                "dropped_clearly_worse": [c.name for c in clear],
             })
             prog.remove_task(rtask)
             prog.advance(total_task)
@@ -416,7 +501,8 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
             alive = kept
             done_steps = target
             atomic_write_json(state_path, {"status": "running", "rounds": rounds})
-            if len(alive) == 1:
+            r += 1
+            if len(alive) == 1 or last:
                 break
     # the final pick
     if len(alive) > 1 and rounds:
@@ -425,8 +511,15 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
     winner = alive[0]
     from .mix import teacher_members
 
-    win_mix = (mix_levels(examples, parse_level_spec(winner.level)[1], source, teacher_members(winner.teacher)[0])
-               if winner.kind == "mix" else None)
+    win_mix = None
+    if winner.kind == "mix" and is_loss_mix(winner.level):
+        probe_dir = out / "probes" / winner.slug / "probe"
+        losses = student_losses(probe_dir, examples, source, winner.teacher, parse_level_spec(winner.level)[1][0],
+                                winner.format)
+        win_mix = mix_levels(examples, parse_level_spec(winner.level)[1], source, teacher_members(winner.teacher)[0],
+                             losses=losses)
+    elif winner.kind == "mix":
+        win_mix = mix_levels(examples, parse_level_spec(winner.level)[1], source, teacher_members(winner.teacher)[0])
     all_tr = build_traces(winner, examples, source, mix_table=win_mix)
     from .traces import write_traces
 
@@ -436,6 +529,8 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
     result = {
         "status": "done",
         "config": cfg.model_dump(),
+        "method": (f"successive rejects (one candidate per round, plus any {cfg.drop_z} standard errors below the leader)"
+                   if cfg.schedule == "rejects" else f"successive halving (eta {cfg.eta})"),
         "candidates": [c.name for c in cands],
         "winner": {"candidate": winner.name, "teacher": winner.teacher, "level": winner.level, "format": winner.format,
                    "kind": winner.kind, "traces": str(out / "traces.jsonl"), "model": model_of.get(winner.name)},
@@ -443,6 +538,7 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
         "tokens_per_step": {k: round(v, 1) for k, v in cost.items()},
         "max_steps": max_steps,
         "spent_tokens": int(spent),
+        "probe_tokens": {k: int(v) for k, v in probe_tokens.items()},
         "grid_tokens": int(grid_tokens),
         "plain_grid_tokens": int(plain_grid),
         "budget_tokens": int(budget),
@@ -487,17 +583,23 @@ def summary_markdown(res: dict[str, Any]) -> str:
              f"**Chosen: {res['winner']['candidate']}** (traces: `{res['winner']['traces']}`)", "",
              f"Compute: {res['spent_tokens']:,} training tokens = {100 * (res['fraction_of_grid'] or 0):.1f} % of the "
              f"full grid's {res['grid_tokens']:,} ({len(res['candidates'])} candidates × {res['max_steps']} steps); "
-             f"budget {res['budget_tokens']:,}. Successive halving, eta {cfg['eta']}, mode {cfg['mode']}, "
-             f"ranked by {'gold-answer probability' if cfg['score'] == 'soft' else 'accuracy'} on "
+             f"budget {res['budget_tokens']:,}. Method: {res.get('method', 'successive halving')}, mode {cfg['mode']}, "
+             f"ranked by {SCORE_NAMES[cfg['score']]} on "
              f"{res['validation']['size']} validation items carved from the training split (the test split is not used).",
              ""]
     for rd in res["rounds"]:
         lines += [f"## Round {rd['round']}: step {rd['steps']} ({rd['schedule']}{', decayed' if rd['decayed'] else ''})", "",
-                  "| candidate | val accuracy [95 % CI] | P(gold) [95 % CI] | train tokens | kept |", "|---|---|---|---|---|"]
+                  "| candidate | val accuracy [95 % CI] | P(gold) [95 % CI] | hybrid [95 % CI] | z below leader | train tokens | kept |",
+                  "|---|---|---|---|---|---|---|"]
         for s in rd["scores"]:
+            hy = f"{s['hybrid']:.3f} [{s['hybrid_low']:.3f}, {s['hybrid_high']:.3f}]" if "hybrid" in s else "—"
+            z = s.get("z_below_leader")
+            zs = "—" if z is None else (">1e6" if z >= 1e6 else f"{z:.2f}")
+            kept = "yes" if s["candidate"] in rd["kept"] else (
+                "no (clearly worse)" if s["candidate"] in rd.get("dropped_clearly_worse", []) else "no")
             lines.append(f"| {s['candidate']} | {100 * s['accuracy']:.1f} [{100 * s['ci_low']:.1f}, {100 * s['ci_high']:.1f}] | "
-                         f"{s['p_gold']:.3f} [{s['p_gold_low']:.3f}, {s['p_gold_high']:.3f}] | {s['train_tokens']:,} | "
-                         f"{'yes' if s['candidate'] in rd['kept'] else 'no'} |")
+                         f"{s['p_gold']:.3f} [{s['p_gold_low']:.3f}, {s['p_gold_high']:.3f}] | {hy} | {zs} | "
+                         f"{s['train_tokens']:,} | {kept} |")
         lines.append("")
     if res["winner"].get("note"):
         lines += [f"Note: {res['winner']['note']}.", ""]

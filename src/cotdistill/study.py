@@ -593,8 +593,11 @@ def _train(cfg: StudyConfig, cell: Cell, traces_path: Path, model_dir: Path, log
     from .train import train as train_fn
 
     conf = _train_config(cfg, cell)
-    if str(cell.level).startswith("curriculum:"):
-        # a curriculum keeps its coarse-to-fine order: trained in phases that continue each other
+    from .mix import is_loss_mix
+
+    if str(cell.level).startswith("curriculum:") or is_loss_mix(cell.level):
+        # a curriculum keeps its coarse-to-fine order: trained in phases that continue each other;
+        # a loss-difficulty mix first trains a probe of this student to rank the items
         from .mix import Candidate, train_candidate
 
         cand = Candidate.parse(cell.teacher, cell.level, cell.format)

@@ -1,4 +1,4 @@
-"""``cotdistill select``: choose the supervision for one student by successive halving."""
+"""``cotdistill select``: choose the supervision for one student with a fraction of the grid's compute."""
 
 from __future__ import annotations
 
@@ -70,9 +70,11 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, "--seed", help="Training seed and validation carve (default 0)."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Benchmark data directory."),
         task_option: Optional[List[str]] = typer.Option(None, "--task-option", help="Task option KEY=VALUE (repeatable), e.g. n_train=12800."),
-        eta: Optional[float] = typer.Option(None, "--eta", help="Keep the best 1/eta each round (default 2)."),
+        schedule: Optional[str] = typer.Option(None, "--schedule", help="rejects (default: drop the worst candidate each round, and any clearly worse) or halving (keep the best 1/eta)."),
+        eta: Optional[float] = typer.Option(None, "--eta", help="halving: keep the best 1/eta each round (default 2)."),
+        drop_z: Optional[float] = typer.Option(None, "--drop-z", help="Drop any candidate this many paired standard errors below the leader (default 2.58)."),
         mode: Optional[str] = typer.Option(None, "--mode", help="continue (survivors continue from their checkpoint, WSD schedule) or retrain."),
-        score: Optional[str] = typer.Option(None, "--score", help="soft (gold-answer probability, default) or accuracy."),
+        score: Optional[str] = typer.Option(None, "--score", help="hybrid (default: 1 per right answer, the gold answer's probability for a wrong one), soft (gold-answer probability) or accuracy."),
         val_size: Optional[int] = typer.Option(None, "--val-size", help="Validation items carved from the training split (default 200)."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Steps of a full run (default: the student's training default)."),
         first_steps: Optional[int] = typer.Option(None, "--first-steps", help="Steps of the first round (default: solved from the budget)."),
@@ -81,7 +83,7 @@ def register(app: typer.Typer) -> None:
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML with SelectConfig fields (flags override it)."),
     ) -> None:
-        """Choose the best supervision for one student by successive halving on a validation split."""
+        """Choose the best supervision for one student (successive rejects or halving on a validation split)."""
         from ..errors import UserError
         from ..fileio import load_yaml_mapping
         from ..select import _validated, config_from_study, run_select, summary_markdown
@@ -97,7 +99,7 @@ def register(app: typer.Typer) -> None:
             "task": task, "student": student, "teachers": _split(teachers),
             "levels": [_level(x) for x in _split(levels)] if levels else None, "formats": _split(formats),
             "budget": _budget(budget), "out": str(out) if out else None, "seed": seed,
-            "data_dir": str(data_dir) if data_dir else None, "eta": eta, "mode": mode, "score": score,
+            "data_dir": str(data_dir) if data_dir else None, "schedule": schedule, "eta": eta, "drop_z": drop_z, "mode": mode, "score": score,
             "val_size": val_size, "first_steps": first_steps, "threads": threads,
             "task_options": _task_options(task_option) or None,
         }

@@ -665,6 +665,7 @@ def select_vs_grid(study_dir: str | os.PathLike, tolerance: float = 0.02) -> dic
                        and g["format"] == w["format"]), None)
         grid_tok = sum(float(g.get("train_tokens") or 0) for g in cells)
         row = {"task": c["task"], "student": c["student"], "seed": c["seed"], "selection": str(sp.parent),
+               "method": f"{c.get('schedule', 'halving')}/{c.get('score', 'soft')}",
                "chosen": w["candidate"], "grid_best": f"{best['teacher']}/L{best['level']}/{best['format']}",
                "grid_best_accuracy": best["accuracy"],
                "chosen_accuracy": chosen["accuracy"] if chosen else None,
@@ -684,12 +685,16 @@ def select_vs_grid_markdown(study_dir: str | os.PathLike) -> str:
     if not d["available"]:
         return ""
     lines = ["## Would `select` have found the best cell?", "",
-             "| student | seed | grid best (acc) | select chose (acc in grid) | gap | within 2 pts | tokens vs grid |",
-             "|---|---|---|---|---|---|---|"]
+             "| student | seed | method | grid best (acc) | select chose (acc in grid) | gap | within 2 pts | tokens vs grid |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
         ca = "—" if r["chosen_accuracy"] is None else f"{100 * r['chosen_accuracy']:.1f}"
         gap = "—" if r["gap"] is None else f"{100 * r['gap']:.1f}"
-        lines.append(f"| {r['student']} | {r['seed']} | {r['grid_best']} ({100 * r['grid_best_accuracy']:.1f}) | "
+        lines.append(f"| {r['student']} | {r['seed']} | {r['method']} | {r['grid_best']} ({100 * r['grid_best_accuracy']:.1f}) | "
                      f"{r['chosen']} ({ca}) | {gap} | {'yes' if r['within_tolerance'] else 'no'} | "
                      f"{100 * (r['fraction_of_grid'] or 0):.0f} % |")
+    n_ok = sum(r["within_tolerance"] for r in d["rows"])
+    lines += ["", f"{n_ok} of {len(d['rows'])} selections chose the grid's best cell or one within 2 accuracy points. "
+              "Method = schedule/score (`rejects`: one candidate dropped per round; `halving`: half per round; "
+              "score `hybrid`: 1 per right validation answer, else P(gold))."]
     return "\n".join(lines) + "\n"

@@ -9,11 +9,12 @@ validation carved from train) and the study's own comparison
 accuracy points of it, and what share of the grid's training tokens did it spend?
 
 A variant reruns ``select`` with other settings next to the default (its output directory gets
-the variant's name), e.g. ``--variant halving-soft`` = successive halving ranked by P(gold), the
-method before successive rejects became the default: the baseline in the same run.
+the variant's name), e.g. ``--variant halving-soft-wsd`` = successive halving ranked by P(gold) with
+a constant learning rate until the last round, the method before this default: the baseline in
+the same run.
 
     python benchmarks/bench_select_quickstart.py --study quickstart-out               # grid + default select
-    python benchmarks/bench_select_quickstart.py --study quickstart-out --variant halving-soft
+    python benchmarks/bench_select_quickstart.py --study quickstart-out --variant halving-soft-wsd
     python benchmarks/bench_select_quickstart.py --study quickstart-out --table-only
 
 Cached: finished grid cells and selection rounds are reused. Appends the figures to
@@ -36,10 +37,11 @@ ROOT = HERE.parent
 RESULTS = HERE / "results" / "select_quickstart.json"
 
 VARIANTS = {
-    "default": {},
-    "halving-soft": {"schedule": "halving", "score": "soft"},
-    "halving-hybrid": {"schedule": "halving", "score": "hybrid"},
+    "default": {},  # rejects, hybrid score, cooldown every round
+    "halving-soft-wsd": {"schedule": "halving", "score": "soft", "cooldown": "last"},  # the first method
+    "rejects-hybrid-wsd": {"cooldown": "last"},
     "rejects-soft": {"score": "soft"},
+    "halving-hybrid": {"schedule": "halving"},
 }
 
 

@@ -328,7 +328,21 @@ def test_select_vs_grid_reads_a_study(tmp_path, selection):
     assert row["grid_best"] == "lab/L3/cot" and row["grid_best_accuracy"] == 0.5
     chosen = {"lab/L0/cot": 0.10, "lab/L3/cot": 0.50, "lab/curriculum:2-3/cot": 0.49}[res["winner"]["candidate"]]
     assert row["chosen_accuracy"] == chosen and row["within_tolerance"] == (0.5 - chosen <= 0.02)
+    assert "n_seeds" not in row
     assert "Would `select` have found the best cell?" in select_vs_grid_markdown(study)
+    # a second seed where the curriculum wins: on the seed mean it is the best cell
+    for lv, acc in ((0, 0.12), (3, 0.40), ("curriculum:2-3", 0.55)):
+        rows.append({"task": "arith", "teacher": "lab", "level": lv, "format": "cot", "student": "scratch:llama-xxs",
+                     "seed": 1, "status": "ok", "accuracy": acc, "train_tokens": 1000})
+    (study / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    row = select_vs_grid(study)["rows"][0]
+    assert row["grid_best"] == "lab/L3/cot"  # seed 0's own best
+    assert row["n_seeds"] == 2 and row["grid_best_mean"] == "lab/curriculum:2-3/cot"
+    assert row["grid_best_mean_accuracy"] == pytest.approx(0.52)
+    mean_chosen = {"lab/L0/cot": 0.11, "lab/L3/cot": 0.45, "lab/curriculum:2-3/cot": 0.52}[res["winner"]["candidate"]]
+    assert row["chosen_mean_accuracy"] == pytest.approx(mean_chosen)
+    assert row["within_tolerance_mean"] == (0.52 - mean_chosen <= 0.02)
+    assert "averaged over its seeds" in select_vs_grid_markdown(study)
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -376,3 +390,13 @@ def test_select_with_a_loss_mix_counts_the_probe_and_writes_its_traces(tmp_path)
     assert one["winner"]["candidate"] == "lab/mix:2-4:loss/cot"
     tr = load_traces([tmp_path / "one" / "traces.jsonl"])
     assert len(tr) == OPTS["n_train"] and {t.level for t in tr} == {2, 4}
+
+
+@pytest.mark.slow
+def test_rerun_with_other_settings_is_refused_not_mixed(selection):
+    cfg, res = selection
+    with pytest.raises(UserError, match=r"other settings \(cooldown, score\)"):
+        run_select({**cfg, "score": "soft", "cooldown": "last"}, progress=False)
+    # runtime-only settings are fine (threads, evaluation batch size)
+    again = run_select({**cfg, "eval_batch_size": 7}, progress=False)
+    assert again["winner"] == res["winner"]

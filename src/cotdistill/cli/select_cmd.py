@@ -73,6 +73,7 @@ def register(app: typer.Typer) -> None:
         schedule: Optional[str] = typer.Option(None, "--schedule", help="rejects (default: drop the worst candidate each round, and any clearly worse) or halving (keep the best 1/eta)."),
         eta: Optional[float] = typer.Option(None, "--eta", help="halving: keep the best 1/eta each round (default 2)."),
         drop_z: Optional[float] = typer.Option(None, "--drop-z", help="Drop any candidate this many paired standard errors below the leader (default 2.58)."),
+        cooldown: Optional[str] = typer.Option(None, "--cooldown", help="every (default: each round ends with a linear learning-rate decay, scores compare decayed models) or last (warmup-stable-decay: constant rate until the last round)."),
         mode: Optional[str] = typer.Option(None, "--mode", help="continue (survivors continue from their checkpoint, WSD schedule) or retrain."),
         score: Optional[str] = typer.Option(None, "--score", help="hybrid (default: 1 per right answer, the gold answer's probability for a wrong one), soft (gold-answer probability) or accuracy."),
         val_size: Optional[int] = typer.Option(None, "--val-size", help="Validation items carved from the training split (default 200)."),
@@ -99,7 +100,7 @@ def register(app: typer.Typer) -> None:
             "task": task, "student": student, "teachers": _split(teachers),
             "levels": [_level(x) for x in _split(levels)] if levels else None, "formats": _split(formats),
             "budget": _budget(budget), "out": str(out) if out else None, "seed": seed,
-            "data_dir": str(data_dir) if data_dir else None, "schedule": schedule, "eta": eta, "drop_z": drop_z, "mode": mode, "score": score,
+            "data_dir": str(data_dir) if data_dir else None, "schedule": schedule, "eta": eta, "drop_z": drop_z, "cooldown": cooldown, "mode": mode, "score": score,
             "val_size": val_size, "first_steps": first_steps, "threads": threads,
             "task_options": _task_options(task_option) or None,
         }

@@ -42,6 +42,8 @@ VARIANTS = {
     "rejects-hybrid-wsd": {"cooldown": "last"},
     "rejects-soft": {"score": "soft"},
     "halving-hybrid": {"schedule": "halving"},
+    "race": {"schedule": "race"},
+    "rejects": {"schedule": "rejects"},
 }
 
 

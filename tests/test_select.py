@@ -13,7 +13,8 @@ import pytest
 from cotdistill.errors import UserError
 from cotdistill.mix import (Candidate, TraceSource, build_traces, curriculum_level, cyclic_slice, mix_levels,
                             parse_level_spec, phase_bounds, segment_pieces, teacher_members, train_pieces)
-from cotdistill.select import (SelectConfig, _validated, candidates, item_score, paired_z, reject_sizes, round_sizes,
+from cotdistill.select import (SelectConfig, _validated, candidates, item_score, paired_z, race_target, reject_sizes,
+                               round_sizes,
                                run_select, score_model, select_vs_grid, select_vs_grid_markdown, solve_schedule,
                                plan_cost, split_train_val)
 from cotdistill.tasks import get_task
@@ -198,6 +199,25 @@ def test_rejects_schedule_ends_rounds_in_inverse_proportion_to_survivors():
     # resolved from a later point (after a drop): never goes backwards, never past max_steps
     later = solve_schedule(budget, 150, [2], 1000.0, 2, 400, "continue", shape="inverse")
     assert 150 < later[0] <= 400
+
+
+def test_race_checkpoints_double_until_the_budget_is_spent():
+    budget = 0.4 * 4 * 400 * 1000.0
+    assert race_target(budget, 0, 4, 1000.0, 400, "continue") == (40, False)
+    assert race_target(budget, 0, 4, 1000.0, 400, "continue", first=25) == (25, False)
+    left = budget - 4 * 40 * 1000
+    assert race_target(left, 40, 4, 1000.0, 400, "continue") == (80, False)
+    # nobody dropped: the budget ends at step 160 for all four (no tiny leftover round)
+    left -= 4 * 40 * 1000
+    assert race_target(left, 80, 4, 1000.0, 400, "continue") == (160, True)
+    # two dropped at step 80: the freed budget carries the other two further
+    t, last = race_target(left, 80, 2, 1000.0, 400, "continue")
+    assert (t, last) == (160, False)
+    assert race_target(left - 2 * 80 * 1000, 160, 2, 1000.0, 400, "continue") == (240, True)
+    # never past the full run
+    assert race_target(1e12, 300, 2, 1000.0, 400, "continue") == (400, True)
+    # retraining pays the whole length again
+    assert race_target(4 * 100 * 1000.0, 80, 4, 1000.0, 400, "retrain") == (100, True)
 
 
 def test_item_scores_and_paired_z():
@@ -400,3 +420,17 @@ def test_rerun_with_other_settings_is_refused_not_mixed(selection):
     # runtime-only settings are fine (threads, evaluation batch size)
     again = run_select({**cfg, "eval_batch_size": 7}, progress=False)
     assert again["winner"] == res["winner"]
+
+
+@pytest.mark.slow
+def test_race_drops_nobody_without_evidence(tmp_path):
+    cfg = dict(task="arith", task_options=OPTS, student="scratch:llama-xxs", levels=[0, 3, 4], budget=0.5,
+               out=str(tmp_path / "race"), val_size=20, seed=0, train=TINY_TRAIN, threads=1, eval_batch_size=20,
+               schedule="race", drop_z=1e6)
+    res = run_select(cfg, progress=False)
+    rounds = res["rounds"]
+    # no candidate is ever 1e6 standard errors below the leader: all three run every round, the last picks
+    assert len(rounds) >= 2 and all(len(rd["scores"]) == 3 for rd in rounds)
+    assert all(rd["dropped"] == [] for rd in rounds[:-1]) and len(rounds[-1]["kept"]) == 1
+    assert [rd["steps"] for rd in rounds] == sorted({rd["steps"] for rd in rounds})
+    assert res["spent_tokens"] <= res["budget_tokens"] * 1.05 and "racing" in res["method"]

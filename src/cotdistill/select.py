@@ -92,10 +92,12 @@ class SelectConfig(BaseModel):
     budget: float = Field(0.4, gt=0, description="training tokens; a value <= 1 is a fraction of the full grid's tokens")
     out: str = Field(..., description="output directory")
     seed: int = Field(0, description="training seed (and validation carve)")
-    schedule: Literal["rejects", "halving"] = Field(
-        "rejects", description="rejects: drop the worst candidate each round (and any clearly worse), round r ends at "
-                               "steps proportional to 1/survivors (successive rejects); halving: keep the best 1/eta "
-                               "each round, geometric increments")
+    schedule: Literal["race", "rejects", "halving"] = Field(
+        "rejects", description="race: drop only candidates clearly worse than the leader (drop_z), checkpoints at "
+                               "10 %, 20 %, 40 %, ... of the run until the budget is spent; rejects: drop the worst "
+                               "candidate each round (and any clearly worse), round r ends at steps proportional to "
+                               "1/survivors (successive rejects); halving: keep the best 1/eta each round, geometric "
+                               "increments")
     eta: float = Field(2.0, gt=1, description="halving: keep the best 1/eta of the candidates each round")
     drop_z: float | None = Field(2.58, gt=0, description="also drop every candidate whose paired validation score is this "
                                                         "many standard errors below the leader's (null: never)")
@@ -291,6 +293,26 @@ def round_sizes(n: int, eta: float) -> list[int]:
     return sizes
 
 
+def race_target(left: float, done: int, n: int, step_cost: float, max_steps: int, mode: str,
+                first: int | None = None, first_share: float = 0.1) -> tuple[int, bool]:
+    """Racing: the next checkpoint for ``n`` survivors at step ``done`` with ``left`` tokens.
+
+    Checkpoints double (``first`` or 10 % of ``max_steps``, then 2x, 4x, ...), clipped to what the
+    budget affords every survivor; a leftover smaller than half the round is folded into it.
+    Returns ``(target, last)``: ``last`` when this round spends the budget or reaches ``max_steps``."""
+    per = n * step_cost
+    if mode == "continue":
+        reach = done + int(left // per)
+    else:  # retraining pays the whole length again
+        reach = int(left // per)
+    reach = min(max_steps, reach)
+    nxt = (first or max(1, round(first_share * max_steps))) if done == 0 else 2 * done
+    target = min(reach, nxt)
+    if reach - target < 0.5 * max(1, target - (done if mode == "continue" else 0)):
+        target = reach
+    return target, target >= reach
+
+
 def reject_sizes(n: int) -> list[int]:
     """Survivors per round under successive rejects: n, n-1, ..., 2 (one candidate dropped per round)."""
     return list(range(n, 1, -1)) or [1]
@@ -437,17 +459,25 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
         total_task = prog.add_task("select", total=len(_remaining_sizes(cfg, len(alive))), info="")
         r = 0
         while True:
-            sizes = _remaining_sizes(cfg, len(alive))
-            prog.update(total_task, total=r + len(sizes))
             mean_cost = sum(cost[c.name] for c in alive) / len(alive)
-            cum = solve_schedule(budget - spent, done_steps, sizes, mean_cost, cfg.eta, max_steps, cfg.mode,
-                                 cfg.first_steps if r == 0 else None, shape)
-            if schedule_planned is None:
-                schedule_planned = cum
-            target = cum[0]
+            if cfg.schedule == "race":
+                target, last = race_target(budget - spent, done_steps, len(alive), mean_cost, max_steps, cfg.mode,
+                                           cfg.first_steps)
+                sizes = [len(alive)] if last else [len(alive), len(alive)]
+                prog.update(total_task, total=r + (1 if last else 2))
+                if schedule_planned is None:
+                    schedule_planned = [target]
+            else:
+                sizes = _remaining_sizes(cfg, len(alive))
+                prog.update(total_task, total=r + len(sizes))
+                cum = solve_schedule(budget - spent, done_steps, sizes, mean_cost, cfg.eta, max_steps, cfg.mode,
+                                     cfg.first_steps if r == 0 else None, shape)
+                if schedule_planned is None:
+                    schedule_planned = cum
+                target = cum[0]
+                last = len(sizes) == 1 or target >= max_steps
             if target <= done_steps:
                 break  # no budget left for another round
-            last = len(sizes) == 1 or target >= max_steps
             rtask = prog.add_task(f"round {r + 1}: {len(alive)} × → step {target}", total=len(alive), info="")
             scores: dict[str, dict[str, Any]] = {}
             items: dict[str, list[float]] = {}
@@ -490,7 +520,7 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
                 scores[c.name] = sc
                 prog.advance(rtask)
             ranked = sorted(alive, key=lambda c: _ranking_key(cfg.score, scores[c.name]), reverse=True)
-            keep_n = 1 if last else sizes[1]
+            keep_n = 1 if last else (len(alive) if cfg.schedule == "race" else sizes[1])
             kept, dropped = ranked[:keep_n], ranked[keep_n:]
             # a candidate clearly below the leader on the same items goes now, whatever the plan
             lead = ranked[0].name
@@ -543,8 +573,10 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
     result = {
         "status": "done",
         "config": cfg.model_dump(),
-        "method": (f"successive rejects (one candidate per round, plus any {cfg.drop_z} standard errors below the leader)"
-                   if cfg.schedule == "rejects" else f"successive halving (eta {cfg.eta})"),
+        "method": {"rejects": f"successive rejects (one candidate per round, plus any {cfg.drop_z} standard errors "
+                              "below the leader)",
+                   "race": f"racing (a candidate goes only when {cfg.drop_z} standard errors below the leader)",
+                   "halving": f"successive halving (eta {cfg.eta})"}[cfg.schedule],
         "candidates": [c.name for c in cands],
         "winner": {"candidate": winner.name, "teacher": winner.teacher, "level": winner.level, "format": winner.format,
                    "kind": winner.kind, "traces": str(out / "traces.jsonl"), "model": model_of.get(winner.name)},

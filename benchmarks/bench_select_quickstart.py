@@ -37,13 +37,15 @@ ROOT = HERE.parent
 RESULTS = HERE / "results" / "select_quickstart.json"
 
 VARIANTS = {
-    "default": {},  # rejects, hybrid score, cooldown every round
-    "halving-soft-wsd": {"schedule": "halving", "score": "soft", "cooldown": "last"},  # the first method
-    "rejects-hybrid-wsd": {"cooldown": "last"},
-    "rejects-soft": {"score": "soft"},
-    "halving-hybrid": {"schedule": "halving"},
-    "race": {"schedule": "race"},
-    "rejects": {"schedule": "rejects"},
+    # race, P(gold) score, cooldown every round, drop at z >= 2.58 and >= 0.05 below the leader
+    "default": {},
+    "race-hybrid": {"score": "hybrid"},
+    # the first method: halving, P(gold), constant learning rate until the last round, no early drops
+    "halving-soft-wsd": {"schedule": "halving", "score": "soft", "cooldown": "last", "drop_z": None},
+    # the steps between (each measured once, see the README)
+    "rejects-hybrid-wsd": {"schedule": "rejects", "score": "hybrid", "cooldown": "last", "drop_min_gap": 0.0},
+    "rejects": {"schedule": "rejects", "score": "hybrid", "drop_min_gap": 0.0},
+    "race-gap0": {"schedule": "race", "score": "hybrid", "drop_min_gap": 0.0},
 }
 
 

@@ -383,7 +383,7 @@ def test_clearly_worse_candidates_are_dropped_early(tmp_path):
     # a near-zero drop_z makes every kept candidate below the leader "clearly worse": one round decides
     cfg = dict(task="arith", task_options=OPTS, student="scratch:llama-xxs", levels=[0, 3, 4], budget=0.5,
                out=str(tmp_path / "sel"), val_size=20, seed=0, train=TINY_TRAIN, threads=1, eval_batch_size=20,
-               drop_z=1e-9)
+               drop_z=1e-9, drop_min_gap=0.0)
     res = run_select(cfg, progress=False)
     r1 = res["rounds"][0]
     assert len(res["rounds"]) == 1 and r1["kept"] == [res["winner"]["candidate"]]
@@ -391,6 +391,9 @@ def test_clearly_worse_candidates_are_dropped_early(tmp_path):
     z = {s["candidate"]: s["z_below_leader"] for s in r1["scores"]}
     assert z[r1["kept"][0]] is None and all(z[c] > 0 for c in r1["dropped_clearly_worse"])
     assert "clearly worse" in (tmp_path / "sel" / "summary.md").read_text()
+    # significance without a real gap is not enough: no score differs by a whole point
+    res = run_select({**cfg, "drop_min_gap": 1.0, "out": str(tmp_path / "gap")}, progress=False)
+    assert res["rounds"][0]["dropped_clearly_worse"] == []
 
 
 @pytest.mark.slow

@@ -15,16 +15,18 @@ per student"):
 
 * **budget** in training tokens (prompt + completion, as ``train`` counts them), or a fraction of
   the full grid's tokens (``0.4`` = 40 %). The grid = every candidate trained for ``max_steps``.
-* **schedule** ``rejects`` (default), after successive rejects (Audibert & Bubeck, 2010): each
-  round drops the worst candidate, plus every candidate whose paired validation score is
-  ``drop_z`` standard errors below the leader's; round r ends at a step proportional to
-  ``1 / survivors`` (the last two candidates run twice as far as the first four). ``halving``:
-  keep the best ``1/eta`` each round, round r adds ``s * eta**r`` steps. Either way every survivor
-  of a round has the same number of optimizer steps (the grid compares supervision at equal
-  steps), and the scale is solved so that the planned rounds spend the budget, re-solved after
-  each round from what is really left. Why rejects is the default: on ``arith`` the validation
-  signal appears only after 100-200 steps, and halving's short first round dropped half the
-  candidates on noise; dropping one at a time risks less and still ends past the transition.
+* **schedule** ``race`` (default, racing after Maron & Moore, 1994): checkpoints at 10 %, 20 %,
+  40 %, ... of the full run; at each, a candidate is dropped only when its paired validation score
+  is both ``drop_z`` (2.58) standard errors and ``drop_min_gap`` (0.05) below the leader's; the
+  freed budget carries the others further; when the budget is spent the leader wins. ``rejects``
+  (successive rejects, Audibert & Bubeck, 2010): each round also drops the worst candidate, round
+  r ends at a step proportional to ``1 / survivors``. ``halving``: keep the best ``1/eta`` each
+  round, round r adds ``s * eta**r`` steps. Every survivor of a round has the same number of
+  optimizer steps (the grid compares supervision at equal steps); the rejects / halving scale is
+  solved so that the planned rounds spend the budget, re-solved after each round. Why race is
+  the default: on ``arith`` the ranking before the 150-250-step transition does not last (the
+  eventual best level is often last at step 100-140), so any forced drop there is a coin toss;
+  racing never drops on that evidence (benchmarks/bench_select_quickstart.py, README).
 * **continuation** (``mode: continue``, default): a survivor continues from its checkpoint on new
   training items. ``cooldown: every`` (default): every round ends with a linear decay of the
   learning rate to 0 and the next round re-warms (warm restarts), so each round's scores compare
@@ -34,12 +36,13 @@ per student"):
   26-step decay, while L0 and L4 stayed at 5.5 %. ``mode: retrain`` trains survivors from scratch
   for the round's total steps with the student's own (cosine) schedule instead (costs more tokens
   per round).
-* **score**: on the validation split, greedy decoding; per item ``hybrid`` (default) = 1 if the
-  answer is right, else the *gold-answer probability*: the student's probability of
-  ``" {gold}."`` after its own rationale up to ``The answer is`` (a smooth credit that ranks
-  candidates before accuracy leaves chance level, while a right answer always counts in full).
-  ``soft`` = that probability alone, ``accuracy`` = 0/1. Accuracy has a Wilson interval, the
-  others a normal one; a drop on evidence uses the paired difference on the same items.
+* **score**: on the validation split, greedy decoding; per item ``soft`` (default) = the
+  *gold-answer probability*: the student's probability of ``" {gold}."`` after its own rationale
+  up to ``The answer is`` (a smooth version of accuracy); ``hybrid`` = 1 if the answer is right,
+  else that probability; ``accuracy`` = 0/1. Accuracy has a Wilson interval, the others a normal
+  one; a drop on evidence uses the paired difference on the same items. Why soft: near the
+  transition, answer-only supervision (L0) wins on lucky right guesses (accuracy, hybrid) while
+  P(gold) already ranks the level that will win first (README, measured).
 
 Outputs in ``out``: ``selection.json`` (config, candidates, schedule, every round's scores with
 intervals, winner, tokens spent against the grid's), ``summary.md`` (readable),
@@ -93,7 +96,7 @@ class SelectConfig(BaseModel):
     out: str = Field(..., description="output directory")
     seed: int = Field(0, description="training seed (and validation carve)")
     schedule: Literal["race", "rejects", "halving"] = Field(
-        "rejects", description="race: drop only candidates clearly worse than the leader (drop_z), checkpoints at "
+        "race", description="race: drop only candidates clearly worse than the leader (drop_z), checkpoints at "
                                "10 %, 20 %, 40 %, ... of the run until the budget is spent; rejects: drop the worst "
                                "candidate each round (and any clearly worse), round r ends at steps proportional to "
                                "1/survivors (successive rejects); halving: keep the best 1/eta each round, geometric "
@@ -101,12 +104,15 @@ class SelectConfig(BaseModel):
     eta: float = Field(2.0, gt=1, description="halving: keep the best 1/eta of the candidates each round")
     drop_z: float | None = Field(2.58, gt=0, description="also drop every candidate whose paired validation score is this "
                                                         "many standard errors below the leader's (null: never)")
+    drop_min_gap: float = Field(0.05, ge=0, description="... and at least this far below it (score units; 0.05 = 5 "
+                                                        "accuracy points): early in training the candidates differ "
+                                                        "consistently but by little, and that order does not last")
     mode: Literal["continue", "retrain"] = Field("continue", description="survivors continue from their checkpoint (WSD) or retrain")
     cooldown: Literal["every", "last"] = Field(
         "every", description="continue mode: every round ends with a linear decay of the learning rate to 0 (scores "
                              "compare decayed models; the next round re-warms), or only the last round does")
-    score: Literal["hybrid", "soft", "accuracy"] = Field(
-        "hybrid", description="per validation item: hybrid = 1 if correct else P(gold); soft = P(gold); accuracy = correct")
+    score: Literal["soft", "hybrid", "accuracy"] = Field(
+        "soft", description="per validation item: hybrid = 1 if correct else P(gold); soft = P(gold); accuracy = correct")
     val_size: int = Field(200, ge=10, description="validation items carved from the end of the training split")
     first_steps: int | None = Field(None, ge=1, description="steps of the first round (default: solved from the budget)")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields (max_steps = the full run's length)")
@@ -525,7 +531,10 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
             # a candidate clearly below the leader on the same items goes now, whatever the plan
             lead = ranked[0].name
             z_vs_leader = {c.name: round(paired_z(items[lead], items[c.name]), 3) for c in ranked[1:]}
-            clear = [c for c in kept[1:] if cfg.drop_z is not None and z_vs_leader[c.name] >= cfg.drop_z]
+            gap_to_leader = {c.name: _ranking_key(cfg.score, scores[lead])[0] - _ranking_key(cfg.score, scores[c.name])[0]
+                             for c in ranked[1:]}
+            clear = [c for c in kept[1:] if cfg.drop_z is not None and z_vs_leader[c.name] >= cfg.drop_z
+                     and gap_to_leader[c.name] >= cfg.drop_min_gap]
             kept = [c for c in kept if c not in clear]
             dropped = dropped + clear
             rounds.append({
@@ -575,7 +584,8 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
         "config": cfg.model_dump(),
         "method": {"rejects": f"successive rejects (one candidate per round, plus any {cfg.drop_z} standard errors "
                               "below the leader)",
-                   "race": f"racing (a candidate goes only when {cfg.drop_z} standard errors below the leader)",
+                   "race": f"racing (a candidate goes only when {cfg.drop_z} standard errors and {cfg.drop_min_gap} "
+                           "below the leader)",
                    "halving": f"successive halving (eta {cfg.eta})"}[cfg.schedule],
         "candidates": [c.name for c in cands],
         "winner": {"candidate": winner.name, "teacher": winner.teacher, "level": winner.level, "format": winner.format,

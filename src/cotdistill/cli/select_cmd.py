@@ -70,12 +70,13 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, "--seed", help="Training seed and validation carve (default 0)."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Benchmark data directory."),
         task_option: Optional[List[str]] = typer.Option(None, "--task-option", help="Task option KEY=VALUE (repeatable), e.g. n_train=12800."),
-        schedule: Optional[str] = typer.Option(None, "--schedule", help="rejects (default: drop the worst candidate each round, and any clearly worse) or halving (keep the best 1/eta)."),
+        schedule: Optional[str] = typer.Option(None, "--schedule", help="race (default: drop only candidates clearly worse than the leader, checkpoints at 10/20/40 % of the run until the budget is spent), rejects (drop the worst each round) or halving (keep the best 1/eta)."),
         eta: Optional[float] = typer.Option(None, "--eta", help="halving: keep the best 1/eta each round (default 2)."),
-        drop_z: Optional[float] = typer.Option(None, "--drop-z", help="Drop any candidate this many paired standard errors below the leader (default 2.58)."),
+        drop_z: Optional[float] = typer.Option(None, "--drop-z", help="Drop a candidate this many paired standard errors below the leader (default 2.58) ..."),
+        drop_min_gap: Optional[float] = typer.Option(None, "--drop-min-gap", help="... and at least this far below it (default 0.05 = 5 accuracy points)."),
         cooldown: Optional[str] = typer.Option(None, "--cooldown", help="every (default: each round ends with a linear learning-rate decay, scores compare decayed models) or last (warmup-stable-decay: constant rate until the last round)."),
         mode: Optional[str] = typer.Option(None, "--mode", help="continue (survivors continue from their checkpoint, WSD schedule) or retrain."),
-        score: Optional[str] = typer.Option(None, "--score", help="hybrid (default: 1 per right answer, the gold answer's probability for a wrong one), soft (gold-answer probability) or accuracy."),
+        score: Optional[str] = typer.Option(None, "--score", help="soft (default: the gold answer's probability after the student's own rationale), hybrid (1 per right answer, else that probability) or accuracy."),
         val_size: Optional[int] = typer.Option(None, "--val-size", help="Validation items carved from the training split (default 200)."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Steps of a full run (default: the student's training default)."),
         first_steps: Optional[int] = typer.Option(None, "--first-steps", help="Steps of the first round (default: solved from the budget)."),
@@ -84,7 +85,7 @@ def register(app: typer.Typer) -> None:
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML with SelectConfig fields (flags override it)."),
     ) -> None:
-        """Choose the best supervision for one student (successive rejects or halving on a validation split)."""
+        """Choose the best supervision for one student with a fraction of the grid's compute (racing on a validation split carved from train)."""
         from ..errors import UserError
         from ..fileio import load_yaml_mapping
         from ..select import _validated, config_from_study, run_select, summary_markdown
@@ -100,7 +101,7 @@ def register(app: typer.Typer) -> None:
             "task": task, "student": student, "teachers": _split(teachers),
             "levels": [_level(x) for x in _split(levels)] if levels else None, "formats": _split(formats),
             "budget": _budget(budget), "out": str(out) if out else None, "seed": seed,
-            "data_dir": str(data_dir) if data_dir else None, "schedule": schedule, "eta": eta, "drop_z": drop_z, "cooldown": cooldown, "mode": mode, "score": score,
+            "data_dir": str(data_dir) if data_dir else None, "schedule": schedule, "eta": eta, "drop_z": drop_z, "drop_min_gap": drop_min_gap, "cooldown": cooldown, "mode": mode, "score": score,
             "val_size": val_size, "first_steps": first_steps, "threads": threads,
             "task_options": _task_options(task_option) or None,
         }

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -35,6 +34,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "select_quickstart.json"
+sys.path.insert(0, str(HERE))
+from calibrate_quickstart import cpu_name  # noqa: E402
 
 VARIANTS = {
     # race, P(gold) score, cooldown every round, drop at z >= 2.58 and >= 0.05 below the leader
@@ -47,16 +48,6 @@ VARIANTS = {
     "rejects": {"schedule": "rejects", "score": "hybrid", "drop_min_gap": 0.0},
     "race-gap0": {"schedule": "race", "score": "hybrid", "drop_min_gap": 0.0},
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _one_select(study: str, student: str, seed: int, variant: str, threads: int) -> dict:
@@ -101,7 +92,10 @@ def main() -> None:
     print("machine:", machine, "| load average at start:", " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
     runs = []
     if not a.table_only:
-        cfg = load_study_config(a.config, overrides={"output_dir": str(study), "seeds": seeds})
+        # the grid keeps the seeds it already has (results.jsonl lists the config's cells only)
+        have = json.loads((study / "study.json").read_text()).get("seeds", []) if (study / "study.json").is_file() else []
+        grid_seeds = sorted(set(have) | set(seeds))
+        cfg = load_study_config(a.config, overrides={"output_dir": str(study), "seeds": grid_seeds})
         t0 = time.time()
         run_study(cfg, jobs=a.jobs, progress=True)
         print(f"grid: {time.time() - t0:.0f} s (cached cells are not retrained)", flush=True)

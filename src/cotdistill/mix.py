@@ -251,10 +251,9 @@ def mix_levels(examples: Sequence[Any], levels: tuple, source: TraceSource, teac
     return out
 
 
-def student_losses(model_dir: str | os.PathLike, examples: Sequence[Any], source: TraceSource, teacher: str,
-                   level: Any, fmt: str = "cot", batch_size: int = 64) -> dict[str, float]:
-    """Mean token loss (nats) of the model on each item's level-``level`` target (rationale + answer
-    + EOS, as training sees it) after the item's prompt: the student's own difficulty."""
+def load_scorer(model_dir: str | os.PathLike) -> tuple[Any, Any, Any, bool, int]:
+    """A trained checkpoint for scoring: (tokenizer, model in eval mode, its prompt template,
+    whether prompts take the tokenizer's special tokens, the pad id)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -264,8 +263,17 @@ def student_losses(model_dir: str | os.PathLike, examples: Sequence[Any], source
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
     template = PromptTemplate.load(model_dir) or PromptTemplate()
-    add_special = template.kind != "chat"
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return tok, model, template, template.kind != "chat", pad
+
+
+def student_losses(model_dir: str | os.PathLike, examples: Sequence[Any], source: TraceSource, teacher: str,
+                   level: Any, fmt: str = "cot", batch_size: int = 64) -> dict[str, float]:
+    """Mean token loss (nats) of the model on each item's level-``level`` target (rationale + answer
+    + EOS, as training sees it) after the item's prompt: the student's own difficulty."""
+    import torch
+
+    tok, model, template, add_special, pad = load_scorer(model_dir)
     members = teacher_members(teacher)
     for m in set(members):
         source.prepare(m, examples, level, fmt)

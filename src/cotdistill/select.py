@@ -194,18 +194,11 @@ def score_model(model_dir: str | os.PathLike, examples: list[Any], max_new_token
     of the gold answer ``" {gold}."`` after the model's own rationale up to ``answer_marker``
     (normal-approximation 95 % interval). Returns also ``predictions`` (id, output, pred, correct, p_gold)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import answers
-    from .template import PromptTemplate
+    from .mix import load_scorer
 
-    model_dir = Path(model_dir)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.eval()
-    template = PromptTemplate.load(model_dir) or PromptTemplate()
-    add_special = template.kind != "chat"
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    tok, model, template, add_special, pad = load_scorer(Path(model_dir))
     eos = tok.eos_token_id
     preds: list[dict[str, Any]] = []
     with torch.no_grad():

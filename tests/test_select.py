@@ -438,3 +438,7 @@ def test_race_drops_nobody_without_evidence(tmp_path):
     assert all(rd["dropped"] == [] for rd in rounds[:-1]) and len(rounds[-1]["kept"]) == 1
     assert [rd["steps"] for rd in rounds] == sorted({rd["steps"] for rd in rounds})
     assert res["spent_tokens"] <= res["budget_tokens"] * 1.05 and "racing" in res["method"]
+    # nothing separated the others from the winner: the result says so
+    close = {c["candidate"] for c in res["winner"]["not_separated_from"]}
+    assert close == {s["candidate"] for s in rounds[-1]["scores"]} - {res["winner"]["candidate"]}
+    assert "**Uncertain:**" in (tmp_path / "race" / "summary.md").read_text()

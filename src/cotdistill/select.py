@@ -555,6 +555,18 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
         last_scores = {s["candidate"]: s for s in rounds[-1]["scores"]}
         alive = sorted(alive, key=lambda c: _ranking_key(cfg.score, last_scores[c.name]), reverse=True)[:1]
     winner = alive[0]
+    # candidates the last scores cannot tell from the winner: the choice among them is uncertain
+    close: list[dict[str, Any]] = []
+    if rounds:
+        last_sc = {x["candidate"]: x for x in rounds[-1]["scores"]}
+        lead_v = _ranking_key(cfg.score, last_sc[winner.name])[0] if winner.name in last_sc else None
+        for x in rounds[-1]["scores"]:
+            z = x.get("z_below_leader")
+            if x["candidate"] == winner.name or z is None or lead_v is None:
+                continue
+            gap = lead_v - _ranking_key(cfg.score, x)[0]
+            if z < (cfg.drop_z or 2.58) or gap < cfg.drop_min_gap:
+                close.append({"candidate": x["candidate"], "z_below": z, "gap": round(gap, 4)})
     from .mix import teacher_members
 
     win_mix = None
@@ -582,6 +594,7 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
                    "halving": f"successive halving (eta {cfg.eta})"}[cfg.schedule],
         "candidates": [c.name for c in cands],
         "winner": {"candidate": winner.name, "teacher": winner.teacher, "level": winner.level, "format": winner.format,
+                   "not_separated_from": close,
                    "kind": winner.kind, "traces": str(out / "traces.jsonl"), "model": model_of.get(winner.name)},
         "rounds": rounds,
         "tokens_per_step": {k: round(v, 1) for k, v in cost.items()},
@@ -674,6 +687,12 @@ def summary_markdown(res: dict[str, Any]) -> str:
                          f"{s['p_gold']:.3f} [{s['p_gold_low']:.3f}, {s['p_gold_high']:.3f}] | {hy} | {zs} | "
                          f"{s['train_tokens']:,} | {kept} |")
         lines.append("")
+    close = res["winner"].get("not_separated_from") or []
+    if close:
+        names = ", ".join(f"{c['candidate']} (z {c['z_below']:.2f}, gap {c['gap']:.3f})" for c in close)
+        lines += [f"**Uncertain:** at the last checkpoint the winner was not separated from {names}: the "
+                  "validation scores cannot tell them apart (drop_z / drop_min_gap). A larger --budget trains them "
+                  "further before the choice.", ""]
     if res["winner"].get("note"):
         lines += [f"Note: {res['winner']['note']}.", ""]
     return "\n".join(lines)
@@ -739,6 +758,7 @@ def select_vs_grid(study_dir: str | os.PathLike, tolerance: float = 0.02) -> dic
         grid_tok = sum(float(g.get("train_tokens") or 0) for g in cells)
         row = {"task": c["task"], "student": c["student"], "seed": c["seed"], "selection": str(sp.parent),
                "method": f"{c.get('schedule', 'halving')}/{c.get('score', 'soft')}",
+               "not_separated_from": [x["candidate"] for x in w.get("not_separated_from") or []],
                "chosen": w["candidate"], "grid_best": _cell_name(best["teacher"], best["level"], best["format"]),
                "grid_best_accuracy": best["accuracy"],
                "chosen_accuracy": chosen["accuracy"] if chosen else None,
@@ -780,14 +800,15 @@ def select_vs_grid_markdown(study_dir: str | os.PathLike) -> str:
     if not d["available"]:
         return ""
     lines = ["## Would `select` have found the best cell?", "",
-             "| student | seed | method | grid best (acc) | select chose (acc in grid) | gap | within 2 pts | tokens vs grid |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| student | seed | method | grid best (acc) | select chose (acc in grid) | gap | within 2 pts | tokens vs grid | "
+             "not separated from |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
         ca = "—" if r["chosen_accuracy"] is None else f"{100 * r['chosen_accuracy']:.1f}"
         gap = "—" if r["gap"] is None else f"{100 * r['gap']:.1f}"
         lines.append(f"| {r['student']} | {r['seed']} | {r['method']} | {r['grid_best']} ({100 * r['grid_best_accuracy']:.1f}) | "
                      f"{r['chosen']} ({ca}) | {gap} | {'yes' if r['within_tolerance'] else 'no'} | "
-                     f"{100 * (r['fraction_of_grid'] or 0):.0f} % |")
+                     f"{100 * (r['fraction_of_grid'] or 0):.0f} % | {', '.join(r['not_separated_from']) or '—'} |")
     n_ok = sum(r["within_tolerance"] for r in d["rows"])
     lines += ["", f"{n_ok} of {len(d['rows'])} selections chose the grid's best cell of their seed or one within 2 accuracy points. "
               "Method = schedule/score (`rejects`: one candidate dropped per round; `halving`: half per round; "

@@ -47,6 +47,8 @@ VARIANTS = {
     "rejects-hybrid-wsd": {"schedule": "rejects", "score": "hybrid", "cooldown": "last", "drop_min_gap": 0.0},
     "rejects": {"schedule": "rejects", "score": "hybrid", "drop_min_gap": 0.0},
     "race-gap0": {"schedule": "race", "score": "hybrid", "drop_min_gap": 0.0},
+    # the default with a larger budget: where does the later-learning student become reliable?
+    "budget60": {"budget": 0.6},
 }
 
 

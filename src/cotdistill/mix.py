@@ -321,7 +321,7 @@ def loss_mix_table(cand: Candidate, examples: Sequence[Any], student: str, work_
     steps = probe_steps or max(1, int(round(PROBE_FRACTION * total)))
     if table_path.is_file():
         saved = json.loads(table_path.read_text())
-        if saved.get("probe", {}).get("steps") == steps and len(saved["table"]) == len(examples):
+        if saved.get("probe", {}).get("steps") == steps and set(saved["table"]) == {e.id for e in examples}:
             return {k: int(v) for k, v in saved["table"].items()}, saved["probe"]
     probe_cand = Candidate(cand.teacher, a, cand.format)
     pieces = segment_pieces(probe_cand, examples, source, 0, steps, batch_size=config.batch_size, total_steps=steps,

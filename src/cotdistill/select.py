@@ -380,6 +380,12 @@ def _ranking_key(score: str, s: dict[str, Any]) -> tuple:
     return (s.get("hybrid", s["accuracy"]), s["accuracy"], s["p_gold"])
 
 
+def _clearly_below(cfg: SelectConfig, z: float, gap: float) -> bool:
+    """The rule that drops a candidate early and separates the winner at the end: ``drop_z``
+    paired standard errors (2.58 when early drops are off) and ``drop_min_gap`` below the leader."""
+    return z >= (cfg.drop_z if cfg.drop_z is not None else 2.58) and gap >= cfg.drop_min_gap
+
+
 def _remaining_sizes(cfg: SelectConfig, n: int) -> list[int]:
     return reject_sizes(n) if cfg.schedule == "rejects" else round_sizes(n, cfg.eta)
 
@@ -462,7 +468,6 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
             if cfg.schedule == "race":
                 target, last = race_target(budget - spent, done_steps, len(alive), mean_cost, max_steps, cfg.mode,
                                            cfg.first_steps)
-                sizes = [len(alive)] if last else [len(alive), len(alive)]
                 prog.update(total_task, total=r + (1 if last else 2))
                 if schedule_planned is None:
                     schedule_planned = [target]
@@ -519,15 +524,15 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
                 scores[c.name] = sc
                 prog.advance(rtask)
             ranked = sorted(alive, key=lambda c: _ranking_key(cfg.score, scores[c.name]), reverse=True)
-            keep_n = 1 if last else (len(alive) if cfg.schedule == "race" else sizes[1])
+            keep_n = 1 if last else (len(alive) if cfg.schedule == "race" else sizes[1])  # race drops on evidence only
             kept, dropped = ranked[:keep_n], ranked[keep_n:]
             # a candidate clearly below the leader on the same items goes now, whatever the plan
             lead = ranked[0].name
             z_vs_leader = {c.name: round(paired_z(items[lead], items[c.name]), 3) for c in ranked[1:]}
-            gap_to_leader = {c.name: _ranking_key(cfg.score, scores[lead])[0] - _ranking_key(cfg.score, scores[c.name])[0]
-                             for c in ranked[1:]}
-            clear = [c for c in kept[1:] if cfg.drop_z is not None and z_vs_leader[c.name] >= cfg.drop_z
-                     and gap_to_leader[c.name] >= cfg.drop_min_gap]
+            gap_to_leader = {c.name: round(_ranking_key(cfg.score, scores[lead])[0]
+                                           - _ranking_key(cfg.score, scores[c.name])[0], 6) for c in ranked[1:]}
+            clear = [c for c in kept[1:] if cfg.drop_z is not None
+                     and _clearly_below(cfg, z_vs_leader[c.name], gap_to_leader[c.name])]
             kept = [c for c in kept if c not in clear]
             dropped = dropped + clear
             rounds.append({
@@ -537,7 +542,8 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
                 "decayed": last or cfg.cooldown == "every" or cfg.mode == "retrain",
                 "ranked_by": cfg.score,
                 "scores": [{"candidate": c.name, **{k: v for k, v in scores[c.name].items()},
-                            "z_below_leader": z_vs_leader.get(c.name)} for c in ranked],
+                            "z_below_leader": z_vs_leader.get(c.name), "gap_below_leader": gap_to_leader.get(c.name)}
+                           for c in ranked],
                 "kept": [c.name for c in kept], "dropped": [c.name for c in dropped],
                 "dropped_clearly_worse": [c.name for c in clear],
             })
@@ -555,18 +561,10 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
         last_scores = {s["candidate"]: s for s in rounds[-1]["scores"]}
         alive = sorted(alive, key=lambda c: _ranking_key(cfg.score, last_scores[c.name]), reverse=True)[:1]
     winner = alive[0]
-    # candidates the last scores cannot tell from the winner: the choice among them is uncertain
-    close: list[dict[str, Any]] = []
-    if rounds:
-        last_sc = {x["candidate"]: x for x in rounds[-1]["scores"]}
-        lead_v = _ranking_key(cfg.score, last_sc[winner.name])[0] if winner.name in last_sc else None
-        for x in rounds[-1]["scores"]:
-            z = x.get("z_below_leader")
-            if x["candidate"] == winner.name or z is None or lead_v is None:
-                continue
-            gap = lead_v - _ranking_key(cfg.score, x)[0]
-            if z < (cfg.drop_z or 2.58) or gap < cfg.drop_min_gap:
-                close.append({"candidate": x["candidate"], "z_below": z, "gap": round(gap, 4)})
+    # candidates the last scores cannot tell from the winner (the last round's leader): an uncertain choice
+    close = [{"candidate": x["candidate"], "z_below": x["z_below_leader"], "gap": round(x["gap_below_leader"], 4)}
+             for x in (rounds[-1]["scores"] if rounds else [])
+             if x["z_below_leader"] is not None and not _clearly_below(cfg, x["z_below_leader"], x["gap_below_leader"])]
     from .mix import teacher_members
 
     win_mix = None

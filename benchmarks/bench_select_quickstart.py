@@ -49,6 +49,10 @@ VARIANTS = {
     "race-gap0": {"schedule": "race", "score": "hybrid", "drop_min_gap": 0.0},
     # the default with a larger budget: where does the later-learning student become reliable?
     "budget60": {"budget": 0.6},
+    # screening at a smaller batch: the same tokens buy 4x the optimizer steps (does the later-learning
+    # student pass its transition within the budget?); lr scaled by sqrt(8/32)
+    "bs8": {"train": {"batch_size": 8, "max_steps": 1600, "save_steps": 400, "learning_rate": 2e-3}},
+    "bs8-lr4": {"train": {"batch_size": 8, "max_steps": 1600, "save_steps": 400}},
 }
 
 

@@ -363,6 +363,33 @@ def test_select_vs_grid_reads_a_study(tmp_path, selection):
     assert row["chosen_mean_accuracy"] == pytest.approx(mean_chosen)
     assert row["within_tolerance_mean"] == (0.52 - mean_chosen <= 0.02)
     assert "averaged over its seeds" in select_vs_grid_markdown(study)
+    # the grid against itself: seed 0's best (L3) is 15 points short on seed 1; seed 1's best
+    # (the curriculum) is 1 point short on seed 0
+    rep = select_vs_grid(study)["reproducibility"]
+    assert len(rep) == 1 and (rep[0]["pairs"], rep[0]["hits"]) == (2, 1)
+    assert rep[0]["best_per_seed"] == {0: "lab/L3/cot", 1: "lab/curriculum:2-3/cot"}
+    assert "1 of 2 (50 %)" in select_vs_grid_markdown(study)
+
+
+def test_paired_test_between_grid_cells(tmp_path):
+    """The grid's own paired test: 300 shared test items, cell a right on 30 more than cell b."""
+    from cotdistill.select import _cells_paired_z
+
+    def cell(name, correct):
+        d = tmp_path / "cells" / name / "eval"
+        d.mkdir(parents=True)
+        (d / "predictions.jsonl").write_text("".join(json.dumps({"id": f"t{i}", "correct": c}) + "\n"
+                                                     for i, c in enumerate(correct)))
+        return {"cell": name}
+
+    base = [i % 2 == 0 for i in range(300)]
+    a = cell("a", [c or i < 60 for i, c in enumerate(base)])  # 30 more right (the odd items below 60)
+    b = cell("b", base)
+    z = _cells_paired_z(tmp_path, a, b)
+    # 30 items differ, all favouring a: mean 0.1, sd sqrt(0.1*0.9*300/299)
+    assert z == pytest.approx(0.1 / (((0.1 * 0.9 * 300 / 299) ** 0.5) / 300 ** 0.5), rel=1e-3)
+    assert _cells_paired_z(tmp_path, b, a) == pytest.approx(-z)
+    assert _cells_paired_z(tmp_path, a, {"cell": "missing"}) is None
 
 
 def test_cli_errors_are_one_line(tmp_path):

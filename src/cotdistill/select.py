@@ -765,6 +765,12 @@ def select_vs_grid(study_dir: str | os.PathLike, tolerance: float = 0.02) -> dic
                "grid_tokens": int(grid_tok) if grid_tok else sel["grid_tokens"],
                }
         row["within_tolerance"] = row["gap"] is not None and row["gap"] <= tolerance + 1e-9
+        # can the grid itself tell the chosen cell from its best one? paired test on the same test items
+        if chosen is not None and chosen is not best:
+            row["test_z"] = _cells_paired_z(sd, best, chosen)
+            row["tied_with_best"] = row["test_z"] is not None and row["test_z"] < 1.96
+        elif chosen is not None:
+            row["test_z"], row["tied_with_best"] = 0.0, True
         row["fraction_of_grid"] = round(row["spent_tokens"] / row["grid_tokens"], 4) if row["grid_tokens"] else None
         # against the grid averaged over the study's seeds (a seed's best cell is partly that seed's noise)
         by_cell: dict[str, list[float]] = {}
@@ -781,7 +787,52 @@ def select_vs_grid(study_dir: str | os.PathLike, tolerance: float = 0.02) -> dic
                         "gap_mean": round(means[best_m] - means[key], 6) if key in means else None})
             row["within_tolerance_mean"] = row["gap_mean"] is not None and row["gap_mean"] <= tolerance + 1e-9
         rows.append(row)
-    return {"available": bool(rows), "rows": rows, "tolerance": tolerance}
+    return {"available": bool(rows), "rows": rows, "tolerance": tolerance,
+            "reproducibility": grid_reproducibility(grid, tolerance)}
+
+
+def _cells_paired_z(study: Path, a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """Paired z of test accuracy ``a - b`` over the test items both cells answered (None when a
+    cell's predictions are missing)."""
+    per = []
+    for g in (a, b):
+        p = study / "cells" / str(g.get("cell")) / "eval" / "predictions.jsonl"
+        if not g.get("cell") or not p.is_file():
+            return None
+        per.append({d["id"]: float(bool(d.get("correct"))) for d in map(json.loads, p.read_text(encoding="utf-8").splitlines())
+                    if d.get("id") is not None})
+    ids = [i for i in per[0] if i in per[1]]
+    if len(ids) < 2:
+        return None
+    return round(paired_z([per[0][i] for i in ids], [per[1][i] for i in ids]), 3)
+
+
+def grid_reproducibility(grid: list[dict[str, Any]], tolerance: float = 0.02) -> list[dict[str, Any]]:
+    """How often the grid agrees with itself across seeds, per (task, student): for every ordered
+    pair of seeds (a, b), is the best cell of seed a within ``tolerance`` of the best cell of seed b
+    *on seed b*? A selection judged per seed cannot be expected to beat this rate: it is what the
+    whole grid, rerun with another seed, would score (the ceiling set by run-to-run noise)."""
+    out = []
+    keys = sorted({(g["task"], g["student"]) for g in grid})
+    for task, student in keys:
+        by_seed: dict[int, dict[str, float]] = {}
+        for g in grid:
+            if g["task"] == task and g["student"] == student:
+                by_seed.setdefault(g["seed"], {})[_cell_name(g["teacher"], g["level"], g["format"])] = g["accuracy"]
+        seeds = sorted(s for s, cells in by_seed.items() if len(cells) > 1)
+        pairs = hits = 0
+        for a in seeds:
+            pick = max(by_seed[a], key=by_seed[a].get)
+            for b in seeds:
+                if b == a or pick not in by_seed[b]:
+                    continue
+                pairs += 1
+                hits += max(by_seed[b].values()) - by_seed[b][pick] <= tolerance + 1e-9
+        if pairs:
+            out.append({"task": task, "student": student, "seeds": seeds, "pairs": pairs, "hits": hits,
+                        "rate": round(hits / pairs, 4),
+                        "best_per_seed": {s: max(by_seed[s], key=by_seed[s].get) for s in seeds}})
+    return out
 
 
 def _cell_name(teacher: str, level: Any, fmt: str) -> str:
@@ -798,19 +849,31 @@ def select_vs_grid_markdown(study_dir: str | os.PathLike) -> str:
     if not d["available"]:
         return ""
     lines = ["## Would `select` have found the best cell?", "",
-             "| student | seed | method | grid best (acc) | select chose (acc in grid) | gap | within 2 pts | tokens vs grid | "
-             "not separated from |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| student | seed | method | grid best (acc) | select chose (acc in grid) | gap | within 2 pts | test z vs best | "
+             "tokens vs grid | not separated from |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
         ca = "—" if r["chosen_accuracy"] is None else f"{100 * r['chosen_accuracy']:.1f}"
         gap = "—" if r["gap"] is None else f"{100 * r['gap']:.1f}"
         lines.append(f"| {r['student']} | {r['seed']} | {r['method']} | {r['grid_best']} ({100 * r['grid_best_accuracy']:.1f}) | "
                      f"{r['chosen']} ({ca}) | {gap} | {'yes' if r['within_tolerance'] else 'no'} | "
+                     f"{'—' if r.get('test_z') is None else format(r['test_z'], '.2f')} | "
                      f"{100 * (r['fraction_of_grid'] or 0):.0f} % | {', '.join(r['not_separated_from']) or '—'} |")
     n_ok = sum(r["within_tolerance"] for r in d["rows"])
-    lines += ["", f"{n_ok} of {len(d['rows'])} selections chose the grid's best cell of their seed or one within 2 accuracy points. "
-              "Method = schedule/score (`rejects`: one candidate dropped per round; `halving`: half per round; "
-              "score `hybrid`: 1 per right validation answer, else P(gold))."]
+    n_tied = sum(bool(r.get("tied_with_best")) for r in d["rows"])
+    lines += ["", f"{n_ok} of {len(d['rows'])} selections chose the grid's best cell of their seed or one within 2 accuracy points; "
+              f"{n_tied} of {len(d['rows'])} chose a cell the grid cannot tell from its best one (paired test on the test "
+              "items, z < 1.96). Method = schedule/score (`rejects`: one candidate dropped per round; `halving`: half per "
+              "round; score `hybrid`: 1 per right validation answer, else P(gold))."]
+    rep = d.get("reproducibility") or []
+    if rep:
+        lines += ["", "How often the grid agrees with itself: the best cell of one seed, judged on another seed of the same "
+                  "grid (every ordered pair of seeds). A per-seed selection cannot be expected to do better than the whole "
+                  "grid rerun with another seed.", "",
+                  "| student | best cell per seed | another seed's best within 2 pts |", "|---|---|---|"]
+        for r in rep:
+            per = ", ".join(f"{s}: {c}" for s, c in r["best_per_seed"].items())
+            lines.append(f"| {r['student']} | {per} | {r['hits']} of {r['pairs']} ({100 * r['rate']:.0f} %) |")
     multi = [r for r in d["rows"] if r.get("n_seeds")]
     if multi:
         lines += ["", "Against the grid averaged over its seeds (a seed's best cell is partly that run's noise):", "",

@@ -260,7 +260,7 @@ def test_continuation_starts_from_the_previous_weights(tmp_path, arith):
     wb = load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
     # a fresh run with the same vanishing rate is a different (random-init) model
-    c = train_pieces(p1, "scratch:llama-xxs", tmp_path / "c", frozen, seed=2)
+    train_pieces(p1, "scratch:llama-xxs", tmp_path / "c", frozen, seed=2)
     wc = load_file(tmp_path / "c" / "model.safetensors")
     assert not all(torch.allclose(wa[k], wc[k], atol=1e-3) for k in wa)
     assert json.loads((tmp_path / "b" / "pieces.json").read_text())["pieces"][0]["schedule"] == "decay"
@@ -469,3 +469,51 @@ def test_race_drops_nobody_without_evidence(tmp_path):
     close = {c["candidate"] for c in res["winner"]["not_separated_from"]}
     assert close == {s["candidate"] for s in rounds[-1]["scores"]} - {res["winner"]["candidate"]}
     assert "**Uncertain:**" in (tmp_path / "race" / "summary.md").read_text()
+
+
+def test_screening_config_buys_more_steps_for_the_same_tokens():
+    from cotdistill.select import SelectConfig, screening_config
+    from cotdistill.train import TrainConfig
+
+    full = TrainConfig.scratch(**{**TINY_TRAIN, "learning_rate": 4e-3, "micro_batch_size": 8})
+    cfg = SelectConfig(task="arith", student="scratch:llama-xxs", out="x", screen_batch=0.25)
+    scr, steps = screening_config(cfg, full, 12)
+    assert (scr.batch_size, steps) == (2, 48) and scr.batch_size * steps == full.batch_size * 12
+    assert scr.learning_rate == pytest.approx(2e-3) and scr.micro_batch_size is None
+    assert scr.warmup_steps == full.warmup_steps and scr.lr_scheduler == full.lr_scheduler
+    # a count of examples; the training batch itself leaves the config as it is
+    assert screening_config(cfg.model_copy(update={"screen_batch": 4}), full, 12)[1] == 24
+    assert screening_config(cfg.model_copy(update={"screen_batch": 1.0}), full, 12) == (full, 12)
+    assert screening_config(cfg.model_copy(update={"screen_batch": 8}), full, 12) == (full, 12)
+    with pytest.raises(UserError, match="screen_batch.*above the training batch 8"):
+        screening_config(cfg.model_copy(update={"screen_batch": 16}), full, 12)
+
+
+@pytest.mark.slow
+def test_select_screens_at_a_smaller_batch(tmp_path):
+    cfg = dict(task="arith", task_options=OPTS, student="scratch:llama-xxs", levels=[0, 3], budget=0.5,
+               out=str(tmp_path / "scr"), val_size=20, seed=0, train=TINY_TRAIN, threads=1, eval_batch_size=20,
+               schedule="race", drop_z=None, screen_batch=0.5)
+    res = run_select(cfg, progress=False)
+    scr = res["screening"]
+    assert (scr["batch_size"], scr["max_steps"], scr["train_batch_size"], scr["train_max_steps"]) == (4, 24, 8, 12)
+    assert res["max_steps"] == 24
+    # the trainer ran the rounds at batch 4: twice the steps for about the tokens a batch-8 run spends
+    plain = run_select({**cfg, "screen_batch": 1.0, "out": str(tmp_path / "plain")}, progress=False)
+    assert res["grid_tokens"] == pytest.approx(plain["grid_tokens"], rel=0.02)
+    assert res["spent_tokens"] <= res["budget_tokens"] * 1.05
+    first, first_plain = res["rounds"][0], plain["rounds"][0]
+    assert first["steps"] == 2 * first_plain["steps"]
+    tok = {s["candidate"]: s["train_tokens"] for s in first["scores"]}
+    tok_plain = {s["candidate"]: s["train_tokens"] for s in first_plain["scores"]}
+    assert all(tok[c] == pytest.approx(tok_plain[c], rel=0.1) for c in tok)
+    assert all(s["steps_this_round"] == first["steps"] for s in first["scores"])
+    assert "Screened at batch 4" in (tmp_path / "scr" / "summary.md").read_text()
+    # an older selection directory (no screen_batch in its settings) reruns with the old behaviour
+    settings = tmp_path / "plain" / "settings.json"
+    old = json.loads(settings.read_text())
+    del old["screen_batch"]
+    settings.write_text(json.dumps(old))
+    assert run_select({**cfg, "screen_batch": 1.0, "out": str(tmp_path / "plain")}, progress=False)["winner"] == plain["winner"]
+    with pytest.raises(UserError, match=r"other settings \(screen_batch\)"):
+        run_select({**cfg, "out": str(tmp_path / "plain")}, progress=False)

@@ -36,6 +36,10 @@ per student"):
   26-step decay, while L0 and L4 stayed at 5.5 %. ``mode: retrain`` trains survivors from scratch
   for the round's total steps with the student's own (cosine) schedule instead (costs more tokens
   per round).
+* **screen_batch** (default 1 = the training batch): screen at a smaller batch, so the same tokens
+  buy more optimizer steps (0.25: 4x; learning rate scaled by the square root of the ratio). Measured
+  on the quickstart's xs student: every pick was one of the two good levels, but the faster learner
+  (L3) led more often at the deciding checkpoint, so fewer picks matched the grid per seed (README).
 * **score**: on the validation split, greedy decoding; per item ``soft`` (default) = the
   *gold-answer probability*: the student's probability of ``" {gold}."`` after its own rationale
   up to ``The answer is`` (a smooth version of accuracy); ``hybrid`` = 1 if the answer is right,
@@ -113,6 +117,11 @@ class SelectConfig(BaseModel):
                              "compare decayed models; the next round re-warms), or only the last round does")
     score: Literal["soft", "hybrid", "accuracy"] = Field(
         "soft", description="per validation item: hybrid = 1 if correct else P(gold); soft = P(gold); accuracy = correct")
+    screen_batch: float = Field(
+        1.0, gt=0, description="examples per optimizer step while screening: a value <= 1 is a share of the training "
+                               "batch (0.25 = a quarter, so the same tokens buy 4x the optimizer steps), a larger value is "
+                               "examples. The learning rate is scaled by sqrt(screen batch / batch); the full run (the "
+                               "grid's cells, `train` on the winner) keeps the training batch")
     val_size: int = Field(200, ge=10, description="validation items carved from the end of the training split")
     first_steps: int | None = Field(None, ge=1, description="steps of the first round (default: solved from the budget)")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields (max_steps = the full run's length)")
@@ -129,6 +138,29 @@ class SelectConfig(BaseModel):
             except UserError as e:
                 raise ValueError(str(e)) from None
         return v
+
+
+def screening_config(cfg: SelectConfig, full: Any, full_steps: int) -> tuple[Any, int]:
+    """The training config candidates are screened with, and the full run's length in its steps.
+
+    ``screen_batch`` below the training batch ``B`` gives batch ``b``: ``full_steps * B / b`` steps
+    make a full run (the same tokens), the peak learning rate is scaled by ``sqrt(b / B)`` (the
+    square-root rule for Adam), warmup keeps its steps. ``b == B``: ``full`` as is."""
+    B = full.batch_size
+    b = max(1, round(cfg.screen_batch * B)) if cfg.screen_batch <= 1 else int(cfg.screen_batch)
+    if b > B:
+        raise UserError(f"select: field 'screen_batch': {cfg.screen_batch:g} gives a screening batch of {b} examples, "
+                        f"above the training batch {B}; give a share <= 1 (e.g. 0.25) or at most {B} examples")
+    if b == B:
+        return full, full_steps
+    micro = full.micro_batch_size
+    over: dict[str, Any] = {"batch_size": b, "max_steps": math.ceil(full_steps * B / b),
+                            "learning_rate": full.learning_rate * math.sqrt(b / B)}
+    data = full.model_dump()
+    data.update(over)
+    if micro is not None and (micro > b or b % micro):
+        data["micro_batch_size"] = None
+    return type(full).validated(data, source="select screening"), over["max_steps"]
 
 
 def _validated(data: dict[str, Any], source: str = "select") -> SelectConfig:
@@ -407,13 +439,16 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     _claim_out_dir(out, cfg)
-    base = _train_config(cfg)
-    bs = base.batch_size
+    full = _train_config(cfg)
     cands = candidates(cfg)
     examples = load_examples(cfg)
     train_ex, val_ex = split_train_val(examples, cfg.val_size, cfg.seed)
     # the length of a full run: max_steps, else the config's epochs over the training split
-    max_steps = int(base.max_steps or max(1, math.ceil(base.epochs * len(examples) / bs)))
+    full_steps = int(full.max_steps or max(1, math.ceil(full.epochs * len(examples) / full.batch_size)))
+    # screening may use a smaller batch: more optimizer steps for the same tokens; max_steps = the
+    # full run's length in screening steps
+    base, max_steps = screening_config(cfg, full, full_steps)
+    bs = base.batch_size
     source = TraceSource(out / "cache", cfg.generate)
 
     # cost per step of every candidate, and the grid
@@ -597,6 +632,9 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
         "rounds": rounds,
         "tokens_per_step": {k: round(v, 1) for k, v in cost.items()},
         "max_steps": max_steps,
+        "screening": {"batch_size": bs, "learning_rate": base.learning_rate, "max_steps": max_steps,
+                      "train_batch_size": full.batch_size, "train_learning_rate": full.learning_rate,
+                      "train_max_steps": full_steps},
         "spent_tokens": int(spent),
         "probe_tokens": {k: int(v) for k, v in probe_tokens.items()},
         "grid_tokens": int(grid_tokens),
@@ -619,6 +657,9 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
 
 # settings that do not change what is trained or how it is scored
 _RUNTIME_FIELDS = ("threads", "eval_batch_size", "out")
+# fields added after a selection directory may have been written, with the value that reproduces
+# what such a directory was trained with
+_ADDED_FIELDS = {"screen_batch": 1.0}
 
 
 def _claim_out_dir(out: Path, cfg: SelectConfig) -> None:
@@ -631,6 +672,8 @@ def _claim_out_dir(out: Path, cfg: SelectConfig) -> None:
             before = json.loads(path.read_text())
         except (OSError, ValueError):
             before = None
+        if isinstance(before, dict):
+            before = {**_ADDED_FIELDS, **before}
         if isinstance(before, dict) and before != now:
             diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             raise UserError(f"select: {out} holds a selection made with other settings ({', '.join(diff)}); "
@@ -671,8 +714,16 @@ def summary_markdown(res: dict[str, Any]) -> str:
              f"ranked by {SCORE_NAMES[cfg['score']]} on "
              f"{res['validation']['size']} validation items carved from the training split (the test split is not used).",
              ""]
+    scr = res.get("screening") or {}
+    small = scr and scr["batch_size"] != scr["train_batch_size"]
+    if small:
+        lines += [f"Screened at batch {scr['batch_size']} and learning rate {scr['learning_rate']:.3g} (the full run: "
+                  f"batch {scr['train_batch_size']}, {scr['train_learning_rate']:.3g}): a full run is {scr['max_steps']} "
+                  f"screening steps = {scr['train_max_steps']} training steps, the same tokens.", ""]
     for rd in res["rounds"]:
-        lines += [f"## Round {rd['round']}: step {rd['steps']} ({rd['schedule']}{', decayed' if rd['decayed'] else ''})", "",
+        eq = (f" of {scr['max_steps']} (= {rd['steps'] * scr['batch_size'] / scr['train_batch_size']:.0f} of "
+              f"{scr['train_max_steps']} at batch {scr['train_batch_size']})") if small else ""
+        lines += [f"## Round {rd['round']}: step {rd['steps']}{eq} ({rd['schedule']}{', decayed' if rd['decayed'] else ''})", "",
                   "| candidate | val accuracy [95 % CI] | P(gold) [95 % CI] | hybrid [95 % CI] | z below leader | train tokens | kept |",
                   "|---|---|---|---|---|---|---|"]
         for s in rd["scores"]:

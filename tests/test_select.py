@@ -403,6 +403,13 @@ def test_cli_errors_are_one_line(tmp_path):
         p = subprocess.run([sys.executable, "-m", "cotdistill", "select", *args], capture_output=True, text=True, env=env)
         assert p.returncode == 2, p.stderr
         assert p.stderr.strip().startswith("error:") and msg in p.stderr and "Traceback" not in p.stderr
+    # settings refused before anything is written: --out is neither created nor claimed
+    for bad, msg in ((["--screen-batch", "64"], "above the training batch 32"), (["--val-size", "300"], "lower val_size")):
+        p = subprocess.run([sys.executable, "-m", "cotdistill", "select", "--task", "arith", "--task-option", "n_train=400",
+                            "--student", "scratch:llama-xxs", "--out", str(tmp_path / "new"), *bad],
+                           capture_output=True, text=True, env=env)
+        assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr
+        assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.slow

@@ -140,17 +140,23 @@ class SelectConfig(BaseModel):
         return v
 
 
+def screening_batch(cfg: SelectConfig, full: Any) -> int:
+    """Examples per screening step (a one-line error when above the training batch)."""
+    B = full.batch_size
+    b = max(1, round(cfg.screen_batch * B)) if cfg.screen_batch <= 1 else int(cfg.screen_batch)
+    if b > B:
+        raise UserError(f"select: field 'screen_batch': {cfg.screen_batch:g} gives a screening batch of {b} examples, "
+                        f"above the training batch {B}; give a share <= 1 (e.g. 0.25) or at most {B} examples")
+    return b
+
+
 def screening_config(cfg: SelectConfig, full: Any, full_steps: int) -> tuple[Any, int]:
     """The training config candidates are screened with, and the full run's length in its steps.
 
     ``screen_batch`` below the training batch ``B`` gives batch ``b``: ``full_steps * B / b`` steps
     make a full run (the same tokens), the peak learning rate is scaled by ``sqrt(b / B)`` (the
     square-root rule for Adam), warmup keeps its steps. ``b == B``: ``full`` as is."""
-    B = full.batch_size
-    b = max(1, round(cfg.screen_batch * B)) if cfg.screen_batch <= 1 else int(cfg.screen_batch)
-    if b > B:
-        raise UserError(f"select: field 'screen_batch': {cfg.screen_batch:g} gives a screening batch of {b} examples, "
-                        f"above the training batch {B}; give a share <= 1 (e.g. 0.25) or at most {B} examples")
+    B, b = full.batch_size, screening_batch(cfg, full)
     if b == B:
         return full, full_steps
     micro = full.micro_batch_size
@@ -432,17 +438,19 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
         cfg = _validated(cfg)
     t_start = time.time()
     out = Path(cfg.out).expanduser().resolve()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    # every check that can refuse the settings runs before --out is created or claimed
+    full = _train_config(cfg)
+    screening_batch(cfg, full)
+    cands = candidates(cfg)
+    examples = load_examples(cfg)
+    train_ex, val_ex = split_train_val(examples, cfg.val_size, cfg.seed)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"select: cannot create --out {out} ({e.strerror}); choose a writable directory") from None
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     _claim_out_dir(out, cfg)
-    full = _train_config(cfg)
-    cands = candidates(cfg)
-    examples = load_examples(cfg)
-    train_ex, val_ex = split_train_val(examples, cfg.val_size, cfg.seed)
     # the length of a full run: max_steps, else the config's epochs over the training split
     full_steps = int(full.max_steps or max(1, math.ceil(full.epochs * len(examples) / full.batch_size)))
     # screening may use a smaller batch: more optimizer steps for the same tokens; max_steps = the

@@ -369,3 +369,15 @@ def test_mixed_and_curriculum_levels_run_as_cells(tmp_path):
 def test_bad_pseudo_level_is_one_line(tmp_path):
     with pytest.raises(UserError, match=r"levels.*mix:A-B needs"):
         load_study_config(base_config(tmp_path / "out", levels=["mix:5-2"]))
+
+
+def test_quickstart_mixed_extends_the_quickstart_grid(tmp_path):
+    """examples/quickstart_mixed.yaml is the quickstart plus mixed / curriculum cells: run into the
+    quickstart's output directory, it plans only the new cells (the single-level cells are shared)."""
+    qs = load_study_config(ROOT / "examples" / "quickstart.yaml", overrides={"output_dir": str(tmp_path)})
+    mixed = load_study_config(ROOT / "examples" / "quickstart_mixed.yaml", overrides={"output_dir": str(tmp_path)})
+    base = {c.id for c in expand_cells(qs)}
+    new = [c for c in expand_cells(mixed) if c.id not in base]
+    assert base <= {c.id for c in expand_cells(mixed)}
+    assert sorted({str(c.level) for c in new}) == ["curriculum:2-4", "mix:3-4", "mix:3-4:loss", "mix:3-6"]
+    assert len(new) == 4 * len(qs.students)

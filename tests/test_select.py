@@ -524,3 +524,51 @@ def test_select_screens_at_a_smaller_batch(tmp_path):
     assert run_select({**cfg, "screen_batch": 1.0, "out": str(tmp_path / "plain")}, progress=False)["winner"] == plain["winner"]
     with pytest.raises(UserError, match=r"other settings \(screen_batch\)"):
         run_select({**cfg, "out": str(tmp_path / "plain")}, progress=False)
+
+
+def test_api_teacher_rationales_for_any_slice_one_call_per_item(tmp_path, arith):
+    """TraceSource over a real local OpenAI-protocol server: a later slice of items gets its own
+    rationales (not only the first slice asked for), and no item is called twice."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from openai_server import FakeOpenAIServer
+
+    train, _ = arith
+    with FakeOpenAIServer() as srv:
+        src = TraceSource(tmp_path / "cache", {"base_url": srv.base_url, "api_key": "k", "hint_gold": True})
+        cand = Candidate("openai:fake", 3, "cot")
+        a = build_traces(cand, train[:40], src)
+        b = build_traces(cand, train[30:90], src)  # 10 items seen, 50 new
+        assert [t.id for t in a] == [e.id for e in train[:40]] and [t.id for t in b] == [e.id for e in train[30:90]]
+        assert len(srv.outcomes("ok")) == len(set(srv.outcomes("ok"))) == 90
+        # a new process (a rerun) reads the same directory's call store: no call
+        again = build_traces(cand, train[:90], TraceSource(tmp_path / "cache", {"base_url": srv.base_url, "api_key": "k",
+                                                                                  "hint_gold": True}))
+        assert len(again) == 90 and len(srv.log) == 90
+
+
+@pytest.mark.slow
+def test_select_with_an_api_teacher_asks_each_item_once(tmp_path):
+    """select with a teacher behind a real local OpenAI-protocol server: every item it trains on,
+    validates on or writes for the winner gets its rationale from one call; a rerun calls nothing."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from openai_server import FakeOpenAIServer
+
+    from cotdistill.train import load_traces
+
+    key = "sk-test-0123456789SECRET"
+    with FakeOpenAIServer(api_key=key) as srv:
+        cfg = dict(task="arith", task_options={**OPTS, "n_train": 700}, student="scratch:llama-xxs",
+                   teachers=["openai:fake"], levels=[3], budget=0.5, out=str(tmp_path / "sel"), val_size=20, seed=0,
+                   train=TINY_TRAIN, threads=1, eval_batch_size=20,
+                   generate={"base_url": srv.base_url, "api_key": key, "hint_gold": True})
+        res = run_select(cfg, progress=False)
+        calls = srv.outcomes("ok")
+        assert len(calls) == len(set(calls)) == 700  # every item of the training split (with validation), once
+        assert res["winner"]["candidate"] == "openai:fake/L3/cot"
+        assert len(load_traces([tmp_path / "sel" / "traces.jsonl"])) == 700
+        n = len(srv.log)
+        again = run_select(cfg, progress=False)
+        assert len(srv.log) == n and again["winner"] == res["winner"]
+    text = "".join(p.read_text(errors="replace") for p in (tmp_path / "sel").rglob("*") if p.is_file()
+                   and p.suffix in (".json", ".jsonl", ".md", ".txt"))
+    assert key not in text

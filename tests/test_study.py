@@ -381,3 +381,28 @@ def test_quickstart_mixed_extends_the_quickstart_grid(tmp_path):
     assert base <= {c.id for c in expand_cells(mixed)}
     assert sorted({str(c.level) for c in new}) == ["curriculum:2-4", "mix:3-4", "mix:3-4:loss", "mix:3-6"]
     assert len(new) == 4 * len(qs.students)
+
+
+def test_an_api_key_in_the_generate_options_is_never_written(tmp_path):
+    """A key given in the config's generate options reaches the teacher but no file: study.json and
+    the cells' config.json show it masked, and the cache keys do not depend on it."""
+    from cotdistill.fileio import atomic_write_json
+    from cotdistill.generate import GenerateConfig
+    from cotdistill.study import stage_keys
+
+    secret = "sk-live-0123456789abcdefSECRET"
+    base = {"name": "k", "output_dir": str(tmp_path), "tasks": [{"name": "arith", "options": {"n_train": 50, "n_test": 10}}],
+            "teachers": ["openai:gpt-4o-mini"], "levels": [3], "students": ["scratch:llama-xxs"]}
+    cfg = load_study_config({**base, "generate": {"api_key": secret, "temperature": 0.0}})
+    atomic_write_json(tmp_path / "study.json", cfg.model_dump())
+    text = (tmp_path / "study.json").read_text()
+    assert secret not in text and '"api_key": "**********"' in text
+    assert GenerateConfig.model_validate({**cfg.generate, "teacher": "openai:m"}).api_key.get_secret_value() == secret
+    other = load_study_config({**base, "generate": {"api_key": "sk-another-key-0000", "temperature": 0.0}})
+    cell = expand_cells(cfg)[0]
+    assert stage_keys(cfg, cell) == stage_keys(other, cell)  # a rotated key re-pays no call
+    # `select --study` reads the options back without the mask (the teacher falls back to $OPENAI_API_KEY)
+    from cotdistill.select import config_from_study
+
+    sel = config_from_study(tmp_path, student="scratch:llama-xxs")
+    assert sel.generate == {"temperature": 0.0}

@@ -26,6 +26,28 @@ def redact(text: str, *secrets: str | None) -> str:
     return text
 
 
+SECRET_OPTIONS = ("api_key",)
+
+
+def protect_secrets(options: dict | None) -> dict:
+    """A copy of generation options with every secret (``api_key``) wrapped in pydantic's
+    ``SecretStr``: a config that holds it then dumps, hashes and prints ``**********``, never the
+    key (study.json, selection.json, cache keys), while GenerateConfig still receives the value."""
+    from pydantic import SecretStr
+
+    out = dict(options or {})
+    for k in SECRET_OPTIONS:
+        if isinstance(out.get(k), str) and out[k]:
+            out[k] = SecretStr(out[k])
+    return out
+
+
+def drop_masked_secrets(options: dict | None) -> dict:
+    """Generation options read back from a written config, without the masked secrets (the
+    teacher then takes its key from the environment, e.g. ``$OPENAI_API_KEY``)."""
+    return {k: v for k, v in (options or {}).items() if not (k in SECRET_OPTIONS and str(v).strip("*") == "")}
+
+
 def validation_error(e, source: str, model=None) -> UserError:
     """A pydantic ``ValidationError`` as one-line :class:`UserError` naming the file and the field:
     ``SOURCE: unknown key 'x'; valid keys: …``, ``SOURCE: missing required key 'x'`` or

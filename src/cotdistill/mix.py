@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import UserError
+from .errors import UserError, protect_secrets
 from .traces import Trace
 
 MIX_ALIASES = {"mix:difficulty": "mix:3-6", "mix:difficulty:steps": "mix:3-6", "mix:difficulty:loss": "mix:3-6:loss"}
@@ -165,12 +165,15 @@ class Candidate:
 class TraceSource:
     """Rationales of a teacher for (example, level, format). The ``lab`` teacher is a pure
     function (computed); any other teacher spec goes through :func:`cotdistill.generate.generate`
-    once per (teacher, level, format) into ``cache_dir`` (resumable, cached)."""
+    into ``cache_dir``: one directory per (teacher, level, format, options), whose call store
+    answers every item asked before, so each item costs one call however often and in whatever
+    slices it is asked for (resumable across runs)."""
 
     def __init__(self, cache_dir: str | os.PathLike | None = None, generate_options: dict[str, Any] | None = None):
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.generate_options = dict(generate_options or {})
+        self.generate_options = protect_secrets(generate_options)
         self._mem: dict[tuple, dict[str, str]] = {}
+        self._asked: dict[tuple, set[str]] = {}
 
     def rationale(self, teacher: str, example: Any, level: Any, fmt: str) -> str | None:
         if teacher == "lab":
@@ -187,26 +190,30 @@ class TraceSource:
 
     def _table(self, teacher: str, level: Any, fmt: str, examples: Sequence[Any] | None) -> dict[str, str]:
         key = (teacher, str(level), fmt)
-        if key in self._mem:
-            return self._mem[key]
         if examples is None:
-            raise UserError(f"teacher {teacher}: traces for level {level} were not prepared")
+            if key not in self._mem:
+                raise UserError(f"teacher {teacher}: traces for level {level} were not prepared")
+            return self._mem[key]
+        asked = self._asked.setdefault(key, set())
+        table = self._mem.setdefault(key, {})
+        missing = list({e.id: e for e in examples if e.id not in asked}.values())
+        if not missing:
+            return table
         if self.cache_dir is None:
             raise UserError(f"teacher {teacher}: a cache directory is needed to generate its traces")
         from .generate import GenerateConfig, generate
 
-        h = hashlib.sha256(json.dumps([teacher, str(level), fmt, self.generate_options, [e.id for e in examples]],
-                                      sort_keys=True, default=str).encode()).hexdigest()[:16]
-        out = self.cache_dir / "generate" / h
+        h = hashlib.sha256(json.dumps([teacher, str(level), fmt, self.generate_options], sort_keys=True,
+                                      default=str).encode()).hexdigest()[:16]
         conf = GenerateConfig.model_validate({**self.generate_options, "teacher": teacher, "levels": [level],
                                               "formats": [fmt]})
-        res = generate(list(examples), out, conf, progress=False)
-        table = {}
+        # the directory's call store holds every item generated before: only new items are called
+        res = generate(missing, self.cache_dir / "generate" / h, conf, progress=False)
         for t in res.traces:
             if t.correct is False:
                 continue  # keep the rationales that reach the gold answer
             table.setdefault(t.id, t.output)
-        self._mem[key] = table
+        asked.update(e.id for e in missing)
         return table
 
 

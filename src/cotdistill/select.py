@@ -69,7 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .fileio import atomic_write_json
 from .stats import wilson_ci
-from .errors import UserError, validation_error
+from .errors import UserError, drop_masked_secrets, protect_secrets, validation_error
 from .mix import (Candidate, TraceSource, build_traces, is_loss_mix, loss_mix_table, mix_levels, parse_level_spec,
                   segment_pieces, student_losses, train_pieces)
 
@@ -128,6 +128,11 @@ class SelectConfig(BaseModel):
     generate: dict[str, Any] = Field(default_factory=dict, description="GenerateConfig fields for non-lab teachers")
     eval_batch_size: int = Field(100, ge=1)
     threads: int | None = Field(None, ge=1, description="torch threads")
+
+    @field_validator("generate")
+    @classmethod
+    def _generate_secrets(cls, v):
+        return protect_secrets(v)
 
     @field_validator("levels")
     @classmethod
@@ -778,7 +783,7 @@ def config_from_study(study_dir: str | os.PathLike, student: str | None = None, 
     slug = "".join(ch if ch.isalnum() or ch in ".-" else "-" for ch in student)
     data = {"task": tk["name"], "task_options": tk.get("options") or {}, "data_dir": s.get("data_dir"),
             "student": student, "teachers": s["teachers"], "levels": s["levels"], "formats": s["formats"],
-            "seed": seed, "train": s.get("train") or {}, "generate": s.get("generate") or {},
+            "seed": seed, "train": s.get("train") or {}, "generate": drop_masked_secrets(s.get("generate")),
             "out": str(sd / "select" / f"{slug}__s{seed}")}
     data.update({k: v for k, v in over.items() if v is not None})
     return _validated(data, source=str(st))

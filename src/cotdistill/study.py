@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .fileio import atomic_write_json, load_yaml_mapping
 from .stats import wilson_ci
-from .errors import UserError
+from .errors import UserError, protect_secrets
 from .mix import is_pseudo
 
 # 0..6, "human", or a mixed / curriculum pseudo-level of cotdistill.mix ("mix:3-6", "curriculum:1-6")
@@ -98,6 +98,11 @@ class StudyConfig(BaseModel):
         0.0, ge=0, le=1,
         description="fraction of a cell's teacher calls that may fail (e.g. items missing from a replay file) "
                     "before the cell fails; the cell then trains on the traces it has")
+
+    @field_validator("generate")
+    @classmethod
+    def _generate_secrets(cls, v):
+        return protect_secrets(v)
 
     @field_validator("levels")
     @classmethod

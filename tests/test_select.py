@@ -413,6 +413,22 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_budget_too_small_for_one_round_is_refused_and_leaves_out_free(tmp_path):
+    cfg = dict(task="arith", task_options=OPTS, student="scratch:llama-xxs", levels=[0, 3], out=str(tmp_path / "b"),
+               val_size=20, seed=0, train=TINY_TRAIN, threads=1, eval_batch_size=20)
+    with pytest.raises(UserError, match=r"--budget 40 \(did you mean --budget 40%\?\) leaves 39 training tokens"):
+        run_select({**cfg, "budget": 40}, progress=False)
+    assert not (tmp_path / "b" / "selection.json").exists() and not (tmp_path / "b" / "settings.json").exists()
+    with pytest.raises(UserError, match="with --first-steps 11.*lower --first-steps"):
+        run_select({**cfg, "levels": [0, 3, 4], "schedule": "halving", "first_steps": 11}, progress=False)
+    with pytest.raises(UserError, match="field 'budget'"):
+        _validated({**cfg, "budget": float("inf")})
+    # the corrected budget runs in the same directory
+    res = run_select({**cfg, "budget": 0.5}, progress=False)
+    assert res["rounds"] and res["spent_tokens"] > 0
+
+
+@pytest.mark.slow
 def test_clearly_worse_candidates_are_dropped_early(tmp_path):
     # a near-zero drop_z makes every kept candidate below the leader "clearly worse": one round decides
     cfg = dict(task="arith", task_options=OPTS, student="scratch:llama-xxs", levels=[0, 3, 4], budget=0.5,

@@ -96,7 +96,8 @@ class SelectConfig(BaseModel):
     levels: list[Union[int, str]] = Field(default_factory=lambda: [0, 2, 3, 4, 6], min_length=1,
                                           description="0..6, 'human', 'mix:A-B', 'mix:A-B:loss', 'mix:difficulty', 'curriculum:A-B'")
     formats: list[Literal["cot", "subq", "rar", "sym"]] = Field(default_factory=lambda: ["cot"], min_length=1)
-    budget: float = Field(0.4, gt=0, description="training tokens; a value <= 1 is a fraction of the full grid's tokens")
+    budget: float = Field(0.4, gt=0, allow_inf_nan=False,
+                          description="training tokens; a value <= 1 is a fraction of the full grid's tokens")
     out: str = Field(..., description="output directory")
     seed: int = Field(0, description="training seed (and validation carve)")
     schedule: Literal["race", "rejects", "halving"] = Field(
@@ -429,6 +430,35 @@ def _clearly_below(cfg: SelectConfig, z: float, gap: float) -> bool:
     return z >= (cfg.drop_z if cfg.drop_z is not None else 2.58) and gap >= cfg.drop_min_gap
 
 
+def _check_first_round(cfg: SelectConfig, left: float, n: int, step_cost: float, target: int,
+                       plan: tuple[list[int], list[int]] | None, out: Path, grid_tokens: float) -> None:
+    """Refuse a budget that cannot train every candidate one step (race), or whose planned rounds
+    overspend it (rejects / halving: each round has at least one step, the first ``first_steps``).
+    The claim on ``out`` is withdrawn when nothing was trained, so a rerun with a larger budget
+    is not refused as "other settings"."""
+    if plan is None:
+        short = target <= 0
+    else:
+        sizes, cum = plan
+        prev, planned = 0, 0.0
+        for k, t in zip(sizes, cum):
+            planned += k * step_cost * ((t - prev) if cfg.mode == "continue" else t)
+            prev = t
+        short = planned > 1.02 * left
+    if not short:
+        return
+    if not (out / "runs").exists() and not (out / "probes").exists():
+        with contextlib.suppress(OSError):
+            (out / "settings.json").unlink()
+    need = n * step_cost * (cfg.first_steps or 1)
+    hint = f" (did you mean --budget {cfg.budget:g}%?)" if 1 < cfg.budget <= 100 else ""
+    first = f" with --first-steps {cfg.first_steps}" if cfg.first_steps else ""
+    fix = "raise --budget" + (" (e.g. 40%)" if not 0.4 <= cfg.budget <= 1 else "")
+    raise UserError(f"select: --budget {cfg.budget:g}{hint} leaves {int(left):,} training tokens, too few for the first "
+                    f"round{first} ({n} candidates need about {int(need):,}; the full grid is {int(grid_tokens):,}); "
+                    + fix + (" or lower --first-steps" if cfg.first_steps else ""))
+
+
 def _remaining_sizes(cfg: SelectConfig, n: int) -> list[int]:
     return reject_sizes(n) if cfg.schedule == "rejects" else round_sizes(n, cfg.eta)
 
@@ -528,6 +558,9 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
                     schedule_planned = cum
                 target = cum[0]
                 last = len(sizes) == 1 or target >= max_steps
+            if r == 0:
+                _check_first_round(cfg, budget - spent, len(alive), mean_cost, target,
+                                   None if cfg.schedule == "race" else (sizes, cum), out, grid_tokens)
             if target <= done_steps:
                 break  # no budget left for another round
             rtask = prog.add_task(f"round {r + 1}: {len(alive)} × → step {target}", total=len(alive), info="")

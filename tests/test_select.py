@@ -369,6 +369,13 @@ def test_select_vs_grid_reads_a_study(tmp_path, selection):
     assert len(rep) == 1 and (rep[0]["pairs"], rep[0]["hits"]) == (2, 1)
     assert rep[0]["best_per_seed"] == {0: "lab/L3/cot", 1: "lab/curriculum:2-3/cot"}
     assert "1 of 2 (50 %)" in select_vs_grid_markdown(study)
+    # a grid cell the selection did not race (L4, one seed only) changes neither its best cell nor the seed mean
+    rows.append({"task": "arith", "teacher": "lab", "level": 4, "format": "cot", "student": "scratch:llama-xxs",
+                 "seed": 0, "status": "ok", "accuracy": 0.9, "train_tokens": 5000})
+    (study / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    row2 = select_vs_grid(study)["rows"][0]
+    assert row2["grid_best"] == "lab/L3/cot" and row2["n_seeds"] == 2 and row2["grid_tokens"] == 3000
+    assert row2["grid_best_mean"] == "lab/curriculum:2-3/cot"
 
 
 def test_paired_test_between_grid_cells(tmp_path):
@@ -588,3 +595,15 @@ def test_select_with_an_api_teacher_asks_each_item_once(tmp_path):
     text = "".join(p.read_text(errors="replace") for p in (tmp_path / "sel").rglob("*") if p.is_file()
                    and p.suffix in (".json", ".jsonl", ".md", ".txt"))
     assert key not in text
+
+
+def test_select_from_a_study_keeps_its_training_settings_under_overrides(tmp_path):
+    from cotdistill.select import config_from_study
+
+    study = {"tasks": [{"name": "arith", "options": {"n_train": 400}}], "students": ["scratch:llama-xxs"], "seeds": [3],
+             "teachers": ["lab"], "levels": [0, 3], "formats": ["cot"],
+             "train": {"max_steps": 400, "batch_size": 32, "learning_rate": 1e-3}}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    cfg = config_from_study(tmp_path, train={"max_steps": 200})  # what `select --study S --max-steps 200` passes
+    assert cfg.train == {"max_steps": 200, "batch_size": 32, "learning_rate": 1e-3}
+    assert cfg.seed == 3 and cfg.out.endswith("scratch-llama-xxs__s3")

@@ -818,7 +818,9 @@ def config_from_study(study_dir: str | os.PathLike, student: str | None = None, 
             "student": student, "teachers": s["teachers"], "levels": s["levels"], "formats": s["formats"],
             "seed": seed, "train": s.get("train") or {}, "generate": drop_masked_secrets(s.get("generate")),
             "out": str(sd / "select" / f"{slug}__s{seed}")}
-    data.update({k: v for k, v in over.items() if v is not None})
+    data.update({k: v for k, v in over.items() if v is not None and k != "train"})
+    if over.get("train"):  # e.g. --max-steps: on top of the study's training settings, not instead of them
+        data["train"] = {**data["train"], **over["train"]}
     return _validated(data, source=str(st))
 
 
@@ -843,7 +845,14 @@ def select_vs_grid(study_dir: str | os.PathLike, tolerance: float = 0.02) -> dic
         if sel.get("status") != "done":
             continue
         c = sel["config"]
-        cells = [g for g in grid if g["task"] == c["task"] and g["student"] == c["student"] and g["seed"] == c["seed"]]
+        # the grid's cells this selection raced (a `--levels` subset is judged on its own candidates)
+        raced = set(sel.get("candidates") or [])
+
+        def mine(g: dict[str, Any]) -> bool:
+            return (g["task"] == c["task"] and g["student"] == c["student"]
+                    and (not raced or _cell_name(g["teacher"], g["level"], g["format"]) in raced))
+
+        cells = [g for g in grid if mine(g) and g["seed"] == c["seed"]]
         if not cells:
             continue
         best = max(cells, key=lambda g: g["accuracy"])
@@ -870,13 +879,14 @@ def select_vs_grid(study_dir: str | os.PathLike, tolerance: float = 0.02) -> dic
             row["test_z"], row["tied_with_best"] = 0.0, True
         row["fraction_of_grid"] = round(row["spent_tokens"] / row["grid_tokens"], 4) if row["grid_tokens"] else None
         # against the grid averaged over the study's seeds (a seed's best cell is partly that seed's noise)
-        by_cell: dict[str, list[float]] = {}
+        by_cell: dict[str, dict[int, float]] = {}
         for g in grid:
-            if g["task"] == c["task"] and g["student"] == c["student"]:
-                by_cell.setdefault(_cell_name(g["teacher"], g["level"], g["format"]), []).append(g["accuracy"])
-        n_seeds = min(len(v) for v in by_cell.values())
+            if mine(g):
+                by_cell.setdefault(_cell_name(g["teacher"], g["level"], g["format"]), {})[g["seed"]] = g["accuracy"]
+        common = set.intersection(*(set(v) for v in by_cell.values()))  # seeds every cell has
+        n_seeds = len(common)
         if n_seeds > 1:
-            means = {k: sum(v) / len(v) for k, v in by_cell.items()}
+            means = {k: sum(v[sd] for sd in common) / n_seeds for k, v in by_cell.items()}
             best_m = max(means, key=means.get)
             key = _cell_name(w["teacher"], w["level"], w["format"])
             row.update({"n_seeds": n_seeds, "grid_best_mean": best_m, "grid_best_mean_accuracy": means[best_m],

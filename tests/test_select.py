@@ -397,6 +397,10 @@ def test_paired_test_between_grid_cells(tmp_path):
     assert z == pytest.approx(0.1 / (((0.1 * 0.9 * 300 / 299) ** 0.5) / 300 ** 0.5), rel=1e-3)
     assert _cells_paired_z(tmp_path, b, a) == pytest.approx(-z)
     assert _cells_paired_z(tmp_path, a, {"cell": "missing"}) is None
+    # a torn last line (an evaluation killed mid-write) is dropped, not a traceback in the report
+    with open(tmp_path / "cells" / "b" / "eval" / "predictions.jsonl", "a") as f:
+        f.write('{"id": "t299", "corr')
+    assert _cells_paired_z(tmp_path, a, b) == pytest.approx(z)
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -517,6 +521,15 @@ def test_screening_config_buys_more_steps_for_the_same_tokens():
     assert screening_config(cfg.model_copy(update={"screen_batch": 8}), full, 12) == (full, 12)
     with pytest.raises(UserError, match="screen_batch.*above the training batch 8"):
         screening_config(cfg.model_copy(update={"screen_batch": 16}), full, 12)
+    with pytest.raises(UserError, match="field 'screen_batch': 8.5 is neither a share"):
+        _validated({"task": "arith", "student": "scratch:llama-xxs", "out": "x", "screen_batch": 8.5})
+
+
+def test_select_refuses_a_token_length_for_the_full_run(tmp_path):
+    with pytest.raises(UserError, match="field 'train.max_tokens'.*give train.max_steps"):
+        run_select(dict(task="arith", task_options=OPTS, student="scratch:llama-xxs", out=str(tmp_path / "t"),
+                        train={"max_tokens": 100000, "max_steps": None}), progress=False)
+    assert not (tmp_path / "t").exists()
 
 
 @pytest.mark.slow

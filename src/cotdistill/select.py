@@ -124,7 +124,8 @@ class SelectConfig(BaseModel):
                                "examples. The learning rate is scaled by sqrt(screen batch / batch); the full run (the "
                                "grid's cells, `train` on the winner) keeps the training batch")
     val_size: int = Field(200, ge=10, description="validation items carved from the end of the training split")
-    first_steps: int | None = Field(None, ge=1, description="steps of the first round (default: solved from the budget)")
+    first_steps: int | None = Field(None, ge=1, description="steps of the first round, in screening steps (default: race "
+                                                           "10 % of the run; rejects / halving solved from the budget)")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields (max_steps = the full run's length)")
     generate: dict[str, Any] = Field(default_factory=dict, description="GenerateConfig fields for non-lab teachers")
     eval_batch_size: int = Field(100, ge=1)
@@ -134,6 +135,13 @@ class SelectConfig(BaseModel):
     @classmethod
     def _generate_secrets(cls, v):
         return protect_secrets(v)
+
+    @field_validator("screen_batch")
+    @classmethod
+    def _screen_batch(cls, v):
+        if v > 1 and v != int(v):
+            raise ValueError(f"{v:g} is neither a share of the batch (<= 1, e.g. 0.25) nor a count of examples (8)")
+        return v
 
     @field_validator("levels")
     @classmethod
@@ -477,6 +485,10 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
         torch.set_num_threads(cfg.threads)
     # every check that can refuse the settings runs before --out is created or claimed
     full = _train_config(cfg)
+    if full.max_tokens and not full.max_steps:
+        raise UserError("select: field 'train.max_tokens': a token budget gives every candidate a different number of "
+                        "steps, and select compares candidates at equal steps; give train.max_steps (--max-steps) for "
+                        "the length of a full run instead")
     screening_batch(cfg, full)
     cands = candidates(cfg)
     examples = load_examples(cfg)
@@ -900,14 +912,19 @@ def select_vs_grid(study_dir: str | os.PathLike, tolerance: float = 0.02) -> dic
 
 def _cells_paired_z(study: Path, a: dict[str, Any], b: dict[str, Any]) -> float | None:
     """Paired z of test accuracy ``a - b`` over the test items both cells answered (None when a
-    cell's predictions are missing)."""
+    cell's predictions are missing or unreadable)."""
+    from .evaluate import read_predictions
+
     per = []
     for g in (a, b):
         p = study / "cells" / str(g.get("cell")) / "eval" / "predictions.jsonl"
         if not g.get("cell") or not p.is_file():
             return None
-        per.append({d["id"]: float(bool(d.get("correct"))) for d in map(json.loads, p.read_text(encoding="utf-8").splitlines())
-                    if d.get("id") is not None})
+        try:
+            preds = read_predictions(p)
+        except UserError:
+            return None
+        per.append({d["id"]: float(bool(d.get("correct"))) for d in preds if d.get("id") is not None})
     ids = [i for i in per[0] if i in per[1]]
     if len(ids) < 2:
         return None

@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
         screen_batch: Optional[float] = typer.Option(None, "--screen-batch", help="Batch while screening: a share of the training batch (0.25) or examples (8); the same tokens buy more steps, lr scaled by sqrt. Default 1 (the training batch)."),
         val_size: Optional[int] = typer.Option(None, "--val-size", help="Validation items carved from the training split (default 200)."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Steps of a full run (default: the student's training default)."),
-        first_steps: Optional[int] = typer.Option(None, "--first-steps", help="Steps of the first round (default: solved from the budget)."),
+        first_steps: Optional[int] = typer.Option(None, "--first-steps", help="Steps of the first round, in screening steps (default: race 10 % of the run; rejects/halving solved from the budget)."),
         train_config: Optional[Path] = typer.Option(None, "--train-config", help="YAML of TrainConfig fields."),
         study: Optional[Path] = typer.Option(None, "--study", help="Take task, teachers, levels, formats and training settings from a study directory; output in STUDY/select/."),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),

@@ -502,7 +502,35 @@ def test_race_drops_nobody_without_evidence(tmp_path):
     # nothing separated the others from the winner: the result says so
     close = {c["candidate"] for c in res["winner"]["not_separated_from"]}
     assert close == {s["candidate"] for s in rounds[-1]["scores"]} - {res["winner"]["candidate"]}
+    # final: trend (default) chose the best forecast among them (all three are tied with the leader)
+    w = res["winner"]
+    assert w["forecast"] and w["candidate"] == max(w["forecast"], key=w["forecast"].get)
+    leader = rounds[-1]["kept"][0]
+    assert w["leader"] == leader and w["chosen_by"] == ("leader" if w["candidate"] == leader else "trend")
+    # the rule only decides: a rerun with final: leader trains nothing and picks the last leader
+    stamps = {p: p.stat().st_mtime for p in (tmp_path / "race").glob("runs/*/*/val.json")}
+    again = run_select({**cfg, "final": "leader"}, progress=False)
+    assert again["winner"]["candidate"] == leader and not again["winner"]["forecast"]
+    assert {p: p.stat().st_mtime for p in (tmp_path / "race").glob("runs/*/*/val.json")} == stamps
     assert "**Uncertain:**" in (tmp_path / "race" / "summary.md").read_text()
+
+
+def test_trend_forecast_extends_the_last_two_decayed_checkpoints():
+    from cotdistill.select import trend_forecast
+
+    def rd(steps, scores, decayed=True):
+        return {"steps": steps, "decayed": decayed,
+                "scores": [{"candidate": c, "p_gold": v, "accuracy": 0.0} for c, v in scores.items()]}
+
+    rounds = [rd(40, {"A": 0.04, "B": 0.03, "C": 0.02}), rd(80, {"A": 0.10, "B": 0.05, "C": 0.03}),
+              rd(160, {"A": 0.11, "B": 0.10})]
+    f = trend_forecast(rounds, "soft", 400)
+    assert set(f) == {"A", "B"}  # the last round's candidates
+    assert f["A"] == pytest.approx(0.11 + 0.01 / 80 * 240) and f["B"] == pytest.approx(0.10 + 0.05 / 80 * 240)
+    assert f["B"] > f["A"]  # behind now, ahead at the end of the run
+    # constant-rate checkpoints are not on the decayed curve: no forecast
+    assert trend_forecast([rounds[0], rd(80, {"A": 0.1, "B": 0.05}, decayed=False), rounds[2]], "soft", 400) == {}
+    assert trend_forecast([rd(40, {"A": 0.2})], "soft", 400) == {"A": 0.2}
 
 
 def test_screening_config_buys_more_steps_for_the_same_tokens():

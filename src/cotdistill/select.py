@@ -40,6 +40,12 @@ per student"):
   buy more optimizer steps (0.25: 4x; learning rate scaled by the square root of the ratio). Measured
   on the quickstart's xs student: every pick was one of the two good levels, but the faster learner
   (L3) led more often at the deciding checkpoint, so fewer picks matched the grid per seed (README).
+* **final** (``trend``, default): when the budget is spent and the last checkpoint's leader is not
+  separated from other candidates (``drop_z`` / ``drop_min_gap``), the choice among those tied goes
+  to the best score forecast for the end of a full run, a line through each one's last two decayed
+  checkpoints (learning-curve extrapolation at its simplest: the level that learns faster is the one
+  a full run favours). A clearly separated leader wins either way; ``leader`` picks the leader
+  always. It only decides: a rerun with the other rule reuses every round.
 * **score**: on the validation split, greedy decoding; per item ``soft`` (default) = the
   *gold-answer probability*: the student's probability of ``" {gold}."`` after its own rationale
   up to ``The answer is`` (a smooth version of accuracy); ``hybrid`` = 1 if the answer is right,
@@ -116,6 +122,11 @@ class SelectConfig(BaseModel):
     cooldown: Literal["every", "last"] = Field(
         "every", description="continue mode: every round ends with a linear decay of the learning rate to 0 (scores "
                              "compare decayed models; the next round re-warms), or only the last round does")
+    final: Literal["trend", "leader"] = Field(
+        "trend", description="the choice when the budget is spent: leader = the best score at the last checkpoint; "
+                             "trend = among the candidates the leader is not separated from (drop_z / drop_min_gap), "
+                             "the best score forecast for the end of a full run from the last two decayed checkpoints "
+                             "(linear); a clearly separated leader wins either way")
     score: Literal["soft", "hybrid", "accuracy"] = Field(
         "soft", description="per validation item: hybrid = 1 if correct else P(gold); soft = P(gold); accuracy = correct")
     screen_batch: float = Field(
@@ -438,6 +449,30 @@ def _clearly_below(cfg: SelectConfig, z: float, gap: float) -> bool:
     return z >= (cfg.drop_z if cfg.drop_z is not None else 2.58) and gap >= cfg.drop_min_gap
 
 
+def trend_forecast(rounds: list[dict[str, Any]], score: str, max_steps: int) -> dict[str, float]:
+    """Each last-round candidate's score forecast for step ``max_steps``: a line through its last two
+    checkpoints, extended. Only where both checkpoints were decayed (scores of constant-rate
+    checkpoints are not on the same curve); a candidate with one checkpoint keeps its score."""
+    if not rounds:
+        return {}
+    pts: dict[str, list[tuple[int, float, bool]]] = {}
+    for rd in rounds:
+        for sc in rd["scores"]:
+            pts.setdefault(sc["candidate"], []).append((rd["steps"], _ranking_key(score, sc)[0], bool(rd.get("decayed"))))
+    out = {}
+    for sc in rounds[-1]["scores"]:
+        p = pts[sc["candidate"]]
+        t1, y1, d1 = p[-1]
+        if len(p) < 2:
+            out[sc["candidate"]] = y1
+            continue
+        t0, y0, d0 = p[-2]
+        if not (d0 and d1) or t1 <= t0:
+            return {}
+        out[sc["candidate"]] = y1 + (y1 - y0) / (t1 - t0) * (max_steps - t1)
+    return out
+
+
 def _check_first_round(cfg: SelectConfig, left: float, n: int, step_cost: float, target: int,
                        plan: tuple[list[int], list[int]] | None, out: Path, grid_tokens: float) -> None:
     """Refuse a budget that cannot train every candidate one step (race), or whose planned rounds
@@ -654,10 +689,20 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
         last_scores = {s["candidate"]: s for s in rounds[-1]["scores"]}
         alive = sorted(alive, key=lambda c: _ranking_key(cfg.score, last_scores[c.name]), reverse=True)[:1]
     winner = alive[0]
-    # candidates the last scores cannot tell from the winner (the last round's leader): an uncertain choice
+    # candidates the last scores cannot tell from the leader: an uncertain choice
     close = [{"candidate": x["candidate"], "z_below": x["z_below_leader"], "gap": round(x["gap_below_leader"], 4)}
              for x in (rounds[-1]["scores"] if rounds else [])
              if x["z_below_leader"] is not None and not _clearly_below(cfg, x["z_below_leader"], x["gap_below_leader"])]
+    leader, forecast = winner, {}
+    if cfg.final == "trend" and close:
+        forecast = trend_forecast(rounds, cfg.score, max_steps)
+        tied = [leader.name] + [x["candidate"] for x in close]
+        if all(c in forecast for c in tied):
+            pick = max(tied, key=lambda c: forecast[c])
+            winner = next(c for c in cands if c.name == pick)
+            close = [x for x in close if x["candidate"] != pick]
+            if pick != leader.name:
+                close.insert(0, {"candidate": leader.name, "z_below": 0.0, "gap": 0.0, "leader": True})
     from .mix import teacher_members
 
     win_mix = None
@@ -685,7 +730,9 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
                    "halving": f"successive halving (eta {cfg.eta})"}[cfg.schedule],
         "candidates": [c.name for c in cands],
         "winner": {"candidate": winner.name, "teacher": winner.teacher, "level": winner.level, "format": winner.format,
-                   "not_separated_from": close,
+                   "not_separated_from": close, "leader": leader.name,
+                   "chosen_by": "trend" if forecast and winner.name != leader.name else "leader",
+                   "forecast": {k: round(v, 4) for k, v in forecast.items()},
                    "kind": winner.kind, "traces": str(out / "traces.jsonl"), "model": model_of.get(winner.name)},
         "rounds": rounds,
         "tokens_per_step": {k: round(v, 1) for k, v in cost.items()},
@@ -713,8 +760,9 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
     return result
 
 
-# settings that do not change what is trained or how it is scored
-_RUNTIME_FIELDS = ("threads", "eval_batch_size", "out")
+# settings that do not change what is trained or how it is scored (`final` only decides among
+# the finished rounds: a rerun with another rule reuses them all)
+_RUNTIME_FIELDS = ("threads", "eval_batch_size", "out", "final")
 # fields added after a selection directory may have been written, with the value that reproduces
 # what such a directory was trained with
 _ADDED_FIELDS = {"screen_batch": 1.0}
@@ -790,16 +838,27 @@ def summary_markdown(res: dict[str, Any]) -> str:
             zs = "—" if z is None else (">1e6" if z >= 1e6 else f"{z:.2f}")
             kept = "yes" if s["candidate"] in rd["kept"] else (
                 "no (clearly worse)" if s["candidate"] in rd.get("dropped_clearly_worse", []) else "no")
+            if rd is res["rounds"][-1] and res["winner"].get("chosen_by") == "trend":
+                kept = ("chosen (trend)" if s["candidate"] == res["winner"]["candidate"] else
+                        "no (leader, lower trend)" if s["candidate"] == res["winner"]["leader"] else kept)
             lines.append(f"| {s['candidate']} | {100 * s['accuracy']:.1f} [{100 * s['ci_low']:.1f}, {100 * s['ci_high']:.1f}] | "
                          f"{s['p_gold']:.3f} [{s['p_gold_low']:.3f}, {s['p_gold_high']:.3f}] | {hy} | {zs} | "
                          f"{s['train_tokens']:,} | {kept} |")
         lines.append("")
-    close = res["winner"].get("not_separated_from") or []
+    w = res["winner"]
+    close = w.get("not_separated_from") or []
     if close:
-        names = ", ".join(f"{c['candidate']} (z {c['z_below']:.2f}, gap {c['gap']:.3f})" for c in close)
+        names = ", ".join(f"{c['candidate']} (the leader)" if c.get("leader") else
+                          f"{c['candidate']} (z {c['z_below']:.2f}, gap {c['gap']:.3f})" for c in close)
         lines += [f"**Uncertain:** at the last checkpoint the winner was not separated from {names}: the "
                   "validation scores cannot tell them apart (drop_z / drop_min_gap). A larger --budget trains them "
                   "further before the choice.", ""]
+    if w.get("forecast"):
+        fc = ", ".join(f"{k} {v:.3f}" for k, v in sorted(w["forecast"].items(), key=lambda kv: -kv[1]))
+        how = (f"chosen over the leader {w['leader']} by its trend" if w.get("chosen_by") == "trend"
+               else "the leader, also first by trend")
+        lines += [f"**Final choice (`final: trend`):** {w['candidate']}, {how}. Score forecast for step "
+                  f"{res['max_steps']} from the last two checkpoints: {fc}.", ""]
     if res["winner"].get("note"):
         lines += [f"Note: {res['winner']['note']}.", ""]
     return "\n".join(lines)
@@ -873,7 +932,7 @@ def select_vs_grid(study_dir: str | os.PathLike, tolerance: float = 0.02) -> dic
                        and g["format"] == w["format"]), None)
         grid_tok = sum(float(g.get("train_tokens") or 0) for g in cells)
         row = {"task": c["task"], "student": c["student"], "seed": c["seed"], "selection": str(sp.parent),
-               "method": f"{c.get('schedule', 'halving')}/{c.get('score', 'soft')}",
+               "method": f"{c.get('schedule', 'halving')}/{c.get('score', 'soft')}/{c.get('final', 'leader')}",
                "not_separated_from": [x["candidate"] for x in w.get("not_separated_from") or []],
                "chosen": w["candidate"], "grid_best": _cell_name(best["teacher"], best["level"], best["format"]),
                "grid_best_accuracy": best["accuracy"],
@@ -987,8 +1046,9 @@ def select_vs_grid_markdown(study_dir: str | os.PathLike) -> str:
     n_tied = sum(bool(r.get("tied_with_best")) for r in d["rows"])
     lines += ["", f"{n_ok} of {len(d['rows'])} selections chose the grid's best cell of their seed or one within 2 accuracy points; "
               f"{n_tied} of {len(d['rows'])} chose a cell the grid cannot tell from its best one (paired test on the test "
-              "items, z < 1.96). Method = schedule/score (`rejects`: one candidate dropped per round; `halving`: half per "
-              "round; score `hybrid`: 1 per right validation answer, else P(gold))."]
+              "items, z < 1.96). Method = schedule/score/final rule (`rejects`: one candidate dropped per round; `halving`: "
+              "half per round; score `hybrid`: 1 per right validation answer, else P(gold); `trend`: among the candidates "
+              "tied with the last leader, the best forecast for the full run)."]
     rep = d.get("reproducibility") or []
     if rep:
         lines += ["", "How often the grid agrees with itself: the best cell of one seed, judged on another seed of the same "

@@ -77,6 +77,7 @@ def register(app: typer.Typer) -> None:
         cooldown: Optional[str] = typer.Option(None, "--cooldown", help="every (default: each round ends with a linear learning-rate decay, scores compare decayed models) or last (warmup-stable-decay: constant rate until the last round)."),
         mode: Optional[str] = typer.Option(None, "--mode", help="continue (survivors continue from their checkpoint, WSD schedule) or retrain."),
         score: Optional[str] = typer.Option(None, "--score", help="soft (default: the gold answer's probability after the student's own rationale), hybrid (1 per right answer, else that probability) or accuracy."),
+        final: Optional[str] = typer.Option(None, "--final", help="trend (default: among candidates the leader is not separated from, the best forecast for the full run from the last two checkpoints) or leader (the best last score). Decides only: a rerun with the other rule reuses every round."),
         screen_batch: Optional[float] = typer.Option(None, "--screen-batch", help="Batch while screening: a share of the training batch (0.25) or examples (8); the same tokens buy more steps, lr scaled by sqrt. Default 1 (the training batch)."),
         val_size: Optional[int] = typer.Option(None, "--val-size", help="Validation items carved from the training split (default 200)."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Steps of a full run (default: the student's training default)."),
@@ -102,7 +103,7 @@ def register(app: typer.Typer) -> None:
             "task": task, "student": student, "teachers": _split(teachers),
             "levels": [_level(x) for x in _split(levels)] if levels else None, "formats": _split(formats),
             "budget": _budget(budget), "out": str(out) if out else None, "seed": seed,
-            "data_dir": str(data_dir) if data_dir else None, "schedule": schedule, "eta": eta, "drop_z": drop_z, "drop_min_gap": drop_min_gap, "cooldown": cooldown, "mode": mode, "score": score, "screen_batch": screen_batch,
+            "data_dir": str(data_dir) if data_dir else None, "schedule": schedule, "eta": eta, "drop_z": drop_z, "drop_min_gap": drop_min_gap, "cooldown": cooldown, "mode": mode, "score": score, "screen_batch": screen_batch, "final": final,
             "val_size": val_size, "first_steps": first_steps, "threads": threads,
             "task_options": _task_options(task_option) or None,
         }

@@ -376,6 +376,8 @@ def test_select_vs_grid_reads_a_study(tmp_path, selection):
     row2 = select_vs_grid(study)["rows"][0]
     assert row2["grid_best"] == "lab/L3/cot" and row2["n_seeds"] == 2 and row2["grid_tokens"] == 3000
     assert row2["grid_best_mean"] == "lab/curriculum:2-3/cot"
+    # ... and the grid's self-agreement counts complete seeds only: seed 1 has no L4 cell, so no pair is left
+    assert select_vs_grid(study)["reproducibility"] == []
 
 
 def test_paired_test_between_grid_cells(tmp_path):

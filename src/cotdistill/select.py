@@ -1002,7 +1002,9 @@ def grid_reproducibility(grid: list[dict[str, Any]], tolerance: float = 0.02) ->
         for g in grid:
             if g["task"] == task and g["student"] == student:
                 by_seed.setdefault(g["seed"], {})[_cell_name(g["teacher"], g["level"], g["format"])] = g["accuracy"]
-        seeds = sorted(s for s, cells in by_seed.items() if len(cells) > 1)
+        # seeds with every cell (a seed still running, or with a failed cell, would judge on fewer)
+        every = set().union(*(set(c) for c in by_seed.values())) if by_seed else set()
+        seeds = sorted(s for s, cells in by_seed.items() if len(cells) > 1 and set(cells) == every)
         pairs = hits = 0
         for a in seeds:
             pick = max(by_seed[a], key=by_seed[a].get)

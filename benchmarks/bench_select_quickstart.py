@@ -17,7 +17,9 @@ the same run.
     python benchmarks/bench_select_quickstart.py --study quickstart-out --variant halving-soft-wsd
     python benchmarks/bench_select_quickstart.py --study quickstart-out --table-only
 
-Cached: finished grid cells and selection rounds are reused. Appends the figures to
+Cached: finished grid cells and selection rounds are reused, so a rerun after a change to the final
+decision rule (``final``) only re-decides (each run then records ``select_wall_s`` of about 1 s; the
+first record of a run has its training time). Appends the figures to
 ``benchmarks/results/select_quickstart.json`` (command, machine, load, per run).
 """
 
@@ -69,7 +71,9 @@ def _one_select(study: str, student: str, seed: int, variant: str, threads: int)
     load0 = os.getloadavg()[0]
     res = run_select(cfg, progress=False)
     return {"variant": variant, "student": student, "seed": seed, "out": cfg.out,
-            "winner": res["winner"]["candidate"], "spent_tokens": res["spent_tokens"], "grid_tokens_est": res["grid_tokens"],
+            "winner": res["winner"]["candidate"], "leader": res["winner"].get("leader"),
+            "chosen_by": res["winner"].get("chosen_by"), "forecast": res["winner"].get("forecast"),
+            "spent_tokens": res["spent_tokens"], "grid_tokens_est": res["grid_tokens"],
             "rounds": [{"steps": rd["steps"], "kept": rd["kept"],
                         "scores": {s["candidate"]: {"acc": round(s["accuracy"], 4), "p_gold": round(s["p_gold"], 4),
                                                     "hybrid": round(s.get("hybrid", float("nan")), 4)}

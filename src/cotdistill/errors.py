@@ -7,6 +7,10 @@ with no traceback. Messages name the file / line / field and say how to fix it.
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
+
 
 class UserError(Exception):
     """An error caused by user input; printed as one line, exit code 2."""
@@ -40,6 +44,10 @@ def protect_secrets(options: dict | None) -> dict:
         if isinstance(out.get(k), str) and out[k]:
             out[k] = SecretStr(out[k])
     return out
+
+
+# the type of a config's ``generate`` options: secrets wrapped on validation
+GenerateOptions = Annotated[dict[str, Any], AfterValidator(protect_secrets)]
 
 
 def drop_masked_secrets(options: dict | None) -> dict:

@@ -75,7 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .fileio import atomic_write_json
 from .stats import wilson_ci
-from .errors import UserError, drop_masked_secrets, protect_secrets, validation_error
+from .errors import GenerateOptions, UserError, drop_masked_secrets, validation_error
 from .mix import (Candidate, TraceSource, build_traces, is_loss_mix, loss_mix_table, mix_levels, parse_level_spec,
                   segment_pieces, student_losses, train_pieces)
 
@@ -138,14 +138,9 @@ class SelectConfig(BaseModel):
     first_steps: int | None = Field(None, ge=1, description="steps of the first round, in screening steps (default: race "
                                                            "10 % of the run; rejects / halving solved from the budget)")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields (max_steps = the full run's length)")
-    generate: dict[str, Any] = Field(default_factory=dict, description="GenerateConfig fields for non-lab teachers")
+    generate: GenerateOptions = Field(default_factory=dict, description="GenerateConfig fields for non-lab teachers")
     eval_batch_size: int = Field(100, ge=1)
     threads: int | None = Field(None, ge=1, description="torch threads")
-
-    @field_validator("generate")
-    @classmethod
-    def _generate_secrets(cls, v):
-        return protect_secrets(v)
 
     @field_validator("screen_batch")
     @classmethod

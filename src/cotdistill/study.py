@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .fileio import atomic_write_json, load_yaml_mapping
 from .stats import wilson_ci
-from .errors import UserError, protect_secrets
+from .errors import GenerateOptions, UserError
 from .mix import is_pseudo
 
 # 0..6, "human", or a mixed / curriculum pseudo-level of cotdistill.mix ("mix:3-6", "curriculum:1-6")
@@ -85,7 +85,7 @@ class StudyConfig(BaseModel):
     formats: list[Literal["cot", "subq", "rar", "sym"]] = Field(default_factory=lambda: ["cot"])
     students: list[str] = Field(..., min_length=1, description="HF model names/paths or scratch:<family>-<size>")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    generate: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of cotdistill.generate.generate")
+    generate: GenerateOptions = Field(default_factory=dict, description="keyword arguments of cotdistill.generate.generate")
     curate: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of cotdistill.curate.curate")
     train: dict[str, Any] = Field(default_factory=dict, description="fields of cotdistill.train.TrainConfig")
     eval: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of cotdistill.evaluate.evaluate")
@@ -98,11 +98,6 @@ class StudyConfig(BaseModel):
         0.0, ge=0, le=1,
         description="fraction of a cell's teacher calls that may fail (e.g. items missing from a replay file) "
                     "before the cell fails; the cell then trains on the traces it has")
-
-    @field_validator("generate")
-    @classmethod
-    def _generate_secrets(cls, v):
-        return protect_secrets(v)
 
     @field_validator("levels")
     @classmethod

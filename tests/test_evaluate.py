@@ -18,10 +18,7 @@ from cotdistill.errors import UserError
 from cotdistill.evaluate import (
     EvalConfig,
     HFGenerator,
-    _stopping_criterion,
-    answer_done,
     compare,
-    cut_after_answer,
     evaluate,
     read_predictions,
     summarize,
@@ -92,61 +89,83 @@ def test_paired_bootstrap_interval_of_difference():
 
 
 # ------------------------------------------------------------------------------------------
-# stopping rule
+# decoding: every output runs to EOS or the cap; continuous batching changes nothing
 # ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "text, done, cut",
-    [
-        ("5*2=10. The answer is 26. Question: next", True, "5*2=10. The answer is 26."),
-        ("The answer is 26.\nQuestion", True, "The answer is 26."),
-        ("The answer is 26\nmore", True, "The answer is 26"),
-        ("The answer is 14.5", False, None),  # may still be growing
-        ("The answer is 14.", False, None),  # could become 14.5
-        ("The answer is 14.5. ", True, "The answer is 14.5."),
-        ("The answer is\n", False, None),  # no answer yet
-        ("The answer is: (B).\n", True, "The answer is: (B)."),
-        ("the answer is True. ", True, "the answer is True."),
-        ("We add 3 and 4. So 7. ", False, None),
-        ("The final answer is $\\frac{1}{2}$. ", True, "The final answer is $\\frac{1}{2}$."),
-    ],
-)
-def test_answer_line_rule(text, done, cut):
-    assert answer_done(text) is done
-    got, was_cut = cut_after_answer(text)
-    assert was_cut is done
-    if done:
-        assert got == cut
-
-
-def test_stop_rule_cuts_real_teacher_outputs(shared_data):
-    """Every released GPT-4o level-3 SVAMP rationale + a continuation is cut back to the rationale
-    (modulo a missing final period) and scores like the original."""
-    import gzip
-
-    rows = json.load(gzip.open(shared_data / "paper/SVAMP_ChatGPT_level3_ranked.json.gz", "rt"))[:200]
-    n_cut = 0
-    for r in rows:
-        out = r["output"].strip()
-        text, cut = cut_after_answer(out + ".\nQuestion: something else. The answer is 0.")
-        assert cut
-        n_cut += 1
-        assert text.startswith(out[: out.find("The answer is")] if "The answer is" in out else "")
-        assert answers.extract(text, "number") == answers.extract(out, "number")
-    assert n_cut == 200
-
-
-def test_stopping_criterion_per_row_with_real_tokenizer(student_dir):
+def _one_at_a_time(model, tok, prompts, max_new_tokens, eos_ids=None):
+    """Reference: plain ``model.generate`` on each prompt alone, to EOS or the cap."""
     import torch
-    from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(student_dir)
-    prompt = tok("Question: q\nAnswer:", add_special_tokens=False)["input_ids"]
-    gens = [" 3+4=7. The answer is 7. Q", " 3+4=7. The answer is 7", " The answer is 7.5"]
-    rows = [prompt + tok(g, add_special_tokens=False)["input_ids"] for g in gens]
-    T = max(map(len, rows))
-    ids = torch.tensor([r + [tok.pad_token_id] * (T - len(r)) for r in rows])
-    crit = _stopping_criterion(tok, len(prompt))
-    assert crit(ids, None).tolist() == [True, False, False]
+    out = []
+    for p in prompts:
+        row = model.generate(torch.tensor([p]), max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=eos_ids or tok.eos_token_id)[0, len(p):].tolist()
+        out.append(row)
+    return out
+
+
+@pytest.mark.slow
+def test_continuous_batching_equals_one_prompt_at_a_time(smollm2, svamp_test):
+    """Greedy decoding of SmolLM2-135M with 3 rows at a time over 9 real SVAMP prompts (finished
+    rows are replaced by waiting prompts several times) gives exactly the tokens of
+    ``model.generate`` run on each prompt alone, with exact token counts (EOS counted once, no
+    padding), for rows that stop early and rows that run to the cap."""
+    from cotdistill.decoding import greedy_stream
+
+    model, tok = smollm2
+    gen = HFGenerator(model, tok, PromptTemplate(kind="chat"), "greedy", 32)
+    assert gen.streaming
+    prompts = [gen.prompt_ids(e.question) for e in svamp_test[:9]]
+    # the untuned model writes long answers: a period also ends a row here, so rows of many
+    # lengths leave the batch early while others run to the cap
+    stops = [*gen.eos_ids, tok.convert_tokens_to_ids(".")]
+    ref = _one_at_a_time(model, tok, prompts, 14, stops)
+    got = {i: (t, f) for i, t, f in greedy_stream(model, prompts, stops, 14, max_rows=3, pad_id=tok.pad_token_id)}
+    assert sorted(got) == list(range(9))
+    for i, r in enumerate(ref):
+        toks, finish = got[i]
+        assert toks == r
+        assert finish == ("eos" if r[-1] in stops else "length")
+    assert {f for _, f in got.values()} == {"eos", "length"}
+    assert len({len(t) for t, _ in got.values()}) >= 3
+    # the generator's texts and counts agree with plain generate (EOS only)
+    gens = dict(gen.stream(prompts[:4], batch_size=2))
+    for i, r in enumerate(_one_at_a_time(model, tok, prompts[:4], 32, gen.eos_ids)):
+        assert gens[i].output_tokens == len(r)
+        assert gens[i].output == tok.decode(r, skip_special_tokens=True).strip()
+
+
+@pytest.mark.slow
+def test_pad_equal_to_eos_counts_tokens_exactly(smollm2, svamp_test):
+    """SmolLM2 ships pad id == EOS id: a padded ``model.generate`` batch counts each row's own
+    tokens (its EOS once, never the padding after it), as one prompt at a time does."""
+    model, tok = smollm2
+    assert tok.pad_token_id == tok.eos_token_id
+    gen = HFGenerator(model, tok, PromptTemplate(kind="chat"), "greedy", 14, cache_implementation="dynamic")
+    gen.eos_ids = sorted({*gen.eos_ids, tok.convert_tokens_to_ids(".")})  # rows of several lengths
+    prompts = [gen.prompt_ids(e.question) for e in svamp_test[:6]]
+    ref = _one_at_a_time(model, tok, prompts, 14, gen.eos_ids)
+    batched = gen.generate(prompts)
+    assert [g.output_tokens for g in batched] == [len(r) for r in ref]
+    assert len({len(r) for r in ref}) >= 2
+
+
+@pytest.mark.parametrize("output, finish, pred, correct, lenient, rule", [
+    ("5 + 3 = 8. The answer is 8.", "eos", "8", True, "8", "answer_is"),
+    ("5 + 3 = 8. So 8 apples.", "eos", None, False, "8", "last_number"),
+    ("2=1=1. 1=2. 1. 1. 3=1.", "eos", None, False, "1", "last_number"),
+    ("8. 8. 8. 8. 8. 8", "length", None, False, None, "capped"),
+    ("The answer is 8. The answer is 8. The answer", "length", "8", True, "8", "answer_is"),
+    ("He had 12 and gave 4. The answer is 12 - 4.", "eos", "8", True, "8", "answer_is"),
+    ("The answer is 4 - 3. Then the answer is 8.", "eos", "8", True, "8", "answer_is"),
+])
+def test_score_output_strict_lenient_and_capped(output, finish, pred, correct, lenient, rule):
+    from cotdistill.evaluate import score_output
+    from cotdistill.tasks.base import Example
+
+    ex = Example(id="x", task="svamp", split="test", question="q", answer="8", answer_type="number")
+    s = score_output(output, finish, ex)
+    assert (s["pred"], s["correct"], s["pred_lenient"], s["rule"]) == (pred, correct, lenient, rule)
+    assert s["correct_lenient"] == (lenient == "8")
 
 
 # ------------------------------------------------------------------------------------------
@@ -174,7 +193,7 @@ def test_end_to_end_batch_invariance_and_recount(student_dir, svamp_test, tmp_pa
         assert sorted(r["id"] for r in rows) == sorted(e.id for e in items)
         outs[bs] = {r["id"]: (r["output"], r["pred"], r["output_tokens"]) for r in rows}
         on_disk = json.loads((d / "metrics.json").read_text())
-        assert on_disk == pytest.approx(m) or on_disk == json.loads(json.dumps(m))
+        assert on_disk == json.loads(json.dumps(m))
         re = _recount(d / "predictions.jsonl", items)
         for k in ("n", "n_correct", "accuracy", "ci_low", "ci_high", "parse_failure_rate", "mean_output_tokens"):
             assert re[k] == pytest.approx(m[k]), k

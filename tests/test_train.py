@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import signal
+import re
 import subprocess
 import sys
 import time
@@ -305,3 +306,53 @@ def test_bad_input_cli_one_line_exit_2(shared_data, tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert "Traceback" not in r.stderr
     assert not out.exists() and not out.with_name("out.partial").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# trackers, hub, progress outside a terminal
+# ------------------------------------------------------------------------------------------
+def test_tensorboard_logs_land_in_the_model_directory(shared_data, tmp_path):
+    """report_to tensorboard (offline): event files in <out>/tensorboard hold the logged loss of
+    every logging step."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_cfg(max_steps=6, logging_steps=2, report_to="tensorboard")
+    res = train(svamp(shared_data, 16), "scratch:llama-xxs", tmp_path / "m", cfg, progress=False)
+    tb = tmp_path / "m" / "tensorboard"
+    assert list(tb.glob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(tb))
+    acc.Reload()
+    loss = acc.Scalars("train/loss")
+    assert [e.step for e in loss] == [1, 2, 4, 6]
+    assert loss[-1].value == pytest.approx(res.final_loss, rel=1e-4)
+    assert TrainConfig.scratch(report_to="none").report_to == [] and TrainConfig.scratch(report_to="wandb,mlflow").report_to == ["wandb", "mlflow"]
+
+
+def test_push_to_hub_failure_keeps_the_model(shared_data, tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="hub_model_id"):
+        train(svamp(shared_data, 8), "scratch:llama-xxs", tmp_path / "a", tiny_cfg(max_steps=2, push_to_hub=True), progress=False)
+    assert not (tmp_path / "a").exists()
+    # an unreachable hub: one-line error naming the repo and how to upload later; the model is complete
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_TOKEN", "hf_test_not_a_real_token")
+    cfg = tiny_cfg(max_steps=2, push_to_hub=True, hub_model_id="someone/tiny")
+    with pytest.raises(UserError, match=r"someone/tiny.*huggingface-cli upload") as e:
+        train(svamp(shared_data, 8), "scratch:llama-xxs", tmp_path / "b", cfg, progress=False)
+    assert "hf_test_not_a_real_token" not in str(e.value)
+    assert is_complete(tmp_path / "b")
+
+
+def test_progress_lines_without_a_terminal(shared_data, tmp_path):
+    """Under nohup / Slurm / a pipe, `cotdistill train` prints plain progress lines (step, loss,
+    tokens/s, ETA) as it goes, not only at the end."""
+    traces = tmp_path / "t.jsonl"
+    write_traces(traces, svamp(shared_data, 16))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("max_steps: 6\nbatch_size: 4\nlogging_steps: 2\nsave_steps: 1000\nthreads: 1\npack_length: 512\nlearning_rate: 0.004\n")
+    r = _cli("train", "--traces", str(traces), "--student", "scratch:llama-xxs", "--out", str(tmp_path / "m"), "--config", str(cfg), timeout=600)
+    assert r.returncode == 0, r.stderr[-1000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("train: ")]
+    assert lines[0] == "train: 0/6 steps"
+    assert any(re.match(r"train: 6/6 steps  loss \d+\.\d+  [\d,]+ tok/s  elapsed \d+ s  eta 0 s", ln) for ln in lines), lines
+    assert "\x1b[" not in r.stderr  # no terminal control codes in a log

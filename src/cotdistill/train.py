@@ -7,7 +7,8 @@
 
 What one run does:
 
-* student: a local path / hub name of any causal LM, or ``scratch:<family>-<size>`` (a fresh
+* student: a local path / hub name of any causal LM, a ``.gguf`` file (dequantized on load), a
+  short name such as ``smollm2-135m``, or ``scratch:<family>-<size>`` (a fresh
   llama / gemma / bloom model with a character tokenizer built from the training texts);
 * text: ``template.render_prompt(question)`` + ``template.render_completion(output)`` + EOS, with
   the loss on the completion and EOS only (prompt and padding labels are -100). The template is
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .fileio import atomic_write_text, load_yaml_mapping
 from .errors import UserError, validation_error
@@ -113,10 +114,25 @@ class TrainConfig(BaseModel):
     save_total_limit: int = Field(2, ge=1)
     keep_checkpoints: bool = Field(False, description="keep <out>.partial/checkpoints after success")
     logging_steps: int = Field(10, ge=1)
+    report_to: list[str] = Field(default_factory=list, description="experiment trackers, as transformers names them: tensorboard (written to <out>/tensorboard), wandb, mlflow, ...; empty = none")
+    run_name: str | None = Field(None, description="run name shown by the trackers")
+    # publishing
+    push_to_hub: bool = Field(False, description="upload the finished model directory to the Hugging Face Hub (needs hub_model_id and a token)")
+    hub_model_id: str | None = Field(None, description="hub repository id for push_to_hub, e.g. user/smollm2-svamp-l3")
+    hub_private_repo: bool = Field(True, description="create the hub repository as private")
     # scale-out (passed through to transformers.TrainingArguments)
     deepspeed: str | None = Field(None, description="DeepSpeed JSON config path (ZeRO)")
     fsdp: str | None = Field(None, description="FSDP option string, e.g. 'full_shard auto_wrap'")
     fsdp_config: str | None = Field(None, description="FSDP config JSON path")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, v):
+        if v is None:
+            return []
+        if isinstance(v, str):
+            v = [x.strip() for x in v.split(",")]
+        return [x for x in v if x and x != "none"]
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod
@@ -430,6 +446,36 @@ def _make_trainer_class():
     return CotTrainer
 
 
+def push_model(model_dir: str | os.PathLike, repo_id: str, private: bool = True) -> str:
+    """Upload a finished model directory to the Hugging Face Hub; returns the repository URL. A
+    failure is a one-line UserError (the local model is complete either way)."""
+    from huggingface_hub import HfApi
+
+    try:
+        api = HfApi()
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(model_dir), repo_id=repo_id, commit_message="cotdistill train")
+    except Exception as e:  # noqa: BLE001 - network, auth and hub errors alike
+        msg = " ".join(str(e).split())[:200]
+        raise UserError(f"push to the hub ({repo_id}) failed: {msg}; the model is complete in {model_dir}: "
+                        f"upload it later with `huggingface-cli upload {repo_id} {model_dir}`") from None
+    return str(url)
+
+
+def _tracker_callbacks(cfg: TrainConfig, work: Path, main: bool) -> list:
+    """TensorBoard writes to ``<work>/tensorboard`` (copied into the finished model directory);
+    other trackers in ``report_to`` are left to transformers."""
+    if "tensorboard" not in cfg.report_to or not main:
+        return []
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("report_to: tensorboard needs the tensorboard package: `pip install tensorboard`") from None
+    from transformers.integrations import TensorBoardCallback
+
+    return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(work / "tensorboard")))]
+
+
 def _progress_callback(total_steps: int, enabled: bool):
     from transformers import TrainerCallback
 
@@ -438,9 +484,16 @@ def _progress_callback(total_steps: int, enabled: bool):
             self.prog = None
             self.task = None
             self.last = ""
+            self.plain = None
 
         def on_train_begin(self, args, state, control, **kw):
             if not enabled or not state.is_world_process_zero:
+                return
+            import sys
+
+            if not sys.stderr.isatty():  # nohup, Slurm, | tee: plain lines at each log step
+                self.plain = (time.perf_counter(), state.global_step)
+                print(f"train: {state.global_step}/{total_steps} steps", file=sys.stderr, flush=True)
                 return
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
@@ -458,6 +511,16 @@ def _progress_callback(total_steps: int, enabled: bool):
                 self.prog.update(self.task, completed=state.global_step)
 
         def on_log(self, args, state, control, logs=None, **kw):
+            if self.plain is not None and logs and "loss" in logs:
+                import sys
+
+                t0, s0 = self.plain
+                done = state.global_step - s0
+                el = time.perf_counter() - t0
+                eta = el / done * (total_steps - state.global_step) if done else float("nan")
+                rate = f"  {logs['tokens_per_s']:,.0f} tok/s" if "tokens_per_s" in logs else ""
+                print(f"train: {state.global_step}/{total_steps} steps  loss {logs['loss']:.4f}{rate}  "
+                      f"elapsed {el:.0f} s  eta {eta:.0f} s", file=sys.stderr, flush=True)
             if self.prog is not None and logs and "loss" in logs:
                 info = f"loss {logs['loss']:.4f}"
                 if "tokens_per_s" in logs:
@@ -498,6 +561,7 @@ def train(
     from transformers import TrainingArguments
 
     from .collate import PackingCollator, PaddingCollator, encode_example, packing_mode
+    from .students import describe_student
 
     t_start = time.perf_counter()
     cfg = config if config is not None else TrainConfig.for_student(student)
@@ -515,6 +579,8 @@ def train(
         if not overwrite:
             what = "a finished run" if is_complete(out) else "a directory that is not a finished run"
             raise UserError(f"output directory {out} already exists ({what}): choose another --out or pass --overwrite")
+    if cfg.push_to_hub and not cfg.hub_model_id:
+        raise UserError("push_to_hub needs hub_model_id (--hub-model-id user/name)")
     data = load_traces(traces)
     data = [t for t in data if t.output.strip()]
     if not data:
@@ -592,7 +658,8 @@ def train(
 
     # ---- run identity / resume -------------------------------------------------------------
     run_key = hashlib.sha256(json.dumps(
-        {"config": cfg.model_dump(mode="json", exclude={"threads", "logging_steps", "keep_checkpoints"}),
+        {"config": cfg.model_dump(mode="json", exclude={"threads", "logging_steps", "keep_checkpoints", "report_to",
+                                                    "run_name", "push_to_hub", "hub_model_id", "hub_private_repo"}),
          "student": student, "data": fp, "world": world},
         sort_keys=True).encode()).hexdigest()
     resume_from = None
@@ -652,7 +719,8 @@ def train(
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
-        report_to="none",
+        report_to=[r for r in cfg.report_to if r != "tensorboard"] or "none",
+        run_name=cfg.run_name,
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -677,7 +745,7 @@ def train(
         mask_mode=mode,
         n_params=n_trainable if cfg.lora.enabled else n_params,
         peak_flops=peak,
-        callbacks=[_progress_callback(max_steps, progress)],
+        callbacks=[_progress_callback(max_steps, progress)] + _tracker_callbacks(cfg, work, main),
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -719,10 +787,13 @@ def train(
         to_save.save_pretrained(stage, safe_serialization=True)
         tok.save_pretrained(stage)
         template.save(stage)
+        if (work / "tensorboard").is_dir():
+            shutil.copytree(work / "tensorboard", stage / "tensorboard")
         final_loss = history[-1]["loss"] if history else None
         tps = (total_tokens - trainer._session_tok0) / max(train_wall, 1e-9)
         summary = {
             "student": student,
+            "student_description": describe_student(student),
             "model_class": type(to_save).__name__,
             "params": n_params,
             "trainable_params": n_trainable,
@@ -779,6 +850,8 @@ def train(
         dist.barrier()
         if not main:
             result_summary = json.loads((out / SUMMARY).read_text())
+    if cfg.push_to_hub and main:
+        push_model(out, cfg.hub_model_id, private=cfg.hub_private_repo)
     s = result_summary
     return TrainResult(
         model_dir=out, train_tokens=s["train_tokens"], completion_tokens=s["completion_tokens"],

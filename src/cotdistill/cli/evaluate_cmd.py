@@ -17,9 +17,12 @@ def _summary(m: dict, out: Path | None) -> None:
     t = Table(title=f"{m['task']} / {m['split']}  ·  {m['model']}", show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("accuracy", f"{100 * m['accuracy']:.2f} %  (95 % CI {100 * m['ci_low']:.2f} – {100 * m['ci_high']:.2f})  n={m['n']}")
-    t.add_row("parse failures", f"{100 * m['parse_failure_rate']:.2f} %")
-    t.add_row("hit max_new_tokens", f"{m['n_length_capped']} of {m['n']}")
+    t.add_row("accuracy (strict)", f"{100 * m['accuracy']:.2f} %  (95 % CI {100 * m['ci_low']:.2f} – {100 * m['ci_high']:.2f})  n={m['n']}")
+    if m.get("accuracy_lenient") is not None:
+        t.add_row("accuracy (lenient)", f"{100 * m['accuracy_lenient']:.2f} %  (also reading fallbacks such as the last number)")
+    t.add_row("no answer line", f"{m.get('n_no_answer', round(m['parse_failure_rate'] * m['n']))} of {m['n']} ({100 * m['parse_failure_rate']:.2f} %)")
+    t.add_row("hit max_new_tokens", f"{m['n_length_capped']} of {m['n']}"
+              + (f" ({m['n_capped_without_answer']} without an answer line)" if m.get("n_capped_without_answer") is not None else ""))
     t.add_row("mean output tokens", f"{m['mean_output_tokens']:.1f}")
     tps = m.get("tokens_per_s")
     t.add_row("throughput", (f"{tps:.0f} tokens/s" if tps else "—") + f"  ({m['n_generated_this_run']} generated this run)")
@@ -35,7 +38,7 @@ def _summary(m: dict, out: Path | None) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
-        model: str = typer.Option(..., "--model", help="Model directory (from `cotdistill train`) or a hub name."),
+        model: str = typer.Option(..., "--model", help="Model directory (from `cotdistill train`), a hub name, a .gguf file or smollm2-135m."),
         task: str = typer.Option(..., "--task", help="Task name (see `cotdistill tasks`)."),
         out: Path = typer.Option(..., "--out", help="Output directory: predictions.jsonl, metrics.json (resumable)."),
         split: str = typer.Option("test", "--split", help="Split to evaluate."),

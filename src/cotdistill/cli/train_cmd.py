@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
         traces: List[Path] = typer.Option(..., "--traces", help="Trace JSONL (or alpaca JSON) file; repeat to combine files."),
-        student: str = typer.Option(..., "--student", help="Local path or hub name of a causal LM, or scratch:<llama|gemma|bloom>-<xxs|xs|s|m>."),
+        student: str = typer.Option(..., "--student", help="Local path or hub name of a causal LM, a .gguf file, smollm2-135m, or scratch:<llama|gemma|bloom>-<xxs|xs|s|m>."),
         out: Path = typer.Option(..., "--out", help="Output model directory (created only when training finishes)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML TrainConfig. Default: paper defaults, or the measured scratch defaults for scratch students."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (overrides epochs)."),
@@ -27,6 +27,10 @@ def register(app: typer.Typer) -> None:
         lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA (peft) instead of full fine-tuning."),
         save_steps: Optional[int] = typer.Option(None, "--save-steps", help="Checkpoint interval in steps."),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+        report_to: Optional[str] = typer.Option(None, "--report-to", help="Trackers, comma-separated: tensorboard (written to OUT/tensorboard), wandb, mlflow, ..."),
+        run_name: Optional[str] = typer.Option(None, "--run-name", help="Run name shown by the trackers."),
+        push_to_hub: Optional[bool] = typer.Option(None, "--push-to-hub", help="Upload the finished model to the Hugging Face Hub."),
+        hub_model_id: Optional[str] = typer.Option(None, "--hub-model-id", help="Hub repository id for --push-to-hub (user/name)."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint (a finished one is kept)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory / interrupted run."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -38,7 +42,8 @@ def register(app: typer.Typer) -> None:
         overrides = dict(
             max_steps=max_steps, max_tokens=max_tokens, epochs=epochs, batch_size=batch_size,
             micro_batch_size=micro_batch_size, learning_rate=lr, seed=seed, lora=lora,
-            save_steps=save_steps, threads=threads,
+            save_steps=save_steps, threads=threads, report_to=report_to, run_name=run_name,
+            push_to_hub=push_to_hub, hub_model_id=hub_model_id,
         )
         if epochs is not None and max_steps is None:
             data = base.model_dump()

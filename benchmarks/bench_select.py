@@ -52,7 +52,7 @@ def main() -> None:
 
     print("command:", " ".join([sys.executable, *sys.argv]))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {a.threads}; "
-          "machine shared with other jobs (timings are not clean)")
+          f"load avg {os.getloadavg()[0]:.1f}")
     task_opts = {"steps": 3, "seed": 0, "n_train": 12800, "n_test": 300}
     task = get_task("arith", **task_opts)
     train_ex, test_ex = task.load("train"), task.load("test")

@@ -106,7 +106,7 @@ def main():
     print()
     print("command:", " ".join([sys.executable, *sys.argv]))
     print("machine:", platform.processor() or platform.machine(), f"{os.cpu_count()} cpus,",
-          f"load avg {os.getloadavg()[0]:.1f} (shared machine),", f"torch threads {a.threads},",
+          f"load avg {os.getloadavg()[0]:.1f},", f"torch threads {a.threads},",
           f"torch {torch.__version__}, transformers {transformers.__version__}")
     print(f"student {student}, {len(traces)} {a.data} traces, 1 epoch each; median of {a.repeats} interleaved runs")
     print(f"| configuration | non-pad tokens/s | ratio vs TRL SFTTrainer default |")

@@ -356,3 +356,29 @@ def test_progress_lines_without_a_terminal(shared_data, tmp_path):
     assert lines[0] == "train: 0/6 steps"
     assert any(re.match(r"train: 6/6 steps  loss \d+\.\d+  [\d,]+ tok/s  elapsed \d+ s  eta 0 s", ln) for ln in lines), lines
     assert "\x1b[" not in r.stderr  # no terminal control codes in a log
+
+
+def test_one_supervision_cell_per_run_unless_mixing_is_asked(shared_data, tmp_path):
+    """A trace file holding two (teacher, level, format) cells is refused with the cells listed;
+    --levels picks one; --mix trains on both and the summary says so."""
+    a = svamp(shared_data, 8)
+    b = [t.model_copy(update={"level": 5, "output": t.output + " Check: done."}) for t in a]
+    traces = tmp_path / "mixed.jsonl"
+    write_traces(traces, a + b)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("max_steps: 2\nbatch_size: 4\nsave_steps: 1000\nthreads: 1\npack_length: 512\n")
+    common = ["train", "--traces", str(traces), "--student", "scratch:llama-xxs", "--config", str(cfg), "--quiet"]
+    r = _cli(*common, "--out", str(tmp_path / "refused"), timeout=600)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "2 supervision cells: gemini/L3/cot (8), gemini/L5/cot (8)" in r.stderr and "--mix" in r.stderr
+    assert not (tmp_path / "refused").exists()
+    r = _cli(*common, "--out", str(tmp_path / "l5"), "--levels", "5", timeout=600)
+    assert r.returncode == 0, r.stderr[-800:]
+    s = json.loads((tmp_path / "l5" / "train_summary.json").read_text())
+    assert s["supervision"] == {"gemini/L5/cot": 8} and s["mixed"] is False and s["examples"] == 8
+    r = _cli(*common, "--out", str(tmp_path / "none"), "--formats", "BSM", timeout=600)
+    assert r.returncode == 2 and "no trace matches" in r.stderr and "gemini/L3/cot (8)" in r.stderr
+    r = _cli(*common, "--out", str(tmp_path / "mix"), "--mix", timeout=600)
+    assert r.returncode == 0, r.stderr[-800:]
+    s = json.loads((tmp_path / "mix" / "train_summary.json").read_text())
+    assert s["supervision"] == {"gemini/L3/cot": 8, "gemini/L5/cot": 8} and s["mixed"] is True

@@ -37,6 +37,21 @@ def supports_streaming(model: Any) -> bool:
     return getattr(text, "model_type", "") not in ("bloom", "mamba", "rwkv", "jamba", "falcon_mamba")
 
 
+def _common_prefix_len(prompts: Sequence[Sequence[int]]) -> int:
+    first = list(prompts[0])
+    n = len(first)
+    for p in prompts[1:]:
+        k = 0
+        for a, b in zip(first[:n], p):
+            if a != b:
+                break
+            k += 1
+        n = k
+        if n == 0:
+            break
+    return n
+
+
 def _layer_class():
     import torch
     from transformers.cache_utils import DynamicLayer
@@ -54,8 +69,8 @@ def _layer_class():
 
         def _alloc(self, keys, values, cap: int) -> None:
             B, H, T, D = keys.shape
-            self.bk = keys.new_zeros((B, H, cap, D))
-            self.bv = values.new_zeros((B, values.shape[1], cap, values.shape[-1]))
+            self.bk = keys.new_empty((B, H, cap, D))  # only [:n] is ever read
+            self.bv = values.new_empty((B, values.shape[1], cap, values.shape[-1]))
             self.bk[:, :, :T] = keys
             self.bv[:, :, :T] = values
             self.n = T
@@ -83,13 +98,16 @@ def greedy_stream(
     max_rows: int = 64,
     pad_id: int = 0,
     refill_fraction: float = 0.25,
+    share_prefix: bool = True,
 ) -> Iterator[tuple[int, list[int], str]]:
     """Yield ``(prompt index, generated token ids, finish)`` for every prompt as it finishes.
 
     ``finish`` is ``"eos"`` (the last token is an EOS id, counted in the tokens) or ``"length"``
     (``max_new_tokens`` tokens, no EOS). At most ``max_rows`` prompts decode at once; waiting
     prompts are prefilled when at least ``refill_fraction`` of the rows are free, in the order
-    given (sort them by length for less prefill padding).
+    given (sort them by length for less prefill padding). With ``share_prefix`` the prompts'
+    common prefix (a chat template's system turn, typically) is encoded once and its KV cache
+    shared by every row; the other prompt tokens follow it at their own positions.
     """
     import torch
     from transformers import DynamicCache
@@ -109,19 +127,36 @@ def greedy_stream(
     rows: list[int] = []  # prompt index per batch row
     outs: list[list[int]] = []  # generated tokens per row
     mask = last = pos = None  # [B, T] attention mask, [B] next input token, [B] its position
-    kv: list[tuple[Any, Any]] | None = None  # per layer (keys, values) [B, H, T, D]
+    # finished rows stay in the batch (their tokens ignored) until enough have finished to refill
+    # or, once nothing waits, to shrink the batch: each compaction copies the whole KV cache
+
+    # the common prefix of all prompts, encoded once (each prompt keeps at least one token of its own)
+    P = _common_prefix_len(prompts) if share_prefix and prompts else 0
+    P = min(P, min(len(p) for p in prompts) - 1) if P else 0
+    prefix_kv = None
+    if P >= 4:
+        c = DynamicCache()
+        with torch.inference_mode():
+            model(input_ids=torch.as_tensor([list(prompts[0][:P])], device=device),
+                  position_ids=torch.arange(P, device=device)[None], use_cache=True, logits_to_keep=1, **{cache_kw: c})
+        prefix_kv = [(lay.keys, lay.values) for lay in c.layers]
+    else:
+        P = 0
 
     def prefill(idx: list[int]):
-        T = max(len(prompts[i]) for i in idx)
-        ids = torch.full((len(idx), T), pad_id, dtype=torch.long)
-        m = torch.zeros((len(idx), T), dtype=torch.long)
-        for r, i in enumerate(idx):
-            p = prompts[i]
-            ids[r, T - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
-            m[r, T - len(p) :] = 1
-        ids, m = ids.to(device), m.to(device)
-        position = (m.cumsum(-1) - 1).clamp(min=0)
+        S = max(len(prompts[i]) - P for i in idx)
+        ids = torch.full((len(idx), S), pad_id, dtype=torch.long)
+        ms = torch.zeros((len(idx), S), dtype=torch.long)
+        for r, i in enumerate(idx):  # the prompt after the shared prefix, left padded
+            p = list(prompts[i][P:])
+            ids[r, S - len(p) :] = torch.as_tensor(p, dtype=torch.long)
+            ms[r, S - len(p) :] = 1
+        ids, ms = ids.to(device), ms.to(device)
+        position = P + (ms.cumsum(-1) - 1).clamp(min=0)
+        m = torch.cat([ms.new_ones((len(idx), P)), ms], 1)
         cache = DynamicCache()
+        if prefix_kv is not None:
+            cache.layers = [Layer(k.expand(len(idx), -1, -1, -1), v.expand(len(idx), -1, -1, -1), S) for k, v in prefix_kv]
         out = model(input_ids=ids, attention_mask=m, position_ids=position, use_cache=True, logits_to_keep=1,
                     **{cache_kw: cache})
         first = out.logits[:, -1].argmax(-1)
@@ -129,17 +164,39 @@ def greedy_stream(
         layers = [(lay.keys.masked_fill(~keep, 0), lay.values.masked_fill(~keep, 0)) for lay in cache.layers]
         return layers, m, first, m.sum(-1)
 
+    def build(kv_rows):  # a cache over per-layer (keys, values) with room to grow
+        cache = DynamicCache()
+        cache.layers = [Layer(k, v, headroom) for k, v in kv_rows]
+        return cache
+
+    def compact(keep: list[int]):
+        """Drop the rows not in ``keep`` and the leading columns only they used."""
+        nonlocal mask, last, pos, rows, outs, alive
+        sel = torch.tensor(keep, dtype=torch.long, device=device)
+        m = mask[sel]
+        start = int(m.any(0).long().argmax())
+        kv_rows = [(lay.keys[sel, :, start:], lay.values[sel, :, start:]) for lay in cache.layers]
+        mask, last, pos = m[:, start:], last[sel], pos[sel]
+        rows, outs, alive = [rows[r] for r in keep], [outs[r] for r in keep], [True] * len(keep)
+        return kv_rows
+
+    cache = None
+    alive: list[bool] = []
     with torch.inference_mode():
-        while waiting or rows:
-            if waiting and len(rows) <= max_rows - refill_at:
+        while waiting or any(alive):
+            dead = len(rows) - sum(alive)
+            if waiting and max_rows - len(rows) + dead >= refill_at:
+                # finished rows leave, waiting prompts take their place
+                kv_rows = None
+                if rows:
+                    keep = [r for r in range(len(rows)) if alive[r]]
+                    kv_rows = compact(keep) if keep else None
+                    if not keep:
+                        rows, outs, alive = [], [], []
                 take = [waiting.pop() for _ in range(min(max_rows - len(rows), len(waiting)))]
                 new_kv, new_mask, first, new_pos = prefill(take)
-                # a prompt's first token may already end it
-                rows_new = list(take)
-                outs_new = [[int(t)] for t in first.tolist()]
-                if kv is None:
-                    kv, mask, last, pos = new_kv, new_mask, first, new_pos
-                    rows, outs = rows_new, outs_new
+                if kv_rows is None:
+                    kv_rows, mask, last, pos = new_kv, new_mask, first, new_pos
                 else:
                     To, Tn = mask.shape[1], new_mask.shape[1]
                     T = max(To, Tn)
@@ -148,40 +205,29 @@ def greedy_stream(
                     def left(x, t):  # pad dim -2 of a [B, H, t, D] tensor on the left to T
                         return x if t == T else pad(x, (0, 0, T - t, 0))
 
-                    kv = [(torch.cat([left(ko, To), left(kn, Tn)]), torch.cat([left(vo, To), left(vn, Tn)]))
-                          for (ko, vo), (kn, vn) in zip(kv, new_kv)]
+                    kv_rows = [(torch.cat([left(ko, To), left(kn, Tn)]), torch.cat([left(vo, To), left(vn, Tn)]))
+                               for (ko, vo), (kn, vn) in zip(kv_rows, new_kv)]
                     mask = torch.cat([pad(mask, (T - To, 0)), pad(new_mask, (T - Tn, 0))])
                     last, pos = torch.cat([last, first]), torch.cat([pos, new_pos])
-                    rows, outs = rows + rows_new, outs + outs_new
-                cache = DynamicCache()
-                cache.layers = [Layer(k, v, headroom) for k, v in kv]
+                rows, outs = rows + take, outs + [[int(t)] for t in first.tolist()]
+                alive = alive + [True] * len(take)
+                cache = build(kv_rows)
+                check = range(len(rows) - len(take), len(rows))  # a prompt's first token may end it
             else:
+                if dead and not waiting and dead >= max(1, len(rows) // 4):
+                    cache = build(compact([r for r in range(len(rows)) if alive[r]]))  # a smaller batch per step
                 step = model(input_ids=last[:, None], attention_mask=torch.cat([mask, mask.new_ones((len(rows), 1))], 1),
                              position_ids=pos[:, None], use_cache=True, **{cache_kw: cache})
                 mask = torch.cat([mask, mask.new_ones((len(rows), 1))], 1)
                 pos = pos + 1
                 last = step.logits[:, -1].argmax(-1)
-                for r, t in enumerate(last.tolist()):
-                    outs[r].append(t)
-            # rows that finished with the token just produced
-            done_eos = torch.isin(last, eos).tolist()
-            finished = [r for r in range(len(rows)) if done_eos[r] or len(outs[r]) >= max_new_tokens]
-            for r in finished:
-                yield rows[r], outs[r], ("eos" if done_eos[r] else "length")
-            if finished:
-                keep = [r for r in range(len(rows)) if r not in set(finished)]
-                rows = [rows[r] for r in keep]
-                outs = [outs[r] for r in keep]
-                if not rows:
-                    kv = mask = last = pos = None
-                    continue
-                sel = torch.tensor(keep, dtype=torch.long, device=device)
-                mask, last, pos = mask[sel], last[sel], pos[sel]
-                start = int(mask.any(0).long().argmax())  # drop columns that only finished rows used
-                mask = mask[:, start:]
-                kv = [(lay.keys[sel, :, start:], lay.values[sel, :, start:]) for lay in cache.layers]
-                if not (waiting and len(rows) <= max_rows - refill_at):
-                    cache = DynamicCache()
-                    cache.layers = [Layer(k, v, headroom) for k, v in kv]
-            else:
-                kv = [(lay.keys, lay.values) for lay in cache.layers]
+                toks = last.tolist()
+                for r in range(len(rows)):
+                    if alive[r]:
+                        outs[r].append(toks[r])
+                check = range(len(rows))
+            is_eos = torch.isin(last, eos).tolist()
+            for r in check:
+                if alive[r] and (is_eos[r] or len(outs[r]) >= max_new_tokens):
+                    alive[r] = False
+                    yield rows[r], outs[r], ("eos" if is_eos[r] else "length")

@@ -44,8 +44,8 @@ PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "eval_config.json"
 
-AUTO_TOKEN_BUDGET = 32_768  # auto batch size: rows x (prompt + new tokens) kept under this
-AUTO_MAX_ROWS = 64
+AUTO_TOKEN_BUDGET = 65_536  # auto batch size: rows x (prompt + new tokens) kept under this
+AUTO_MAX_ROWS = 96
 
 
 # ------------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ class EvalConfig(BaseModel):
 
     decoding: str = Field("greedy", description="'greedy' (the paper's default) or 'beam:N' (N beams, as the paper for commonsense sets).")
     max_new_tokens: int = Field(512, ge=1, description="Generation cap per item; an item that hits it has finish='length'.")
-    batch_size: Union[int, Literal["auto"]] = Field("auto", description="Rows decoded at once; 'auto' keeps rows x (prompt + new tokens) <= 32k, at most 64.")
+    batch_size: Union[int, Literal["auto"]] = Field("auto", description="Rows decoded at once; 'auto' keeps rows x (prompt + new tokens) <= 64k, at most 96.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N items (in task order).")
     template: str | None = Field(None, description="Named template (plain, qa, alpaca, chat); default: the one saved with the model, else the tokenizer's chat template, else plain.")
     backend: Literal["transformers", "vllm"] = Field("transformers", description="vllm needs `pip install 'cotdistill[vllm]'` and a CUDA GPU.")
@@ -685,7 +685,7 @@ def _json_default(o):
 
 
 def _auto_rows(longest_prompt: int, max_new_tokens: int) -> int:
-    """Rows decoded at once for batch_size 'auto': rows x (prompt + new tokens) <= 32k tokens, at most 64."""
+    """Rows decoded at once for batch_size 'auto': rows x (prompt + new tokens) <= 64k tokens, at most 96."""
     return max(1, min(AUTO_MAX_ROWS, AUTO_TOKEN_BUDGET // (longest_prompt + max_new_tokens)))
 
 

@@ -501,7 +501,7 @@ def train_pieces(pieces: list[Piece], student: str, out_dir: str | os.PathLike, 
             res = load_result(pdir)
         else:
             cfg = piece_config(base_config, p, seed + j)
-            res = train(p.traces, cur, pdir, cfg, resume=True, progress=progress)
+            res = train(p.traces, cur, pdir, cfg, resume=True, progress=progress, mix=True)
         tot["train_tokens"] += int(res.train_tokens)
         tot["steps"] += int(res.steps)
         tot["wall_s"] += float(res.wall_s)
@@ -541,7 +541,7 @@ def train_candidate(cand: Candidate, examples: Sequence[Any], student: str, out_
         out = Path(out_dir)
         table, probe = loss_mix_table(cand, examples, student, out.with_name(out.name + ".probe"), config, source)
     traces = build_traces(cand, examples, source, mix_table=table)
-    res = train(traces, student, out_dir, config, resume=True, progress=progress)
+    res = train(traces, student, out_dir, config, resume=True, progress=progress, mix=True)
     info = {"train_tokens": int(res.train_tokens), "steps": int(res.steps), "wall_s": float(res.wall_s),
             "final_loss": res.final_loss}
     if probe:

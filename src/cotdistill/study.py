@@ -602,8 +602,10 @@ def _train(cfg: StudyConfig, cell: Cell, traces_path: Path, model_dir: Path, log
 
         cand = Candidate.parse(cell.teacher, cell.level, cell.format)
         return train_candidate(cand, _train_examples(cfg, cell.task), cell.student, model_dir, conf)
+    # a mixed level spec (mix:3-6, union, ...) trains on its mixture by design; a plain level on one cell
+    mixed = isinstance(cell.level, str) and cell.level != "human"
     res = train_fn(read_traces(traces_path), cell.student, model_dir, conf, resume=resume, progress=False,
-                   overwrite=not resume)
+                   overwrite=not resume, mix=mixed)
     info: dict[str, Any] = {}
     summ = getattr(res, "summary", None)
     if isinstance(summ, dict):
@@ -1009,8 +1011,20 @@ class _LiveView:
         tab.add_column("cell")
         tab.add_column("stage")
         tab.add_column("for")
+        by_id = {c.id: c for c in self.cells}
         for cid, s in running[:12]:
-            tab.add_row(cid, str(s.get("stage")), f"{time.time() - float(s.get('t', time.time())):.0f}s")
+            stage = str(s.get("stage"))
+            if stage == "train":  # the trainer's own progress file: step, loss, tokens/s, ETA
+                from .train import PROGRESS_FILE
+
+                p = _read_json(_cell_dir(self.cfg, by_id[cid]) / "model.partial" / PROGRESS_FILE) or {}
+                if p.get("step") is not None:
+                    stage += f" {p['step']}/{p.get('max_steps')} loss {p.get('loss', float('nan')):.3f}"
+                    if p.get("tokens_per_s"):
+                        stage += f" {p['tokens_per_s']:,.0f} tok/s"
+                    if p.get("eta_s") is not None:
+                        stage += f" eta {p['eta_s']:.0f}s"
+            tab.add_row(cid, stage, f"{time.time() - float(s.get('t', time.time())):.0f}s")
         for cid, s in [(k, v) for k, v in states.items() if v.get("state") == "failed"][:6]:
             tab.add_row(f"[red]{cid}[/red]", f"[red]failed in {s.get('stage')}[/red]", str(s.get("error", ""))[:60])
         return Group(head, tab)

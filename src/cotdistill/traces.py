@@ -54,6 +54,41 @@ class Trace(BaseModel):
         return (self.task, self.id, self.teacher, str(self.level), self.format, self.sample)
 
 
+def cell_of(t: Trace) -> tuple[str, str, str]:
+    """The supervision cell of a trace: (teacher, level, format)."""
+    return (t.teacher, str(t.level), t.format)
+
+
+def composition(traces: Iterable[Trace]) -> dict[str, int]:
+    """Trace counts per supervision cell, keyed ``teacher/level/format`` (e.g. ``gpt-4o/L3/cot``)."""
+    out: dict[str, int] = {}
+    for t in traces:
+        lv = f"L{t.level}" if isinstance(t.level, int) else str(t.level)
+        k = f"{t.teacher}/{lv}/{t.format}"
+        out[k] = out.get(k, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def select_traces(traces: Iterable[Trace], teachers: Iterable[str] | None = None, levels: Iterable | None = None,
+                  formats: Iterable[str] | None = None) -> list[Trace]:
+    """Keep the traces of the given teachers, levels (ints or "human") and formats (None = all)."""
+    ts = set(teachers) if teachers else None
+    ls = {str(x) for x in levels} if levels else None
+    fs = set(formats) if formats else None
+    return [t for t in traces if (ts is None or t.teacher in ts) and (ls is None or str(t.level) in ls)
+            and (fs is None or t.format in fs)]
+
+
+def require_one_cell(traces: list[Trace], what: str = "the traces") -> None:
+    """A one-line UserError when ``traces`` hold more than one (teacher, level, format) cell:
+    training on a mixture must be asked for, never happen by accident."""
+    comp = composition(traces)
+    if len(comp) > 1:
+        cells = ", ".join(f"{k} ({n})" for k, n in comp.items())
+        raise UserError(f"{what} hold {len(comp)} supervision cells: {cells}; pick one with --teachers/--levels/--formats, "
+                        "or pass --mix to train on the mixture")
+
+
 def _first_error(e: ValidationError) -> str:
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err.get("loc", ())) or "record"

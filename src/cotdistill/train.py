@@ -42,13 +42,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .fileio import atomic_write_text, load_yaml_mapping
 from .errors import UserError, validation_error
 from .template import NAMED_TEMPLATES, PromptTemplate
-from .traces import Trace
+from .traces import Trace, composition, require_one_cell
 
 COMPLETE = "COMPLETE"
 SUMMARY = "train_summary.json"
 CONFIG_FILE = "train_config.json"
 METRICS = "metrics.jsonl"
 LOSS_PNG = "loss.png"
+PROGRESS_FILE = "progress.json"  # in <out>.partial/ while training runs
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 # dense bf16 peak (FLOP/s) of accelerators we know, for MFU; CPU peaks are machine-specific
@@ -354,7 +355,10 @@ def _load_student(student: str, texts: list[str], cfg: TrainConfig):
 
 
 def _plot_loss(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # a minimal GPU image (torch + transformers only): metrics.jsonl has the curve
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -462,6 +466,29 @@ def push_model(model_dir: str | os.PathLike, repo_id: str, private: bool = True)
     return str(url)
 
 
+def _progress_file(path: Path, total_steps: int, main: bool):
+    """Writes ``{step, max_steps, loss, tokens_per_s, eta_s}`` to ``path`` at each log step, so a
+    study (or anyone) can show a running training's progress without its terminal."""
+    from transformers import TrainerCallback
+
+    class ProgressFile(TrainerCallback):
+        t0 = step0 = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0, self.step0 = time.perf_counter(), state.global_step
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not main or not logs or "loss" not in logs:
+                return
+            done = state.global_step - self.step0
+            el = time.perf_counter() - self.t0
+            eta = el / done * (total_steps - state.global_step) if done else None
+            atomic_write_text(path, json.dumps({"step": state.global_step, "max_steps": total_steps, "loss": logs["loss"],
+                                                "tokens_per_s": logs.get("tokens_per_s"), "eta_s": eta}) + "\n")
+
+    return ProgressFile()
+
+
 def _tracker_callbacks(cfg: TrainConfig, work: Path, main: bool) -> list:
     """TensorBoard writes to ``<work>/tensorboard`` (copied into the finished model directory);
     other trackers in ``report_to`` are left to transformers."""
@@ -547,6 +574,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     overwrite: bool = False,
+    mix: bool = False,
 ) -> TrainResult:
     """Fine-tune ``student`` on ``traces`` and write a finished model directory at ``out_dir``.
 
@@ -555,6 +583,9 @@ def train(
     from its last checkpoint in ``<out_dir>.partial/`` (same final weights as an uninterrupted
     run), and a finished ``out_dir`` is returned as-is. Works unchanged under
     ``accelerate launch`` / ``torchrun`` (DDP, DeepSpeed, FSDP).
+
+    One run trains on one supervision cell (teacher, level, format): traces of several cells are
+    refused unless ``mix=True``; the summary records the composition either way.
     """
     import torch
     import transformers
@@ -585,6 +616,9 @@ def train(
     data = [t for t in data if t.output.strip()]
     if not data:
         raise UserError("all traces have an empty output: nothing to train on; check the trace files")
+    if not mix:
+        require_one_cell(data)
+    comp = composition(data)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     fp = fingerprint(data)
@@ -745,7 +779,8 @@ def train(
         mask_mode=mode,
         n_params=n_trainable if cfg.lora.enabled else n_params,
         peak_flops=peak,
-        callbacks=[_progress_callback(max_steps, progress)] + _tracker_callbacks(cfg, work, main),
+        callbacks=[_progress_callback(max_steps, progress), _progress_file(work / PROGRESS_FILE, max_steps, main)]
+        + _tracker_callbacks(cfg, work, main),
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -794,6 +829,8 @@ def train(
         summary = {
             "student": student,
             "student_description": describe_student(student),
+            "supervision": comp,
+            "mixed": len(comp) > 1,
             "model_class": type(to_save).__name__,
             "params": n_params,
             "trainable_params": n_trainable,

@@ -27,6 +27,10 @@ def register(app: typer.Typer) -> None:
         lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA (peft) instead of full fine-tuning."),
         save_steps: Optional[int] = typer.Option(None, "--save-steps", help="Checkpoint interval in steps."),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+        teachers: Optional[str] = typer.Option(None, "--teachers", help="Keep the traces of these teachers (comma-separated)."),
+        levels: Optional[str] = typer.Option(None, "--levels", help="Keep the traces of these levels, e.g. 3, 1-6, human."),
+        formats: Optional[str] = typer.Option(None, "--formats", help="Keep the traces of these formats: cot, subq, rar, sym (or BSM, RaR, SYM)."),
+        mix: bool = typer.Option(False, "--mix", help="Train on traces of several (teacher, level, format) cells at once (refused otherwise)."),
         report_to: Optional[str] = typer.Option(None, "--report-to", help="Trackers, comma-separated: tensorboard (written to OUT/tensorboard), wandb, mlflow, ..."),
         run_name: Optional[str] = typer.Option(None, "--run-name", help="Run name shown by the trackers."),
         push_to_hub: Optional[bool] = typer.Option(None, "--push-to-hub", help="Upload the finished model to the Hugging Face Hub."),
@@ -50,7 +54,21 @@ def register(app: typer.Typer) -> None:
             data["max_steps"] = None
             base = TrainConfig.validated(data)
         cfg = base.with_overrides(**overrides)
-        res = train([str(t) for t in traces], student, out, cfg, resume=resume, progress=not quiet, overwrite=overwrite)
+        data = [str(t) for t in traces]
+        if teachers or levels or formats:
+            from ..errors import UserError
+            from ..prompts import parse_formats, parse_levels
+            from ..traces import composition, select_traces
+            from ..train import load_traces
+
+            loaded = load_traces(data)
+            data = select_traces(loaded, teachers=[t.strip() for t in teachers.split(",")] if teachers else None,
+                                 levels=parse_levels(levels) if levels else None,
+                                 formats=parse_formats(formats) if formats else None)
+            if not data:
+                raise UserError(f"no trace matches --teachers/--levels/--formats; the files hold: "
+                                + ", ".join(f"{k} ({n})" for k, n in composition(loaded).items()))
+        res = train(data, student, out, cfg, resume=resume, progress=not quiet, overwrite=overwrite, mix=mix)
         s = res.summary
         if s.get("world_size", 1) > 1 and __import__("os").environ.get("RANK", "0") != "0":
             return

@@ -93,11 +93,17 @@ def parse_levels(spec: str | int | list) -> list[int | str]:
     return sorted(set(out), key=lambda v: (isinstance(v, str), v if isinstance(v, int) else 99))
 
 
+# the paper's own names for the formats (released file names): BSM, RaR, SYM
+FORMAT_ALIASES = {"bsm": "subq", "rar": "rar", "sym": "sym", "symbolic": "sym", "cot": "cot", "subq": "subq"}
+
+
 def parse_formats(spec: str | list) -> list[str]:
+    """``"cot,subq"`` (also the paper's names ``BSM``, ``RaR``, ``SYM``) -> list of formats."""
     items = spec if isinstance(spec, (list, tuple)) else [s.strip() for s in str(spec).split(",") if s.strip()]
+    items = [FORMAT_ALIASES.get(str(f).lower(), f) for f in items]
     for f in items:
         if f not in FORMATS:
-            raise UserError(f"unknown format {f!r}; choose from {', '.join(FORMATS)}")
+            raise UserError(f"unknown format {f!r}; choose from {', '.join(FORMATS)} (or the paper's BSM, RaR, SYM)")
     if not items:
         raise UserError("no format given: use e.g. --formats cot,subq")
     return list(dict.fromkeys(items))

@@ -37,6 +37,25 @@ def supports_streaming(model: Any) -> bool:
     return getattr(text, "model_type", "") not in ("bloom", "mamba", "rwkv", "jamba", "falcon_mamba")
 
 
+def _finish_alone(model, ids: list[int], budget: int, eos_ids, pad_id: int) -> tuple[list[int], str]:
+    """Greedy continuation of one sequence to EOS or ``budget`` more tokens, with prompt-lookup
+    speculation (transformers' ``prompt_lookup_num_tokens``)."""
+    import torch
+
+    eos = set(int(e) for e in eos_ids)
+    if budget <= 0:
+        return [], "length"
+    device = next(model.parameters()).device
+    out = model.generate(torch.as_tensor([ids], device=device), attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=device),
+                         max_new_tokens=budget, do_sample=False, num_beams=1, prompt_lookup_num_tokens=10,
+                         eos_token_id=sorted(eos), pad_token_id=pad_id, temperature=None, top_p=None, top_k=None)
+    new = out[0, len(ids):].tolist()
+    end = next((k + 1 for k, t in enumerate(new) if t in eos), None)
+    if end is not None:
+        return new[:end], "eos"
+    return new, "length" if len(new) >= budget else "eos"
+
+
 def _common_prefix_len(prompts: Sequence[Sequence[int]]) -> int:
     first = list(prompts[0])
     n = len(first)
@@ -99,6 +118,7 @@ def greedy_stream(
     pad_id: int = 0,
     refill_fraction: float = 0.25,
     share_prefix: bool = True,
+    tail_rows: int = 2,
 ) -> Iterator[tuple[int, list[int], str]]:
     """Yield ``(prompt index, generated token ids, finish)`` for every prompt as it finishes.
 
@@ -107,7 +127,9 @@ def greedy_stream(
     prompts are prefilled when at least ``refill_fraction`` of the rows are free, in the order
     given (sort them by length for less prefill padding). With ``share_prefix`` the prompts'
     common prefix (a chat template's system turn, typically) is encoded once and its KV cache
-    shared by every row; the other prompt tokens follow it at their own positions.
+    shared by every row; the other prompt tokens follow it at their own positions. When nothing
+    waits and at most ``tail_rows`` rows are left, each finishes alone with prompt-lookup
+    speculative decoding (``tail_rows=0`` turns this off).
     """
     import torch
     from transformers import DynamicCache
@@ -213,6 +235,16 @@ def greedy_stream(
                 alive = alive + [True] * len(take)
                 cache = build(kv_rows)
                 check = range(len(rows) - len(take), len(rows))  # a prompt's first token may end it
+            elif not waiting and 0 < len(rows) - dead <= tail_rows:
+                # the last rows, typically a repetition loop running to the cap: one row at a time
+                # with prompt-lookup speculation (n-grams of its own text proposed, checked by one
+                # forward pass each, greedy output unchanged), instead of one token per step
+                for r in [r for r in range(len(rows)) if alive[r]]:
+                    alive[r] = False
+                    toks, finish = _finish_alone(model, list(prompts[rows[r]]) + outs[r], max_new_tokens - len(outs[r]),
+                                                 eos_ids, pad_id)
+                    yield rows[r], outs[r] + toks, finish
+                continue
             else:
                 if dead and not waiting and dead >= max(1, len(rows) // 4):
                     cache = build(compact([r for r in range(len(rows)) if alive[r]]))  # a smaller batch per step

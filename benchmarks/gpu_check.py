@@ -79,7 +79,7 @@ def run_trl(traces, model_dir: Path, batch: int, steps: int, checkpointing: bool
     tok = AutoTokenizer.from_pretrained(model_dir)
     args = SFTConfig(output_dir=str(tmp / "trl"), report_to="none", save_strategy="no", max_steps=steps,
                      per_device_train_batch_size=batch, bf16=True, gradient_checkpointing=checkpointing,
-                     disable_tqdm=True, logging_steps=1000, learning_rate=5e-5)
+                     disable_tqdm=True, logging_steps=1000, learning_rate=5e-5, use_cpu=not torch.cuda.is_available())
     tr = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
     t = time.perf_counter()
     tr.train()

@@ -28,24 +28,16 @@ import argparse
 import json
 import os
 import platform
-import re
 import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from calibrate_quickstart import cpu_name  # noqa: E402
+
 ANSWER_RE = r"[Tt]he answer is \$?(-?[0-9][0-9,]*(?:\.[0-9]+)?)"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_cotdistill(model_dir: str, items, max_new_tokens: int, dtype: str, out: Path) -> tuple[float, dict]:

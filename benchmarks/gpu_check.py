@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shlex
-import shutil
 import sys
 import tempfile
 import time

@@ -51,7 +51,6 @@ def test_short_name_resolves_to_the_wheel_gguf(smollm2_path):
 def test_loaded_gguf_student_is_a_plain_model(smollm2, tmp_path):
     """The dequantized model is not marked as quantized: it saves and reloads as a normal
     directory, with the tied LM head and the chat template of the GGUF."""
-    from transformers import AutoModelForCausalLM
 
     model, tok = smollm2
     assert type(model).__name__ == "LlamaForCausalLM"

@@ -76,7 +76,6 @@ def _common_prefix_len(prompts: Sequence[Sequence[int]]) -> int:
 
 
 def _layer_class():
-    import torch
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):

@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
                                  levels=parse_levels(levels) if levels else None,
                                  formats=parse_formats(formats) if formats else None)
             if not data:
-                raise UserError(f"no trace matches --teachers/--levels/--formats; the files hold: "
+                raise UserError("no trace matches --teachers/--levels/--formats; the files hold: "
                                 + ", ".join(f"{k} ({n})" for k, n in composition(loaded).items()))
         res = train(data, student, out, cfg, resume=resume, progress=not quiet, overwrite=overwrite, mix=mix)
         s = res.summary

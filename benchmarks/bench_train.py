@@ -1,11 +1,20 @@
-"""Training throughput: `cotdistill train` vs a plain TRL SFTTrainer run with default settings.
+"""Training throughput: `cotdistill train` vs TRL's SFTTrainer on the same student and traces.
 
-Same scratch student (llama, char tokenizer, same init), same SVAMP traces (paper, Gemini level 3),
-one epoch each, so both see exactly the same examples; the figure is non-pad tokens (prompt +
-completion + EOS) per second of `trainer.train()`, and the ratio is measured within one run with
-the configurations interleaved (A B A B ...) so machine load affects both alike.
+Scratch students (default): the same llama student (char tokenizer, same init) and the same SVAMP
+traces (paper, Gemini level 3), one epoch each.
+
+Pretrained students (`--student smollm2-135m`, a .gguf file or a model directory): the released
+GPT-4o SVAMP level-3 traces, the student's own chat template on both sides (TRL gets conversational
+prompt/completion records, cotdistill its chat template), batch 8, one epoch, against TRL's
+defaults (gradient checkpointing, bf16) and TRL without gradient checkpointing. MFU is
+6 * parameters * tokens/s over a bf16 matmul peak this script measures itself (2048^3 GEMM on the
+same threads).
+
+The figure is non-pad tokens (prompt + completion + EOS) per second of `trainer.train()`; the
+configurations are interleaved (A B C A B C ...) so machine load affects all alike.
 
     python benchmarks/bench_train.py [--data svamp|arith] [--size xs] [--traces 128] [--repeats 2] [--threads 2]
+    python benchmarks/bench_train.py --student smollm2-135m --traces 128 --repeats 2 [--json out.json]
 """
 
 from __future__ import annotations
@@ -74,6 +83,142 @@ def run_trl(traces, student, tmp):
     return tokens, time.perf_counter() - t
 
 
+def load_gpt4o_l3(n):
+    from cotdistill.traces import Trace
+
+    rows = json.load(gzip.open(DATA / "paper/SVAMP_ChatGPT_level3_ranked.json.gz", "rt"))[:n]
+    return [Trace(id=str(i), task="svamp", question=r["instruction"], gold="", teacher="gpt-4o", level=3,
+                  output=r["output"]) for i, r in enumerate(rows)]
+
+
+def bf16_peak(threads, n=2048, reps=10):
+    """Measured bf16 matmul peak (FLOP/s) of this device on `threads` threads."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.randn(n, n, dtype=torch.bfloat16, device=dev)
+    b = torch.randn(n, n, dtype=torch.bfloat16, device=dev)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(3):
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - t) / reps)
+    return 2 * n**3 / best
+
+
+def run_cotdistill_pretrained(traces, model_dir, batch, tmp, **overrides):
+    from cotdistill.train import TrainConfig, train
+
+    out = Path(tmp) / f"cd-{time.time_ns()}"
+    cfg = TrainConfig.default(max_steps=None, epochs=1, batch_size=batch, learning_rate=2e-5, save_steps=10_000,
+                              logging_steps=1000, **overrides)
+    r = train(traces, str(model_dir), out, cfg, progress=False)
+    shutil.rmtree(out, ignore_errors=True)
+    return r.train_tokens, r.summary["train_wall_s"]
+
+
+def run_trl_pretrained(traces, model_dir, batch, tmp, checkpointing):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    ds = Dataset.from_dict({
+        "prompt": [[{"role": "user", "content": t.question}] for t in traces],
+        "completion": [[{"role": "assistant", "content": t.output.strip()}] for t in traces],
+    })
+    kw = {} if checkpointing else {"gradient_checkpointing": False}
+    args = SFTConfig(output_dir=str(Path(tmp) / "trl"), use_cpu=not torch.cuda.is_available(), report_to="none",
+                     save_strategy="no", num_train_epochs=1, per_device_train_batch_size=batch, disable_tqdm=True,
+                     logging_steps=1000, **kw)
+    tr = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+    tokens = sum(len(x) for x in tr.train_dataset["input_ids"])
+    t = time.perf_counter()
+    tr.train()
+    return tokens, time.perf_counter() - t
+
+
+def main_pretrained(a):
+    import transformers
+
+    from cotdistill.students import count_params, describe_student, load_pretrained
+
+    transformers.logging.set_verbosity_error()
+    traces = load_gpt4o_l3(a.traces)
+    peak = bf16_peak(a.threads)
+    res = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "student"  # a plain model directory both trainers load alike
+        model, tok = load_pretrained(a.student)
+        n_params = count_params(model)
+        model.save_pretrained(model_dir)
+        tok.save_pretrained(model_dir)
+        del model
+        configs = {
+            "trl_sft_default": lambda: run_trl_pretrained(traces, model_dir, a.batch, tmp, True),
+            "trl_sft_no_checkpointing": lambda: run_trl_pretrained(traces, model_dir, a.batch, tmp, False),
+            "cotdistill": lambda: run_cotdistill_pretrained(traces, model_dir, a.batch, tmp),
+        }
+        if a.ablations:
+            configs["cotdistill_lm_head_all"] = lambda: run_cotdistill_pretrained(traces, model_dir, a.batch, tmp, lm_head="all")
+            configs["cotdistill_adamw_unfused"] = lambda: run_cotdistill_pretrained(traces, model_dir, a.batch, tmp, optim="adamw_torch")
+        res = {k: [] for k in configs}
+        for rep in range(a.repeats):
+            for k, fn in configs.items():
+                tok_n, wall = fn()
+                res[k].append(tok_n / wall)
+                print(f"rep {rep} {k:28s} {tok_n:8d} tokens {wall:7.2f} s {tok_n / wall:9.1f} tok/s", flush=True)
+    base = statistics.median(res["trl_sft_default"])
+    base_nc = statistics.median(res["trl_sft_no_checkpointing"])
+    rows = []
+    for k, v in res.items():
+        m = statistics.median(v)
+        rows.append({"configuration": k, "tokens_per_s": round(m, 1), "vs_trl_default": round(m / base, 3),
+                     "vs_trl_no_checkpointing": round(m / base_nc, 3), "mfu": round(6 * n_params * m / peak, 4)})
+    machine = machine_line(a.threads)
+    print()
+    print("command:", " ".join([sys.executable, *sys.argv]))
+    print("machine:", machine)
+    print(f"student {describe_student(a.student)} ({n_params / 1e6:.1f} M parameters), {len(traces)} GPT-4o SVAMP "
+          f"level-3 traces, batch {a.batch}, 1 epoch each; median of {a.repeats} interleaved runs; "
+          f"bf16 matmul peak measured {peak / 1e9:.0f} GFLOP/s")
+    print("| configuration | non-pad tokens/s | vs TRL default | vs TRL without checkpointing | MFU (bf16 peak) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['configuration']} | {r['tokens_per_s']:,.1f} | {r['vs_trl_default']:.2f}x | "
+              f"{r['vs_trl_no_checkpointing']:.2f}x | {100 * r['mfu']:.1f} % |")
+    if a.json:
+        Path(a.json).write_text(json.dumps({
+            "command": " ".join(["python", *sys.argv]), "machine": machine, "student": describe_student(a.student),
+            "parameters": n_params, "traces": len(traces), "batch": a.batch, "repeats": a.repeats,
+            "bf16_peak_flops": peak, "runs_tokens_per_s": res, "results": rows}, indent=2) + "\n")
+
+
+def machine_line(threads):
+    import transformers
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from calibrate_quickstart import cpu_name
+
+    flags = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    isa = ", ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) or "no bf16 matmul units"
+    return (f"{cpu_name()} ({isa}), {os.cpu_count()} cpus, torch threads {threads}, torch {torch.__version__}, "
+            f"transformers {transformers.__version__}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="xs")
@@ -81,8 +226,14 @@ def main():
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", choices=["svamp", "arith"], default="svamp")
+    ap.add_argument("--student", default=None, help="a pretrained student (smollm2-135m, a .gguf file, a model directory)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--ablations", action="store_true", help="also cotdistill with the full LM head and unfused AdamW")
+    ap.add_argument("--json", default=None, help="write the results here")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.student:
+        return main_pretrained(a)
     import transformers
 
     transformers.logging.set_verbosity_error()

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cotdistill.collate import (IGNORE, PackingCollator, PaddingCollator, encode_example,
-                                packing_mode)
+from cotdistill.collate import (IGNORE, PackingCollator, PaddingCollator, TargetHead, encode_example,
+                                packing_mode, target_head)
 from cotdistill.errors import UserError
 from cotdistill.students import make_scratch_student
 from cotdistill.template import PromptTemplate
@@ -130,6 +130,65 @@ def test_bloom_falls_back_to_padding_and_eager_llama_gets_float_mask(shared_data
     llama, _ = make_scratch_student("scratch:llama-xxs", texts)
     llama.config._attn_implementation = "eager"
     assert packing_mode(llama) == "float"
+
+
+def test_target_head_gives_the_models_own_loss_and_gradients(shared_data):
+    """The LM head on target positions only: the same loss and the same gradients as the model's
+    full-logits loss, on a packed batch of real traces; an architecture that reshapes the head's
+    output is detected and keeps the full logits."""
+    from transformers import LlamaForCausalLM
+
+    texts = [t.question for t in svamp(shared_data, 8)]
+    model, tok = make_scratch_student("scratch:llama-xxs", texts)
+    tpl = PromptTemplate()
+    feats = [encode_example(tpl.render_prompt(t.question), tpl.render_completion(t.output), tok, 4096)
+             for t in svamp(shared_data, 200, shortest=False)[::40]]  # varied lengths, so packing pays
+    batch = PackingCollator(tok.pad_token_id, 4096)(feats)
+    batch.pop("n_tokens")
+    assert batch["input_ids"].shape[0] < len(feats)  # really packed
+    th = target_head(model)
+    assert isinstance(th, TargetHead)
+    model.train()
+    torch.manual_seed(0)
+    ref = model(**batch).loss
+    ref.backward()
+    g_ref = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits, targets = th.logits(model, inputs, batch["labels"])
+    assert logits.shape == (int((batch["labels"][:, 1:] != IGNORE).sum()), model.config.vocab_size)
+    mine = torch.nn.functional.cross_entropy(logits.float(), targets)
+    mine.backward()
+    assert mine.item() == pytest.approx(ref.item(), rel=1e-5)
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, g_ref[n], rtol=1e-4, atol=1e-6), n
+    th.remove()
+    assert model(**batch).logits.dim() == 3  # hook gone
+
+    class Reshaping(LlamaForCausalLM):  # reads the head's output as (rows, T, vocab)
+        def forward(self, input_ids=None, **kw):
+            out = super().forward(input_ids=input_ids, **kw)
+            out.logits = out.logits.view(input_ids.shape[0], input_ids.shape[1], -1)
+            return out
+
+    other = Reshaping(model.config)
+    assert target_head(other) is None
+    assert other(input_ids=batch["input_ids"][:, :5]).logits.dim() == 3  # no hook left behind
+
+
+def test_training_with_the_target_head_matches_full_logits(shared_data, tmp_path):
+    traces = svamp(shared_data, 16)
+    cfg = tiny_cfg(max_steps=6, batch_size=4, logging_steps=1, precision="fp32")
+    a = train(traces, "scratch:llama-xxs", tmp_path / "a", cfg.with_overrides(lm_head="targets"), progress=False)
+    b = train(traces, "scratch:llama-xxs", tmp_path / "b", cfg.with_overrides(lm_head="all"), progress=False)
+    def losses(d):
+        rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in rows if "loss" in r]
+
+    la, lb = losses(tmp_path / "a"), losses(tmp_path / "b")
+    assert len(la) == len(lb) >= 6
+    assert la == pytest.approx(lb, rel=1e-4)
+    assert a.summary["lm_head"] == "target positions" and b.summary["lm_head"] == "all positions"
 
 
 # ------------------------------------------------------------------------------------------

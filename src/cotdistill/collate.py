@@ -205,3 +205,87 @@ def packing_mode(model: Any, tol: float | None = None) -> PackMode | None:
     finally:
         model.train(was_training)
     return None
+
+
+class TargetHead:
+    """Computes the LM head only where the loss is taken.
+
+    A forward pre-hook on the model's output embedding keeps, while :attr:`select` is set, only
+    the hidden states whose next token is a target; the model then returns ``(K, vocab)`` logits
+    for those K positions instead of ``(rows, T, vocab)``. With a 49k-token vocabulary and prompts
+    that carry no loss this removes most of the head's matmuls and, on a CPU, the memory-bound
+    softmax passes over the full logits. The call still goes through the (possibly wrapped) model,
+    so DDP / FSDP / DeepSpeed hooks run as usual.
+    """
+
+    def __init__(self, head: Any):
+        self.head = head
+        self.select: torch.Tensor | None = None
+        self._handle = head.register_forward_pre_hook(self._pre)
+
+    def _pre(self, module: Any, args: tuple) -> tuple | None:
+        if self.select is None or not args:
+            return None
+        return (args[0][self.select],) + tuple(args[1:])
+
+    @staticmethod
+    def positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, T) labels -> (bool mask of hidden positions whose next token is a target, the targets
+        in the same row-major order)."""
+        nxt = labels[:, 1:]
+        sel = torch.zeros_like(labels, dtype=torch.bool)
+        sel[:, :-1] = nxt != IGNORE
+        return sel, nxt[nxt != IGNORE]
+
+    def logits(self, model: Any, inputs: dict[str, Any], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run ``model(**inputs)`` (without labels) with the head restricted to target positions;
+        returns ``(logits (K, vocab), targets (K,))``."""
+        sel, targets = self.positions(labels)
+        self.select = sel
+        try:
+            out = model(**inputs)
+        finally:
+            self.select = None
+        logits = out["logits"] if isinstance(out, dict) else out[0]
+        return logits, targets
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def target_head(model: Any, tol: float | None = None) -> TargetHead | None:
+    """A :class:`TargetHead` for ``model`` when restricting its head reproduces the model's own loss
+    (checked on a short random sequence), else None (the full logits are computed)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        return None
+    param = next(model.parameters())
+    dtype, device = param.dtype, param.device
+    if tol is None:
+        tol = 1e-4 if dtype == torch.float32 else 2e-2
+    vocab = int(model.get_input_embeddings().weight.shape[0])
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, max(vocab, 5), (2, 12), generator=g).to(device)
+    labels = ids.clone()
+    labels[0, :5] = IGNORE  # a prompt
+    labels[1, :3] = IGNORE
+    labels[1, 9:] = IGNORE  # padding
+    th = TargetHead(head)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ref = model(input_ids=ids, labels=labels).loss.float().item()
+            logits, targets = th.logits(model, {"input_ids": ids}, labels)
+            if logits.dim() != 2 or logits.shape[0] != targets.numel():
+                raise ValueError("logits not restricted")
+            mine = torch.nn.functional.cross_entropy(logits.float(), targets).item()
+    except Exception:  # noqa: BLE001 - an architecture whose forward reshapes the head's output
+        th.remove()
+        return None
+    finally:
+        model.train(was_training)
+    if abs(mine - ref) > tol * max(1.0, abs(ref)):
+        th.remove()
+        return None
+    return th

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .fileio import atomic_write_text, load_yaml_mapping
 from .errors import UserError, validation_error
@@ -95,6 +95,7 @@ class TrainConfig(BaseModel):
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_epsilon: float = Field(1e-8, gt=0)
     max_grad_norm: float = Field(1.0, ge=0)
+    optim: Literal["adamw_torch_fused", "adamw_torch"] = Field("adamw_torch_fused", description="AdamW implementation (transformers' names); fused is one kernel over all parameters, also on CPU")
     seed: int = 100
     # data
     cutoff_len: int = Field(4096, ge=8, description="examples are truncated to this many tokens")
@@ -106,6 +107,7 @@ class TrainConfig(BaseModel):
     model_dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype of the loaded weights (pretrained students)")
     attn_implementation: str | None = Field(None, description="e.g. sdpa, eager, flash_attention_2; default: the model's")
     gradient_checkpointing: bool = False
+    lm_head: Literal["targets", "all"] = Field("targets", description="targets: compute the LM head only where the loss is taken (checked against the model's own loss; all otherwise)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
     peak_tflops: float | None = Field(None, gt=0, description="device peak TFLOP/s for MFU (known GPUs are detected)")
     # LoRA
@@ -125,6 +127,15 @@ class TrainConfig(BaseModel):
     deepspeed: str | None = Field(None, description="DeepSpeed JSON config path (ZeRO)")
     fsdp: str | None = Field(None, description="FSDP option string, e.g. 'full_shard auto_wrap'")
     fsdp_config: str | None = Field(None, description="FSDP config JSON path")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spellings(cls, data):
+        """``lr`` (the CLI's short flag) is accepted for ``learning_rate``."""
+        if isinstance(data, dict) and "lr" in data and "learning_rate" not in data:
+            data = dict(data)
+            data["learning_rate"] = data.pop("lr")
+        return data
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -398,9 +409,10 @@ def _make_trainer_class():
     class CotTrainer(Trainer):
         """Trainer that counts non-pad tokens, logs throughput / MFU, and feeds 4-D masks."""
 
-        def __init__(self, *a, mask_mode=None, n_params=0, peak_flops=None, **kw):
+        def __init__(self, *a, mask_mode=None, n_params=0, peak_flops=None, target_head=None, **kw):
             super().__init__(*a, **kw)
             self.mask_mode = mask_mode
+            self.target_head = target_head
             self.n_params = n_params
             self.peak_flops = peak_flops
             self._tok_local = 0
@@ -416,7 +428,24 @@ def _make_trainer_class():
             if self.mask_mode == "float" and "attention_mask" in inputs and inputs["attention_mask"].dim() == 4:
                 dtype = next(model.parameters()).dtype
                 inputs["attention_mask"] = float_mask(inputs["attention_mask"], dtype)
+            if self.target_head is not None and model.training and "labels" in inputs and not return_outputs:
+                return self._target_loss(model, inputs, num_items_in_batch)
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+        def _target_loss(self, model, inputs, num_items_in_batch):
+            """The model's causal-LM loss with the head computed on target positions only: the sum
+            of token losses over ``num_items_in_batch`` (the accumulated batch's targets) when the
+            model takes loss kwargs, as its own loss does, else the mean."""
+            labels = inputs.pop("labels")
+            logits, targets = self.target_head.logits(model, inputs, labels)
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets.to(logits.device), reduction="sum")
+            if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+                loss = loss / num_items_in_batch
+                if self.args.average_tokens_across_devices:
+                    loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            else:
+                loss = loss / max(targets.numel(), 1)
+            return loss
 
         def flush_tokens(self) -> None:
             """Add the tokens seen on all ranks since the last flush to the (checkpointed) state."""
@@ -591,7 +620,7 @@ def train(
     import transformers
     from transformers import TrainingArguments
 
-    from .collate import PackingCollator, PaddingCollator, encode_example, packing_mode
+    from .collate import PackingCollator, PaddingCollator, encode_example, packing_mode, target_head
     from .students import describe_student
 
     t_start = time.perf_counter()
@@ -605,6 +634,13 @@ def train(
 
     # ---- validate everything before touching the disk ------------------------------------
     if out.exists():
+        from .artifacts import KINDS, kind_of
+
+        k = kind_of(out)
+        if k not in ("empty", "model"):
+            what = KINDS.get(k, "a file" if k == "file" else "a non-empty directory that cotdistill did not write")
+            raise UserError(f"--out {out} is {what}, not a model directory: choose another --out "
+                            "(--overwrite replaces only a model directory)")
         if is_complete(out) and resume and not overwrite:
             return load_result(out)
         if not overwrite:
@@ -692,7 +728,7 @@ def train(
 
     # ---- run identity / resume -------------------------------------------------------------
     run_key = hashlib.sha256(json.dumps(
-        {"config": cfg.model_dump(mode="json", exclude={"threads", "logging_steps", "keep_checkpoints", "report_to",
+        {"config": cfg.model_dump(mode="json", exclude={"threads", "logging_steps", "keep_checkpoints", "report_to", "lm_head",
                                                     "run_name", "push_to_hub", "hub_model_id", "hub_private_repo"}),
          "student": student, "data": fp, "world": world},
         sort_keys=True).encode()).hexdigest()
@@ -743,7 +779,7 @@ def train(
         adam_beta2=cfg.adam_beta2,
         adam_epsilon=cfg.adam_epsilon,
         max_grad_norm=cfg.max_grad_norm,
-        optim="adamw_torch",
+        optim=cfg.optim,
         seed=cfg.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
@@ -766,6 +802,7 @@ def train(
         ddp_find_unused_parameters=False if world > 1 else None,
         log_level="warning",
     )
+    head = target_head(model) if cfg.lm_head == "targets" else None
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     peak = _peak_flops(cfg, precision)
@@ -777,6 +814,7 @@ def train(
         data_collator=collator,
         processing_class=tok,
         mask_mode=mode,
+        target_head=head,
         n_params=n_trainable if cfg.lora.enabled else n_params,
         peak_flops=peak,
         callbacks=[_progress_callback(max_steps, progress), _progress_file(work / PROGRESS_FILE, max_steps, main)]
@@ -795,6 +833,8 @@ def train(
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_wall = time.perf_counter() - t_train
     trainer.flush_tokens()
+    if head is not None:
+        head.remove()
 
     # ---- write the finished directory (rank 0), atomically ---------------------------------
     final_model = trainer.model
@@ -853,6 +893,7 @@ def train(
             "train_loss": output.training_loss,
             "batching": f"packed ({mode} mask)" if mode else "padded, length-grouped",
             "precision": precision,
+            "lm_head": "target positions" if head is not None else "all positions",
             "device": device_type,
             "threads": torch.get_num_threads(),
             "resumed_from": resume_from.name if resume_from else None,

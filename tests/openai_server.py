@@ -6,7 +6,7 @@ Used by the tests and ``benchmarks/bench_generate.py``; also handy by hand::
 
 Faults are deterministic: the n-th distinct prompt (in order of first arrival) gets
 ``faults[n % len(faults)]`` on its first ``fault_attempts`` attempts, then succeeds. Kinds:
-``ok``, ``429`` (with ``Retry-After``), ``500``, ``503``, ``drop`` (connection closed with no
+``ok``, ``429`` (with ``Retry-After``), ``500``, ``503``, ``400`` (an invalid-request body), ``drop`` (connection closed with no
 response), ``stall`` (no response for ``stall_s`` seconds: the client times out), ``malformed``
 (200 with a body that is not JSON), ``empty`` (200 with no choices).
 
@@ -27,7 +27,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-FAULT_KINDS = ("ok", "429", "500", "503", "drop", "stall", "malformed", "empty")
+FAULT_KINDS = ("ok", "429", "500", "503", "400", "drop", "stall", "malformed", "empty")
+BAD_REQUEST = "max_tokens is too large: this model's context length is 2048 tokens"
 _GOLD = re.compile(r"The correct answer is (.+?)\. Write a solution")
 
 
@@ -175,6 +176,9 @@ class FakeOpenAIServer:
             self._record(entry)
             h._json(429, {"error": {"message": "Rate limit reached", "type": "requests"}},
                     {"Retry-After": f"{self.retry_after:g}"})
+        elif fault == "400":
+            self._record(entry)
+            h._json(400, {"error": {"message": BAD_REQUEST, "type": "invalid_request_error", "param": "max_tokens"}})
         elif fault in ("500", "503"):
             self._record(entry)
             h._json(int(fault), {"error": {"message": "server overloaded"}})

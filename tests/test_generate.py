@@ -233,3 +233,38 @@ def test_cli_summary_and_bad_key(tmp_path):
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ") and "401" in bad.stderr
     assert "sk-wrong-key-999999" not in bad.stderr + bad.stdout + _files_text(tmp_path)
     assert "Traceback" not in bad.stderr
+
+
+def test_a_refused_request_stops_the_run_once_with_the_servers_message(tmp_path):
+    from openai_server import BAD_REQUEST
+
+    with FakeOpenAIServer(api_key=KEY, faults=["400"], fault_attempts=100) as srv:
+        r = subprocess.run(_cli(tmp_path / "a", srv), env=_env(srv), capture_output=True, text=True, timeout=120)
+        n_requests = len(srv.outcomes("400"))
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "HTTP 400" in last and BAD_REQUEST in last and srv.base_url in last
+    assert n_requests <= 4  # the first wave (concurrency 4), not 120 items x 7 attempts
+
+
+def test_an_unreachable_server_stops_after_the_first_wave_naming_the_url(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": url}
+    cfg = tmp_path / "gen.yaml"
+    cfg.write_text("backoff_base: 1\nbackoff_max: 5\n")
+    t = time.time()
+    r = subprocess.run([sys.executable, "-m", "cotdistill", "generate", "--config", str(cfg), "--task", "arith",
+                        "--teacher", "openai:fake", "--levels", "1-3", "--limit", "20", "--concurrency", "4",
+                        "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot connect") and url in last and "OPENAI_BASE_URL" in last
+    assert "Traceback" not in r.stderr
+    assert time.time() - t < 30  # no backoff ladder of 7 attempts per item

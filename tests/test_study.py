@@ -406,3 +406,29 @@ def test_an_api_key_in_the_generate_options_is_never_written(tmp_path):
 
     sel = config_from_study(tmp_path, student="scratch:llama-xxs")
     assert sel.generate == {"temperature": 0.0}
+
+
+def test_an_api_key_in_the_study_config_reaches_the_workers(tmp_path):
+    """The key given in the study YAML authenticates the teacher calls made by the cell workers
+    (it travels to them in memory, never through a file), and appears in no file of the study."""
+    import yaml
+    from openai_server import FakeOpenAIServer
+
+    secret = "sk-study-yaml-key-0123456789"
+    with FakeOpenAIServer(api_key=secret) as srv:
+        cfg = {"name": "keyed", "output_dir": str(tmp_path / "out"),
+               "tasks": [{"name": "arith", "options": {"n_train": 24, "n_test": 6}}],
+               "teachers": ["openai:fake"], "levels": [2], "students": ["scratch:llama-xxs"], "seeds": [0],
+               "generate": {"api_key": secret, "base_url": srv.base_url, "hint_gold": True},
+               "curate": {"keep": "all", "decontaminate": False},
+               "train": {"max_steps": 2, "batch_size": 4}, "eval": {"max_new_tokens": 8}}
+        p = tmp_path / "study.yaml"
+        p.write_text(yaml.safe_dump(cfg))
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+        r = subprocess.run([sys.executable, "-m", "cotdistill", "study", str(p), "--no-report"], env=env,
+                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        ok_calls = len(srv.outcomes("ok"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert ok_calls == 24
+    leaked = [f for f in (tmp_path / "out").rglob("*") if f.is_file() and secret.encode() in f.read_bytes()]
+    assert not leaked and secret not in r.stdout + r.stderr

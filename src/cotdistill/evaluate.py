@@ -21,6 +21,7 @@ Predictions are appended as items finish; a rerun skips the ids already in predi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -34,6 +35,8 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import answers
+from .artifacts import check as check_out, claim
+from .progress import PlainProgress, on_terminal
 from .fileio import atomic_write_text, load_yaml_mapping
 from .errors import UserError, validation_error
 from .stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_ci
@@ -459,7 +462,15 @@ def summarize(rows: Sequence[dict]) -> dict:
 # ------------------------------------------------------------------------------------------
 # the evaluation
 # ------------------------------------------------------------------------------------------
-def evaluate(
+def evaluate(*args: Any, **kwargs: Any) -> dict:
+    """Evaluate a model zero-shot; see :func:`_evaluate` for the arguments."""
+    with contextlib.ExitStack() as stack:  # holds the claim on out_dir until the evaluation ends
+        return _evaluate(*args, _stack=stack, **kwargs)
+
+
+
+
+def _evaluate(
     model: Any,
     examples: list[Example] | None = None,
     task: str | None = None,
@@ -480,6 +491,7 @@ def evaluate(
     dtype: str = "float32",
     cache: Literal["auto", "dynamic", "static"] = "auto",
     config: EvalConfig | None = None,
+    _stack: contextlib.ExitStack | None = None,
 ) -> dict:
     """Evaluate a model zero-shot and return its metrics (also written to ``out_dir/metrics.json``).
 
@@ -491,9 +503,13 @@ def evaluate(
     the model's ``name_or_path`` directory). ``examples`` (any task, e.g. ``arith``) or ``task`` +
     ``split`` (+ ``data_dir``) give the items. ``device`` applies to models loaded here (``auto``:
     the GPU when there is one); a loaded model stays where it is. With ``out_dir`` predictions are appended as batches
-    finish and a rerun resumes; without it nothing is written.
+    finish and a rerun resumes; without it nothing is written. ``out_dir`` is claimed as an
+    evaluate run (:mod:`cotdistill.artifacts`): another kind of directory is refused, and a second
+    process on it stops at once.
     """
     t_start = time.perf_counter()
+    if out_dir is not None:
+        check_out(out_dir, "evaluate")  # before any model is loaded
     if config is not None:  # an EvalConfig (e.g. from YAML) sets every generation setting at once
         decoding, max_new_tokens, batch_size, limit = config.decoding, config.max_new_tokens, config.batch_size, config.limit
         backend, cache = config.backend, config.cache
@@ -580,7 +596,10 @@ def evaluate(
     pred_path = None
     if out_dir is not None:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        if _stack is not None:
+            _stack.enter_context(claim(out, "evaluate"))
+        else:
+            out.mkdir(parents=True, exist_ok=True)
         pred_path = out / PREDICTIONS_FILE
         cfg_path = out / CONFIG_FILE
         if overwrite:
@@ -696,8 +715,13 @@ class _progress:
         self.enabled, self.total, self.completed, self.label = enabled, total, completed, label
 
     def __enter__(self):
+        self.plain = None
         if not self.enabled:
             return lambda k: None
+        if not on_terminal():  # a log (nohup, Slurm, | tee): plain lines
+            self.plain = PlainProgress(f"evaluate {self.label}", self.total, completed=self.completed, unit="items")
+            self.plain.__enter__()
+            return lambda k: self.plain.update(advance=k)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.p = Progress(TextColumn("[bold]evaluate[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -707,7 +731,9 @@ class _progress:
         return lambda k: self.p.advance(tid, k)
 
     def __exit__(self, *exc):
-        if self.enabled:
+        if self.plain is not None:
+            self.plain.__exit__(*exc)
+        elif self.enabled:
             self.p.__exit__(*exc)
         return False
 
@@ -749,3 +775,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike) -> dict:
         "ci_low": lo, "ci_high": hi,
         "only_a_correct": mc["only_a"], "only_b_correct": mc["only_b"], "mcnemar_p": mc["p_value"],
     }
+
+
+evaluate.__doc__ = _evaluate.__doc__
+evaluate.__wrapped__ = _evaluate  # inspect.signature / help() show the real arguments

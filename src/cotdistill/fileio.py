@@ -6,6 +6,7 @@ name carries the process id so concurrent writers (study workers, shards) never 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -39,9 +40,13 @@ def load_yaml_mapping(path: str | os.PathLike, what: str = "config keys") -> dic
     if not path.is_file():
         raise UserError(f"config file {path} does not exist: pass the path of a YAML file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader
     except OSError as e:
         raise UserError(f"cannot read config {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}): save the config as UTF-8") from None
+    except _DuplicateKey as e:
+        raise UserError(f"{path}:{e.line}: key {e.key!r} is given twice; keep one") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
@@ -51,3 +56,29 @@ def load_yaml_mapping(path: str | os.PathLike, what: str = "config keys") -> dic
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a YAML mapping of {what}, got {type(data).__name__}")
     return data
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int):
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+@functools.lru_cache(maxsize=1)
+def _unique_key_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader that refuses a mapping key given twice (plain YAML keeps the last silently)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+

@@ -32,7 +32,9 @@ from .errors import UserError, redact
 from .prompts import EXEMPLARS, answer_only, build_messages, parse_formats, parse_levels
 from .store import Store, content_key
 from .teachers.base import Request, Result, Teacher, TeacherConfig, make_teacher
-from .traces import Trace, write_traces
+from .artifacts import claim
+from .progress import PlainProgress, on_terminal
+from .traces import Trace, read_traces, write_traces
 
 CALLS_FILE = "calls.jsonl"
 TRACES_FILE = "traces.jsonl"
@@ -182,6 +184,7 @@ def generate(
     teacher: Teacher | str | None = None,
     progress: bool = True,
     console: Any = None,
+    wait_for_lock: bool = False,
     **overrides: Any,
 ) -> GenerateResult:
     """Generate traces for ``examples`` into ``out_dir/traces.jsonl`` (resumable; see module doc).
@@ -191,6 +194,10 @@ def generate(
     (reused across calls, e.g. a loaded hf model).
     Failed calls are stored with their error, listed in ``out_dir/failed.jsonl`` and retried by
     the next run; they do not raise. A fatal error (bad key, unknown model) raises UserError.
+
+    ``out_dir`` is claimed as a generate run (:mod:`cotdistill.artifacts`): a directory of another
+    kind is refused, and a second process on it stops at once (``wait_for_lock``: waits instead).
+    Traces already in ``out_dir/traces.jsonl`` that this call does not produce are kept.
     """
     if isinstance(teacher, str):  # generate(exs, out, teacher="lab", levels="0-6")
         overrides["teacher"] = teacher
@@ -204,7 +211,11 @@ def generate(
         raise UserError("no examples to generate for: check --task/--split/--limit")
     t_start = time.time()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with claim(out, "generate", wait=wait_for_lock):
+        return _generate(examples, out, config, teacher, progress, console, t_start)
+
+
+def _generate(examples, out: Path, config: GenerateConfig, teacher, progress, console, t_start) -> GenerateResult:
     teacher = teacher or make_teacher(config.teacher, config)
     secrets = teacher.secrets() + ([config.api_key.get_secret_value()] if config.api_key else [])
     atomic_write_text(out / "config.json", json.dumps(config.public_dict(), indent=2) + "\n")
@@ -272,7 +283,11 @@ def generate(
     if store is not None:
         store.close()
     traces_path = out / TRACES_FILE
-    write_traces(traces_path, traces)
+    kept: list[Trace] = []
+    if traces_path.is_file():  # earlier runs into this directory: keep what this call does not redo
+        new = {t.key for t in traces}
+        kept = [t for t in read_traces(traces_path) if t.key not in new]
+    write_traces(traces_path, kept + traces)
     atomic_write_text(out / "failed.jsonl", "".join(json.dumps(f) + "\n" for f in failed))
     summary = summarize(traces, config, failed)
     atomic_write_text(out / "summary.json", json.dumps({"rows": summary, "calls": len(unique), "cached": cached,
@@ -354,7 +369,11 @@ class _Progress:
         self.counts = counts
         self.cached = cached
         self.total = total
+        self.plain = None
         if not enabled:
+            return
+        if not on_terminal(console):  # a log (nohup, Slurm, | tee): plain lines
+            self.plain = PlainProgress(f"generate {teacher}", total, completed=cached, unit="calls")
             return
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -370,17 +389,26 @@ class _Progress:
                                     cached=cached, tokens=0)
 
     def __enter__(self) -> "_Progress":
-        if self.enabled:
+        if self.plain is not None:
+            self.plain.__enter__()
+        elif self.enabled:
             self.p.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
+        if self.plain is not None:
+            self.plain.__exit__(*exc)
+        elif self.enabled:
             self.p.stop()
 
     def update(self) -> None:
         if not self.enabled:
             return
         c = self.counts
+        if self.plain is not None:
+            self.plain.update(done=self.cached + c["done"] + c["failed"],
+                              extra=f"done {c['done']} · failed {c['failed']} · cached {self.cached} · "
+                                    f"tokens {c['prompt'] + c['completion']:,}")
+            return
         self.p.update(self.task, completed=self.cached + c["done"] + c["failed"], done=c["done"], failed=c["failed"],
                       tokens=f"{c['prompt'] + c['completion']:,}")

@@ -208,7 +208,7 @@ class TraceSource:
         conf = GenerateConfig.model_validate({**self.generate_options, "teacher": teacher, "levels": [level],
                                               "formats": [fmt]})
         # the directory's call store holds every item generated before: only new items are called
-        res = generate(missing, self.cache_dir / "generate" / h, conf, progress=False)
+        res = generate(missing, self.cache_dir / "generate" / h, conf, progress=False, wait_for_lock=True)
         for t in res.traces:
             if t.correct is False:
                 continue  # keep the rationales that reach the gold answer

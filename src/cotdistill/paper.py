@@ -278,6 +278,10 @@ def import_paper(
             summ = _import_rows(name, rows, spec, indexes[spec.task], keep_test, report.traces, answers)
             report.files.append(summ)
     if not report.traces:
+        readable = [w for w in report.warnings if "unknown file name" not in w]
+        if readable:  # released names, but nothing usable in them
+            raise UserError(f"no traces imported from {src}: {len(readable)} released file(s) could not be used; "
+                            f"first: {readable[0]}")
         raise UserError(
             f"no traces imported from {src}: it has no released file with a known name "
             f"(e.g. SVAMP_gemini_level3_ranked.json.gz); point SRC at the paper directory"

@@ -60,6 +60,8 @@ def load_json_any(path: str | os.PathLike) -> Any:
             text = f.read()
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}); re-save it as UTF-8") from None
     if not text.strip():
         raise UserError(f"{path} is empty: provide a non-empty JSON or JSONL file")
     try:

@@ -193,6 +193,14 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _student_label(spec: str) -> str:
+    """``smollm2-135m (SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized))``: what the student really was."""
+    from .students import describe_student
+
+    desc = describe_student(spec)
+    return spec if not desc or desc == spec else f"{spec} ({desc})"
+
+
 def _short(name: str) -> str:
     if name.startswith("replay:"):
         return "replay:" + Path(name.split(":", 1)[1]).name
@@ -221,6 +229,33 @@ def _student_strength(rows: list[dict], study_dir: Path) -> dict[str, float]:
     return params
 
 
+ALPHA = 0.05  # a finding claims an order only when its paired test has p below this
+
+
+def _shape(num: list[int], vals: list[float], inc: bool, dec: bool, best: Any, tests: dict[str, dict]) -> str:
+    """Accuracy over the granularity levels, claimed only as far as the paired tests (best level
+    vs each other level) support it."""
+    if len(num) < 2:
+        return "not assessed (one level)"
+    lo_lv = num[vals.index(min(vals))]
+    t_lo = tests.get(str(lo_lv)) if lo_lv != best else None
+    spread = max(vals) - min(vals)
+    if best not in num or t_lo is None or t_lo["p"] >= ALPHA:
+        p = f", McNemar p = {t_lo['p']:.2g}" if t_lo else ""
+        return (f"no trend separated from noise (the levels span {spread * 100:.1f} points; "
+                f"best vs worst level{p})")
+    ends = [lv for lv in (num[0], num[-1]) if lv != best]
+    t_ends = [tests.get(str(lv)) for lv in ends]
+    if len(ends) == 2 and all(t and t["p"] < ALPHA for t in t_ends):
+        return (f"not monotonic: L{best} is above both ends (L{num[0]} p = {t_ends[0]['p']:.2g}, "
+                f"L{num[-1]} p = {t_ends[1]['p']:.2g})")
+    if inc and best == num[-1]:
+        return f"rising with finer granularity (L{lo_lv} → L{best}, p = {t_lo['p']:.2g})"
+    if dec and best == num[0]:
+        return f"falling with finer granularity (L{best} → L{lo_lv}, p = {t_lo['p']:.2g})"
+    return (f"L{best} is above L{lo_lv} (p = {t_lo['p']:.2g}); the order of the other levels is not separated")
+
+
 def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
     """Compute everything the report shows (tables, tests, findings) as plain data."""
     d = Path(study_dir)
@@ -235,11 +270,23 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
     levels = sorted({r["level"] for r in ok}, key=_lvl_sort)
     params = _student_strength(ok, d)
 
-    # per (task, teacher, student, format): level -> Agg; answer-only (L0) rows are shared by all formats
+    # A teacher that only supplies answer-only (L0) or human-rationale cells (the paper's `human`
+    # files) is a reference shared by every CoT teacher's curve, not a curve of its own.
+    ref_teachers = [t for t in teachers if all(r["level"] in (0, "human") for r in ok if r["teacher"] == t)]
+    if len(ref_teachers) < len(teachers):
+        teachers = [t for t in teachers if t not in ref_teachers]
+    else:
+        ref_teachers = []
+
+    # per (task, teacher, student, format): level -> Agg; answer-only (L0) and human rows are shared
+    # by all formats (and by all teachers when a reference teacher supplies them)
     def cell_agg(task, teacher, fmt, student, level):
         a = agg.get((task, teacher, fmt, student, level))
         if a is None and (level == 0 or level == "human"):
             a = agg.get((task, teacher, "cot", student, level))
+            for ref in ref_teachers:
+                if a is None:
+                    a = agg.get((task, ref, "cot", student, level))
         return a
 
     findings: list[str] = []
@@ -266,47 +313,62 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
                     if len(num) >= 2:
                         j = max(range(len(num) - 1), key=lambda i: abs(vals[i + 1] - vals[i]))
                         jump = (num[j], num[j + 1], vals[j + 1] - vals[j])
-                    if len(num) < 2:
-                        shape = "not assessed (one level)"
-                    elif max(vals) - min(vals) < 0.005:
-                        shape = "flat (no level changes the accuracy)"
-                    else:
-                        shape = "monotonically increasing" if inc else ("monotonically decreasing" if dec else "not monotonic")
-                    per_student[(task, teacher, fmt, st)] = {"curve": curve, "best": best, "shape": shape, "jump": jump,
-                                                            "spread": curve[best].mean - curve[worst].mean}
-                    # paired tests: best vs answer-only, best vs each neighbour level
+                    # paired tests: the best level against every other level
+                    mine: dict[str, dict] = {}
                     for other in [lv for lv in curve if lv != best]:
                         t = paired_test(d, curve[other].cells, curve[best].cells)
                         if t:
+                            mine[str(other)] = t
                             tests.append({"task": task, "teacher": teacher, "format": fmt, "student": st,
                                           "a": other, "b": best, **t})
+                    shape = _shape(num, vals, inc, dec, best, mine)
+                    per_student[(task, teacher, fmt, st)] = {"curve": curve, "best": best, "shape": shape, "jump": jump,
+                                                            "spread": curve[best].mean - curve[worst].mean}
     # written findings -------------------------------------------------------------------
+    # Every order, best level or trend below is claimed only when a paired test on the same
+    # test items separates it (McNemar p < ALPHA); otherwise the finding says "not separated".
     def pct(x):
         return f"{x * 100:.1f} %"
 
-    for (task, teacher, fmt, st), info in per_student.items():
+    def pts(x):
+        return f"{'+' if x >= 0 else '−'}{abs(x) * 100:.1f} points"
+
+    def test_of(key, a, b):
+        return next((t for t in tests if (t["task"], t["teacher"], t["format"], t["student"]) == key
+                     and {str(t["a"]), str(t["b"])} == {str(a), str(b)}), None)
+
+    def p_of(t):
+        return f"McNemar p = {t['p']:.2g}" if t else "no paired test"
+
+    for key, info in per_student.items():
+        task, teacher, fmt, st = key
         curve, best = info["curve"], info["best"]
         a = curve[best]
-        base = curve.get(0)
-        line = (f"**{st}** ({task}, teacher {_short(teacher)}, format {fmt}): best supervision is "
-                f"{_lvl_name(best)} at {pct(a.mean)}")
-        if a.n_seeds > 1:
-            line += f" (± {pct(a.sd)} over {a.n_seeds} seeds)"
-        if base is not None and best != 0:
-            t = next((t for t in tests if (t["task"], t["teacher"], t["format"], t["student"]) == (task, teacher, fmt, st)
-                      and t["a"] == 0 and t["b"] == best), None)
-            line += f", {pct(a.mean - base.mean)} over answer-only"
-            if t:
-                line += f" (McNemar p = {t['p']:.2g})"
-        line += f"; accuracy vs granularity is {info['shape']}"
-        if info.get("jump") is not None:
-            a_lv, b_lv, dj = info["jump"]
-            line += (f"; levels span {pct(info['spread'])}, the largest step between adjacent levels is "
-                     f"L{a_lv} → L{b_lv} ({'+' if dj >= 0 else '−'}{abs(dj) * 100:.1f} points).")
+        ranked = sorted(curve, key=lambda lv: -curve[lv].mean)
+        line = f"**{st}** ({task}, teacher {_short(teacher)}, format {fmt}): "
+        seeds = f" (± {pct(a.sd)} over {a.n_seeds} seeds)" if a.n_seeds > 1 else ""
+        if len(ranked) == 1:
+            line += f"{_lvl_name(best)} at {pct(a.mean)}{seeds} (one level only)."
+            info["best_supported"] = False
         else:
-            line += "."
+            second = ranked[1]
+            t2 = test_of(key, second, best)
+            sep = bool(t2 and t2["p"] < ALPHA)
+            info["best_supported"] = sep
+            if sep:
+                line += (f"best supervision is {_lvl_name(best)} at {pct(a.mean)}{seeds}, ahead of the next best "
+                         f"{_lvl_name(second)} by {pts(a.mean - curve[second].mean)} ({p_of(t2)})")
+            else:
+                line += (f"highest accuracy is {_lvl_name(best)} at {pct(a.mean)}{seeds}, not separated from "
+                         f"{_lvl_name(second)} at {pct(curve[second].mean)} ({p_of(t2)}): no single best level is supported")
+            base = curve.get(0)
+            if base is not None and best != 0:
+                t0 = test_of(key, 0, best)
+                verdict = "above" if t0 and t0["p"] < ALPHA else "not separated from"
+                line += f"; {_lvl_name(best)} is {verdict} answer-only ({pts(a.mean - base.mean)}, {p_of(t0)})"
+            line += f"; over granularity: {info['shape']}."
         if a.n_seeds == 1:
-            line += " One seed only: treat the order of close levels as unsettled."
+            line += " One seed."
         findings.append(line)
         # mixed / curriculum supervision (cotdistill.mix) against the best single level
         plain = [lv for lv in curve if isinstance(lv, int)]
@@ -316,15 +378,13 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
             bm = max(mixed, key=lambda lv: curve[lv].mean)
             diff = curve[bm].mean - curve[bp].mean
             t = paired_test(d, curve[bp].cells, curve[bm].cells)
-            sig = t is not None and t["p"] < 0.05
-            verdict = ("helped" if diff > 0 and sig else
-                       "did not help" if diff <= 0 else "was not significantly better")
+            sig = t is not None and t["p"] < ALPHA
+            verdict = ("helped" if diff > 0 and sig else "was worse" if diff < 0 and sig else "was not separated")
             others = ", ".join(f"{_lvl_name(lv)} {pct(curve[lv].mean)}" for lv in mixed if lv != bm)
             findings.append(
                 f"Mixed / curriculum supervision for **{st}** ({task}, {_short(teacher)}, {fmt}): the best, "
                 f"{_lvl_name(bm)} at {pct(curve[bm].mean)}, {verdict} against the best single level "
-                f"{_lvl_name(bp)} at {pct(curve[bp].mean)} ({'+' if diff >= 0 else '−'}{abs(diff) * 100:.1f} points"
-                + (f", McNemar p = {t['p']:.2g}" if t else "") + ")"
+                f"{_lvl_name(bp)} at {pct(curve[bp].mean)} ({pts(diff)}, {p_of(t)})"
                 + (f"; also {others}." if others else "."))
     # students differ in their best level?
     for task in tasks:
@@ -332,15 +392,23 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
             bests = {st: per_student[(task, teacher, "cot", st)]["best"] for st in students
                      if (task, teacher, "cot", st) in per_student}
             if len(bests) > 1:
+                supported = all(per_student[(task, teacher, "cot", st)].get("best_supported") for st in bests)
+                peaks = ", ".join(f"{s} peaks at {_lvl_name(b)}" for s, b in bests.items())
                 if len(set(map(str, bests.values()))) > 1:
-                    findings.append(
-                        f"No single granularity is best for every student on {task} with {_short(teacher)}: "
-                        + ", ".join(f"{s} peaks at {_lvl_name(b)}" for s, b in bests.items())
-                        + " (the paper's finding that the best supervision depends on the student)."
-                    )
+                    if supported:
+                        findings.append(
+                            f"No single granularity is best for every student on {task} with {_short(teacher)}: "
+                            + peaks + ", each separated from its next best level by a paired test "
+                            "(the paper's finding that the best supervision depends on the student).")
+                    else:
+                        findings.append(
+                            f"The students' highest levels differ on {task} with {_short(teacher)} ({peaks}), but not "
+                            "every peak is separated from the student's next best level by a paired test: whether the "
+                            "best supervision depends on the student is not settled by this study.")
                 else:
                     findings.append(f"All students peak at the same level on {task} with {_short(teacher)} "
-                                    f"({_lvl_name(next(iter(bests.values())))}).")
+                                    f"({_lvl_name(next(iter(bests.values())))})"
+                                    + ("." if supported else "; not every peak is separated from the next best level."))
     # where do the students differ most? (same test items: paired test across students)
     for task in tasks:
         for teacher in teachers:
@@ -359,10 +427,12 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
                 g, lv, hi_s, lo_s, accs = max(gaps, key=lambda x: x[0])
                 if g >= 0.05:
                     t = paired_test(d, accs[lo_s].cells, accs[hi_s].cells)
+                    sep = bool(t and t["p"] < ALPHA)
                     findings.append(
                         f"The students differ most at {_lvl_name(lv)} on {task} ({_short(teacher)}): {hi_s} {pct(accs[hi_s].mean)} "
-                        f"vs {lo_s} {pct(accs[lo_s].mean)}" + (f" (paired McNemar p = {t['p']:.2g})" if t else "")
-                        + ": the same supervision that one student learns from, the other does not."
+                        f"vs {lo_s} {pct(accs[lo_s].mean)} ({pts(accs[hi_s].mean - accs[lo_s].mean)}, {p_of(t)})"
+                        + (": the same supervision that one student learns from, the other does not." if sep
+                           else "; not separated by the paired test.")
                     )
                 else:
                     findings.append(f"The students are within {g * 100:.1f} points of each other at every level on {task} "
@@ -371,25 +441,23 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
     matthew = []
     for task in tasks:
         for teacher in teachers:
-            pts = []
+            mpts = []
             for st in students:
                 info = per_student.get((task, teacher, "cot", st))
                 if not info or 0 not in info["curve"]:
                     continue
                 gain = max(a.mean for lv, a in info["curve"].items() if lv != 0) - info["curve"][0].mean
                 strength = params.get(st)
-                pts.append((st, strength, gain))
-            if len(pts) >= 2:
-                key = (lambda p: p[1]) if all(p[1] for p in pts) else (lambda p: students.index(p[0]))
-                pts.sort(key=key)
-                matthew.append({"task": task, "teacher": teacher, "points": pts,
-                                "by": "parameters" if all(p[1] for p in pts) else "config order"})
-                grows = all(b[2] >= a[2] for a, b in zip(pts, pts[1:]))
+                mpts.append((st, strength, gain))
+            if len(mpts) >= 2:
+                key = (lambda p: p[1]) if all(p[1] for p in mpts) else (lambda p: students.index(p[0]))
+                mpts.sort(key=key)
+                matthew.append({"task": task, "teacher": teacher, "points": mpts,
+                                "by": "parameters" if all(p[1] for p in mpts) else "config order"})
                 findings.append(
                     f"Gain of the best CoT over answer-only on {task} ({_short(teacher)}), students ordered by "
-                    f"{matthew[-1]['by']}: " + ", ".join(f"{p[0]} {pct(p[2])}" for p in pts)
-                    + (" — it grows with student strength (the 'Matthew effect')." if grows
-                       else " — it does not grow monotonically with student strength.")
+                    f"{matthew[-1]['by']}: " + ", ".join(f"{p[0]} {pts(p[2])}" for p in mpts)
+                    + " (point estimates; whether the gain grows with student strength is not tested here)."
                 )
     # teacher comparison: does the strongest teacher give the best student?
     teacher_cmp = []
@@ -405,20 +473,31 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
             if ts:
                 tq[teacher] = _teacher_accuracy(d, ts)
         best_student = {}
+        best_agg = {}
         for teacher in teachers:
-            accs = [a.mean for (tk, te, f, s, lv), a in agg.items() if tk == task and te == teacher and lv != 0]
+            accs = [a for (tk, te, f, s, lv), a in agg.items() if tk == task and te == teacher and lv != 0]
             if accs:
-                best_student[teacher] = max(accs)
+                best_agg[teacher] = max(accs, key=lambda a: a.mean)
+                best_student[teacher] = best_agg[teacher].mean
         if len(best_student) >= 2:
             top_s = max(best_student, key=best_student.get)
             known = {t: q for t, q in tq.items() if q is not None}
             if known:
                 top_t = max(known, key=known.get)
+                if top_t == top_s:
+                    runner = max((t for t in best_student if t != top_s), key=best_student.get)
+                    t = paired_test(d, best_agg[runner].cells, best_agg[top_s].cells)
+                    verdict = ("also gave the best student" if t and t["p"] < ALPHA else
+                               f"gave the most accurate student, not separated from {_short(runner)}'s best")
+                    diff = best_student[top_s] - best_student[runner]
+                else:
+                    t = paired_test(d, best_agg[top_t].cells, best_agg[top_s].cells)
+                    verdict = (f"did not give the best student ({_short(top_s)} did)" if t and t["p"] < ALPHA else
+                               f"gave a best student not separated from {_short(top_s)}'s")
+                    diff = best_student[top_s] - best_student[top_t] if top_t != top_s else 0.0
                 findings.append(
                     f"On {task}, the most accurate teacher ({_short(top_t)}, {pct(known[top_t])} of its traces correct) "
-                    + ("also gave the best student" if top_t == top_s else f"did not give the best student ({_short(top_s)} did)")
-                    + "."
-                )
+                    f"{verdict} ({pts(diff)}, {p_of(t)}).")
             teacher_cmp.append({"task": task, "teacher_acc": tq, "best_student": best_student})
     # formats
     fmt_cmp = []
@@ -427,22 +506,30 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
             for teacher in teachers:
                 for st in students:
                     row = {}
+                    row_agg = {}
                     for fmt in formats:
                         vals = [a for (tk, te, f, s, lv), a in agg.items()
                                 if tk == task and te == teacher and f == fmt and s == st and lv not in (0, "human")]
                         if vals:
-                            row[fmt] = max(vals, key=lambda a: a.mean).mean
+                            row_agg[fmt] = max(vals, key=lambda a: a.mean)
+                            row[fmt] = row_agg[fmt].mean
                     if len(row) > 1:
                         fmt_cmp.append({"task": task, "teacher": teacher, "student": st, "best_by_format": row})
                         b = max(row, key=row.get)
-                        findings.append(f"Format on {task} for {st}: best is {b} ({pct(row[b])}); "
-                                        + ", ".join(f"{f} {pct(v)}" for f, v in row.items() if f != b) + ".")
+                        nxt = max((f for f in row if f != b), key=row.get)
+                        t = paired_test(d, row_agg[nxt].cells, row_agg[b].cells)
+                        head = (f"best is {b} ({pct(row[b])})" if t and t["p"] < ALPHA else
+                                f"the formats are not separated (highest {b} at {pct(row[b])})")
+                        findings.append(f"Format on {task} for {st}: {head}; "
+                                        + ", ".join(f"{f} {pct(v)}" for f, v in row.items() if f != b)
+                                        + f" ({b} vs {nxt}: {pts(row[b] - row[nxt])}, {p_of(t)}).")
     if failed:
-        findings.append(f"{len(failed)} cell(s) failed and are excluded: "
-                        + "; ".join(f"{r.get('cell')}: {r.get('error', '')[:120]}" for r in failed[:5]))
+        findings.append(f"{len(failed)} cell(s) failed and are excluded from every finding above; "
+                        "see 'Failed cells' for their errors.")
     return {"dir": str(d), "rows": rows, "ok": ok, "failed": failed, "agg": agg, "students": students,
             "teachers": teachers, "tasks": tasks, "formats": formats, "levels": levels, "tests": tests,
             "findings": findings, "per_student": per_student, "matthew": matthew, "teacher_cmp": teacher_cmp,
+            "ref_teachers": ref_teachers,
             "fmt_cmp": fmt_cmp, "params": params}
 
 
@@ -597,9 +684,19 @@ def write_report(study_dir: str | os.PathLike, out_dir: str | os.PathLike | None
         cfg = json.loads((d / "study.json").read_text())
     md: list[str] = [f"# Study report: {cfg.get('name', d.name) if cfg else d.name}", ""]
     n_seeds = len({r["seed"] for r in rep["ok"]})
+    asked = [str(t) for t in (cfg or {}).get("teachers", [])] or list(rep["teachers"]) + list(rep.get("ref_teachers", []))
+    with_ok = {r["teacher"] for r in rep["ok"]}
+    shown = []
+    for t in asked:
+        name = _short(t)
+        if not any(_short(x) == name for x in with_ok):
+            name += " (no successful cell)"
+        elif t in rep.get("ref_teachers", []) or any(_short(x) == _short(t) for x in rep.get("ref_teachers", [])):
+            name += " (answer-only / human reference)"
+        shown.append(name)
     md += [
         f"{len(rep['ok'])} cells ok, {len(rep['failed'])} failed · tasks {', '.join(rep['tasks'])} · "
-        f"teachers {', '.join(_short(t) for t in rep['teachers'])} · students {', '.join(rep['students'])} · "
+        f"teachers {', '.join(shown)} · students {', '.join(_student_label(x) for x in rep['students'])} · "
         f"levels {', '.join(str(x) for x in rep['levels'])} · formats {', '.join(rep['formats'])} · {n_seeds} seed(s).",
         "",
         "## Findings",
@@ -624,15 +721,19 @@ def write_report(study_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     sel = select_vs_grid_markdown(d)
     if sel:
         md += [sel]
-    md += ["## All cells", "", "| cell | status | n | accuracy % | 95 % CI | output tokens | train tokens | wall s |",
-           "|---|---|---|---|---|---|---|---|"]
-    for r in rep["rows"]:
-        if r.get("status", "ok") == "ok":
-            md.append(f"| {r['cell']} | ok | {r['n']} | {r['accuracy'] * 100:.1f} | [{r['ci_low'] * 100:.1f}, {r['ci_high'] * 100:.1f}] | "
-                      f"{r.get('mean_output_tokens', '')} | {r.get('train_tokens', '')} | {r.get('wall_s', '')} |")
-        else:
-            md.append(f"| {r.get('cell')} | failed in {r.get('stage')} | | | | | | {html.escape(str(r.get('error', '')))[:80]} |")
+    md += ["## All cells", "", "| cell | n | accuracy % | 95 % CI | output tokens | train tokens | wall s |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rep["ok"]:
+        md.append(f"| {r['cell']} | {r['n']} | {r['accuracy'] * 100:.1f} | [{r['ci_low'] * 100:.1f}, {r['ci_high'] * 100:.1f}] | "
+                  f"{r.get('mean_output_tokens', '')} | {r.get('train_tokens', '')} | {r.get('wall_s', '')} |")
     md.append("")
+    if rep["failed"]:
+        md += ["## Failed cells", "", "Excluded from every table, figure and finding above; rerun the study to retry them.", "",
+               "| cell | failed in stage | error |", "|---|---|---|"]
+        for r in rep["failed"]:
+            err = " ".join(str(r.get("error", "")).split()).replace("|", "\\|")
+            md.append(f"| {r.get('cell')} | {r.get('stage', '')} | {html.escape(err)[:300]} |")
+        md.append("")
     md_text = "\n".join(md)
     atomic_write_text(out / "report.md", md_text)
     atomic_write_text(out / "report.html", _to_html(md_text, out))

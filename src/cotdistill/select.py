@@ -10,8 +10,7 @@ survivors further, until one is left::
                                   teachers=["lab"], levels=[0, 2, 3, 4], budget=0.4, out="sel"))
     res["winner"], res["spent_tokens"], res["grid_tokens"]
 
-Design (measured in ``benchmarks/bench_select.py``; see the README section "Choosing supervision
-per student"):
+Design (measured in ``benchmarks/bench_select.py``; see ``docs/selection.md``):
 
 * **budget** in training tokens (prompt + completion, as ``train`` counts them), or a fraction of
   the full grid's tokens (``0.4`` = 40 %). The grid = every candidate trained for ``max_steps``.
@@ -63,6 +62,7 @@ intervals, winner, tokens spent against the grid's), ``summary.md`` (readable),
 from __future__ import annotations
 
 import contextlib
+import sys
 import json
 import math
 import os
@@ -75,6 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .fileio import atomic_write_json
 from .stats import wilson_ci
+from .artifacts import check as check_out, claim
 from .errors import GenerateOptions, UserError, drop_masked_secrets, validation_error
 from .mix import (Candidate, TraceSource, build_traces, is_loss_mix, loss_mix_table, mix_levels, parse_level_spec,
                   segment_pieces, student_losses, train_pieces)
@@ -507,7 +508,14 @@ def _remaining_sizes(cfg: SelectConfig, n: int) -> list[int]:
 
 def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, console: Any = None) -> dict[str, Any]:
     """Run the selection (resumable: finished rounds are reused) and write ``cfg.out``. Returns the
-    content of ``selection.json``."""
+    content of ``selection.json``. ``cfg.out`` is claimed as a select run (:mod:`cotdistill.artifacts`):
+    another kind of directory is refused, and a second process on it stops at once."""
+    with contextlib.ExitStack() as stack:
+        return _run_select(cfg, progress, console, stack)
+
+
+def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any,
+                stack: contextlib.ExitStack) -> dict[str, Any]:
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -515,6 +523,7 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
         cfg = _validated(cfg)
     t_start = time.time()
     out = Path(cfg.out).expanduser().resolve()
+    check_out(out, "select")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # every check that can refuse the settings runs before --out is created or claimed
@@ -528,7 +537,7 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
     examples = load_examples(cfg)
     train_ex, val_ex = split_train_val(examples, cfg.val_size, cfg.seed)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(claim(out, "select"))
     except OSError as e:
         raise UserError(f"select: cannot create --out {out} ({e.strerror}); choose a writable directory") from None
     _claim_out_dir(out, cfg)
@@ -584,8 +593,22 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, disable=not progress,
                     transient=False)
+    from .progress import on_terminal
+
+    plain = progress and not on_terminal(console)  # a log: plain lines instead of the bar
+    t_run0 = time.time()
+    work = {"tokens": 0.0, "wall": 0.0, "train_wall": 0.0, "train_tokens": 0.0}  # this invocation's measured cost
+
+    def eta_text() -> str:
+        if work["tokens"] <= 0:
+            return "eta ?"
+        return f"eta {max(0.0, budget - spent) * work['wall'] / work['tokens']:.0f} s"
+
     with prog:
         total_task = prog.add_task("select", total=len(_remaining_sizes(cfg, len(alive))), info="")
+        if plain:
+            print(f"select: {len(alive)} candidates, budget {int(budget):,} training tokens "
+                  f"({100 * budget / grid_tokens:.0f} % of the grid's {int(grid_tokens):,})", file=sys.stderr, flush=True)
         r = 0
         while True:
             mean_cost = sum(cost[c.name] for c in alive) / len(alive)
@@ -619,6 +642,7 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
                 sc = json.loads(score_path.read_text()) if score_path.is_file() else None
                 if sc is None:
                     rdir.mkdir(parents=True, exist_ok=True)
+                    t_c = time.time()
                     with _quiet(rdir / "log.txt"):
                         if cfg.mode == "continue":
                             pieces = segment_pieces(c, train_ex, source, done_steps, target, batch_size=bs, total_steps=max_steps,
@@ -642,14 +666,23 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
                                 f.write(json.dumps(p) + "\n")
                         os.replace(tmp, rdir / "val_predictions.jsonl")
                         sc.update({"train_tokens": info["train_tokens"], "steps_this_round": info["steps"],
-                                   "wall_s": round(info["wall_s"], 2)})
+                                   "wall_s": round(info["wall_s"], 2), "round_wall_s": round(time.time() - t_c, 2)})
                         atomic_write_json(score_path, sc)
+                    work["tokens"] += sc["train_tokens"]
+                    work["wall"] += time.time() - t_c
+                    work["train_wall"] += sc["wall_s"]
+                    work["train_tokens"] += sc["train_tokens"]
                 preds = [json.loads(x) for x in (rdir / "val_predictions.jsonl").read_text(encoding="utf-8").splitlines() if x]
                 items[c.name] = [item_score(cfg.score, p) for p in preds]
                 model_of[c.name] = str(rdir / "model")
                 spent += sc["train_tokens"]
                 scores[c.name] = sc
                 prog.advance(rtask)
+                info_line = f"spent {100 * spent / max(budget, 1):.0f} % of the budget · {eta_text()}"
+                prog.update(total_task, info=info_line)
+                if plain:
+                    print(f"select: round {r + 1}, {c.name} scored ({len(scores)}/{len(alive)}) · {info_line} · "
+                          f"elapsed {time.time() - t_run0:.0f} s", file=sys.stderr, flush=True)
             ranked = sorted(alive, key=lambda c: _ranking_key(cfg.score, scores[c.name]), reverse=True)
             keep_n = 1 if last else (len(alive) if cfg.schedule == "race" else sizes[1])  # race drops on evidence only
             kept, dropped = ranked[:keep_n], ranked[keep_n:]
@@ -748,6 +781,10 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
         "schedule_planned": schedule_planned,
         "validation": {"size": len(val_ex), "carved_from": "train", "ids_sha": _ids_sha(val_ex)},
         "wall_s": round(time.time() - t_start, 1),
+        # the grid's training time at the throughput measured in this run (None when every round was reused)
+        "train_wall_s": round(work["train_wall"], 1),
+        "grid_train_wall_est_s": (round(grid_tokens * work["train_wall"] / work["train_tokens"], 1)
+                                  if work["train_tokens"] else None),
     }
     if winner.kind == "curriculum":
         result["winner"]["note"] = ("a curriculum depends on training order: train it with "
@@ -819,6 +856,11 @@ def summary_markdown(res: dict[str, Any]) -> str:
              f"ranked by {SCORE_NAMES[cfg['score']]} on "
              f"{res['validation']['size']} validation items carved from the training split (the test split is not used).",
              ""]
+    if res.get("grid_train_wall_est_s"):
+        lines += [f"Wall time: {res['wall_s']:.0f} s for the whole selection (training {res['train_wall_s']:.0f} s, the rest "
+                  f"validation decoding and setup); the full grid's training alone would take about "
+                  f"{res['grid_train_wall_est_s']:.0f} s at the training throughput measured here, before its "
+                  "evaluations.", ""]
     scr = res.get("screening") or {}
     small = scr and scr["batch_size"] != scr["train_batch_size"]
     if small:

@@ -315,9 +315,12 @@ def load_pretrained(name_or_path: str, **kwargs):
             # local_files_only (set by callers when the hub is unreachable) applies to both loads
             tok = AutoTokenizer.from_pretrained(src.path, local_files_only=kwargs.get("local_files_only", False))
             model = AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
-        except (OSError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - loaders raise many types (a config.json with wrong types, a bad file)
             if local.exists():
-                raise UserError(f"cannot load model from {local}: {str(e).splitlines()[0]}") from None
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise UserError(f"cannot load model from {local}: {first}") from None
+            if not isinstance(e, (OSError, ValueError)):
+                raise
             raise UserError(
                 f"cannot load model {name_or_path!r} (not a local directory, and the Hugging Face Hub "
                 "is unreachable or has no such model): download it where you have internet "

@@ -41,11 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from .artifacts import check as check_out, claim
 from .fileio import atomic_write_json, load_yaml_mapping
 from .stats import wilson_ci
-from .errors import GenerateOptions, UserError
+from .errors import GenerateOptions, UserError, protect_secrets
 from .mix import is_pseudo
 
 # 0..6, "human", or a mixed / curriculum pseudo-level of cotdistill.mix ("mix:3-6", "curriculum:1-6")
@@ -231,6 +232,7 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
             raise UserError(f"{source}: unknown key 'eval.{loc}'; known keys: {', '.join(EvalConfig.model_fields)}") from None
         raise UserError(f"{source}: field 'eval.{loc}': {err.get('msg')}") from None
     out = Path(cfg.output_dir)
+    check_out(out, "study", flag=f"{source}: output_dir", identity=cfg.name)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".probe-{os.getpid()}"
@@ -544,7 +546,7 @@ def _generate(cfg: StudyConfig, cell: Cell, gen_dir: Path, log) -> int:
     except ValidationError as e:
         err = e.errors()[0]
         raise UserError(f"field 'generate.{'.'.join(map(str, err.get('loc', ())))}': {err.get('msg')}") from None
-    res = generate(examples, gen_dir, gconf, progress=False)
+    res = generate(examples, gen_dir, gconf, progress=False, wait_for_lock=True)
     if res.failed:
         print(f"generate: {len(res.failed)} of {res.calls} teacher calls failed, e.g. {res.failed[0].get('error', '')[:200]}",
               flush=True)
@@ -895,22 +897,32 @@ def _worker_init(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _worker(cfg_json: str, cell_index: int, threads: int | None) -> dict[str, Any]:
-    cfg = StudyConfig.model_validate_json(cfg_json)
+def _worker(cfg_json: str, cell_index: int, threads: int | None, secrets: dict[str, str] | None = None) -> dict[str, Any]:
+    cfg = StudyConfig.model_validate_json(cfg_json)  # secrets arrive masked in the JSON ...
+    if secrets:  # ... and in memory beside it (an api_key from the study YAML), never on disk
+        cfg.generate.update(protect_secrets(secrets))
     cell = expand_cells(cfg)[cell_index]
     return run_cell(cfg, cell, threads)
 
 
 def run_study(cfg: StudyConfig, jobs: int = 1, shard: tuple[int, int] | None = None,
               progress: bool = True, console=None) -> StudySummary:
-    """Run every (pending) cell of this shard with ``jobs`` worker processes; merge results.jsonl."""
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
+    """Run every (pending) cell of this shard with ``jobs`` worker processes; merge results.jsonl.
+    The output directory is claimed as this study's (another study's directory is refused, and a
+    second process on the same shard stops at once)."""
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: use 1 or more")
     root = Path(cfg.output_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    lock = f".cotdistill.shard-{shard[0]}-of-{shard[1]}.lock" if shard else ".cotdistill.lock"
+    with claim(root, "study", flag="output_dir", identity=cfg.name, lock=lock):
+        return _run_study(cfg, root, jobs, shard, progress, console)
+
+
+def _run_study(cfg: StudyConfig, root: Path, jobs: int, shard: tuple[int, int] | None, progress: bool,
+               console) -> StudySummary:
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     atomic_write_json(root / "study.json", cfg.model_dump())
     all_cells = expand_cells(cfg)
     index = {c.id: i for i, c in enumerate(all_cells)}
@@ -928,7 +940,8 @@ def run_study(cfg: StudyConfig, jobs: int = 1, shard: tuple[int, int] | None = N
     ctx = mp.get_context("spawn")
     with view, ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
                                    initargs=(os.getpid(),)) as pool:
-        futs = {pool.submit(_worker, cfg_json, index[c.id], threads): c for c in mine}
+        secrets = {k: v.get_secret_value() for k, v in cfg.generate.items() if isinstance(v, SecretStr)}
+        futs = {pool.submit(_worker, cfg_json, index[c.id], threads, secrets): c for c in mine}
         pending = set(futs)
         while pending:
             finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -987,15 +1000,8 @@ class _LiveView:
         self.console = console
         self.live = None
 
-    def _render(self):
-        from rich.console import Group
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
-
-        states = {}
-        for c in self.cells:
-            st = _read_json(_cell_dir(self.cfg, c) / "status.json") or {}
-            states[c.id] = st
+    def _snapshot(self) -> dict[str, Any]:
+        states = {c.id: _read_json(_cell_dir(self.cfg, c) / "status.json") or {} for c in self.cells}
         done = sum(1 for s in states.values() if s.get("state") == "done")
         failed = sum(1 for s in states.values() if s.get("state") == "failed")
         running = [(cid, s) for cid, s in states.items() if s.get("state") == "running"]
@@ -1003,15 +1009,8 @@ class _LiveView:
         el = time.time() - self.t0
         finished = done + failed
         eta = f"{el / finished * (n - finished):.0f}s" if finished else "?"
-        head = Table.grid(padding=(0, 1))
-        head.add_row(ProgressBar(total=max(n, 1), completed=finished, width=40),
-                     f"{finished}/{n} cells  done {done}  running {len(running)}  failed {failed}  "
-                     f"elapsed {el:.0f}s  eta {eta}")
-        tab = Table(show_header=True, header_style="bold", box=None)
-        tab.add_column("cell")
-        tab.add_column("stage")
-        tab.add_column("for")
         by_id = {c.id: c for c in self.cells}
+        stages = []
         for cid, s in running[:12]:
             stage = str(s.get("stage"))
             if stage == "train":  # the trainer's own progress file: step, loss, tokens/s, ETA
@@ -1024,25 +1023,69 @@ class _LiveView:
                         stage += f" {p['tokens_per_s']:,.0f} tok/s"
                     if p.get("eta_s") is not None:
                         stage += f" eta {p['eta_s']:.0f}s"
-            tab.add_row(cid, stage, f"{time.time() - float(s.get('t', time.time())):.0f}s")
-        for cid, s in [(k, v) for k, v in states.items() if v.get("state") == "failed"][:6]:
+            stages.append((cid, stage, f"{time.time() - float(s.get('t', time.time())):.0f}s"))
+        fails = [(k, v) for k, v in states.items() if v.get("state") == "failed"]
+        return {"n": n, "done": done, "failed": failed, "finished": finished, "running": running, "el": el,
+                "eta": eta, "stages": stages, "fails": fails}
+
+    def _render(self):
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        v = self._snapshot()
+        head = Table.grid(padding=(0, 1))
+        head.add_row(ProgressBar(total=max(v["n"], 1), completed=v["finished"], width=40),
+                     f"{v['finished']}/{v['n']} cells  done {v['done']}  running {len(v['running'])}  failed {v['failed']}  "
+                     f"elapsed {v['el']:.0f}s  eta {v['eta']}")
+        tab = Table(show_header=True, header_style="bold", box=None)
+        tab.add_column("cell")
+        tab.add_column("stage")
+        tab.add_column("for")
+        for row in v["stages"]:
+            tab.add_row(*row)
+        for cid, s in v["fails"][:6]:
             tab.add_row(f"[red]{cid}[/red]", f"[red]failed in {s.get('stage')}[/red]", str(s.get("error", ""))[:60])
         return Group(head, tab)
 
+    def _plain(self, force: bool = False) -> None:
+        """Outside a terminal: a line when a cell finishes, and every INTERVAL_S seconds."""
+        from .progress import INTERVAL_S
+
+        v = self._snapshot()
+        if not force and v["finished"] == self._last_finished and time.time() - self._last_line < INTERVAL_S:
+            return
+        self._last_finished, self._last_line = v["finished"], time.time()
+        run = "; ".join(f"{cid}: {stage}" for cid, stage, _ in v["stages"])
+        print(f"study: {v['finished']}/{v['n']} cells · done {v['done']} · failed {v['failed']} · "
+              f"elapsed {v['el']:.0f}s · eta {v['eta']}" + (f" · running {run}" if run else ""),
+              file=sys.stderr, flush=True)
+
     def __enter__(self):
         self.t0 = time.time()
+        self._plain_mode = False
         if self.enabled:
-            from rich.live import Live
+            from .progress import on_terminal
 
-            self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
-            self.live.__enter__()
+            if on_terminal(self.console):
+                from rich.live import Live
+
+                self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
+                self.live.__enter__()
+            else:
+                self._plain_mode, self._last_finished, self._last_line = True, -1, 0.0
+                self._plain(force=True)
         return self
 
     def refresh(self):
         if self.live is not None:
             self.live.update(self._render())
+        elif self._plain_mode:
+            self._plain()
 
     def __exit__(self, *a):
+        if self._plain_mode:
+            self._plain(force=True)
         if self.live is not None:
             self.live.update(self._render())
             self.live.__exit__(*a)

@@ -110,8 +110,13 @@ def iter_traces(path: str | os.PathLike) -> Iterator[Trace]:
         else:
             raise UserError(f"{path} is a directory without traces.jsonl: pass the JSONL file itself")
     n = 0
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{i}: not UTF-8 text (byte {e.start} of the line); "
+                                "re-save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:

@@ -33,7 +33,7 @@ def version() -> None:
     print(__version__)
 
 
-# stage modules; each defines ``register(app)``. Missing ones are skipped during development.
+# stage modules; each defines ``register(app)``
 _COMMAND_MODULES = [
     "tasks_cmd",
     "traces_cmd",
@@ -45,24 +45,34 @@ _COMMAND_MODULES = [
 ]
 
 for _name in _COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(f"cotdistill.cli.{_name}")
-    except ModuleNotFoundError as _e:
-        if _e.name != f"cotdistill.cli.{_name}":
-            raise
-        continue
-    _mod.register(app)
+    importlib.import_module(f"cotdistill.cli.{_name}").register(app)
 
 
 def main() -> None:
-    """Console entry point: click handles usage errors (exit 2); UserError becomes one line, exit 2."""
+    """Console entry point: a usage error (unknown option, bad value) and a UserError are one line
+    on stderr, ``error: ...``, exit 2."""
     from ..errors import UserError
 
+    # click's UsageError, whether typer vendors click or uses the installed one
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
     try:
-        app()
+        rc = app(standalone_mode=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except usage_error as e:
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":  # `cotdistill` / `cotdistill CMD` alone: the help
+            print(ctx.get_help() if ctx else "", file=sys.stderr)
+            sys.exit(2)
+        cmd = ctx.command_path if ctx else "cotdistill"
+        msg = " ".join(e.format_message().split())
+        print(f"error: {msg} (see `{cmd} --help`)", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -207,6 +209,9 @@ def register(app: typer.Typer) -> None:
         threshold: float = typer.Option(0.9, "--jaccard", help="Near-duplicate threshold on character n-gram Jaccard."),
         ngram: int = typer.Option(5, "--ngram", help="Character n-gram size."),
         data_dir: Optional[Path] = DataDirOpt,
+        teachers: Optional[str] = typer.Option(None, "--teachers", help="Keep only these teachers' traces (comma-separated)."),
+        levels: Optional[str] = typer.Option(None, "--levels", help="Keep only these levels, e.g. 3, 1-6, human."),
+        formats: Optional[str] = typer.Option(None, "--formats", help="Keep only these formats: cot, subq, rar, sym (or BSM, RaR, SYM)."),
     ) -> None:
         """Keep correct, complete, unique, uncontaminated rationales and say what was removed."""
         from rich.table import Table
@@ -220,7 +225,18 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--keep {keep!r}: choose correct, best or all")
         if not 0 < threshold <= 1:
             raise UserError(f"--jaccard {threshold}: must be in (0, 1]")
-        traces = read_traces(inp)
+        from ..artifacts import KINDS, check as check_out, claim, kind_of
+
+        out_is_dir = out.is_dir() or not out.suffix
+        if out_is_dir:
+            check_out(out, "curate")
+        else:
+            k = kind_of(out.parent)
+            if k in KINDS and k != "curate":
+                raise UserError(f"--out {out}: {out.parent} is {KINDS[k]}; write the curated traces elsewhere")
+        from ._common import filter_cells
+
+        traces = filter_cells(read_traces(inp), teachers, levels, formats)
         extra: list[str] = []
         for f in test_file:
             rows = load_json_any(f)
@@ -232,12 +248,13 @@ def register(app: typer.Typer) -> None:
                 extra.append(q)
         kept, rep = curate(traces, keep=keep, decontaminate=decontaminate, test_questions=extra or None,
                            data_dir=opt_path(data_dir), threshold=threshold, ngram=ngram)
-        out_file = out / "traces.jsonl" if (out.is_dir() or not out.suffix) else out
+        out_file = out / "traces.jsonl" if out_is_dir else out
         if out_file.resolve() == Path(inp if not Path(inp).is_dir() else Path(inp) / "traces.jsonl").resolve():
             raise UserError(f"--out {out} is the input file: write the curated traces elsewhere")
-        write_traces(out_file, kept)
         report_path = out_file.with_name(out_file.stem + ".curate.json")
-        atomic_write_text(report_path, json.dumps(rep.as_dict(), indent=2, ensure_ascii=False) + "\n")
+        with claim(out, "curate") if out_is_dir else contextlib.nullcontext():
+            write_traces(out_file, kept)
+            atomic_write_text(report_path, json.dumps(rep.as_dict(), indent=2, ensure_ascii=False) + "\n")
         tab = Table(title=f"curate · {inp}", title_justify="left")
         tab.add_column("removed because")
         tab.add_column("rows", justify="right")

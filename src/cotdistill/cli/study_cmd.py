@@ -71,6 +71,8 @@ def _run(cfg, jobs: int, shard: Optional[str], dry_run: bool, report: bool) -> N
 
         paths = write_report(cfg.output_dir)
         console.print(f"report: {paths['html']}")
+    if summary.failed:  # scripts and CI see that the study is incomplete
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -47,6 +47,10 @@ def register(app: typer.Typer) -> None:
         from ..paper import import_paper
         from ..traces import write_traces
 
+        from ..artifacts import check as check_out, claim
+        from ..traces import read_traces
+
+        check_out(out, "import")  # before reading anything
         t0 = time.time()
         with Progress(TextColumn("[bold]import[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=err_console, transient=True,
@@ -58,11 +62,19 @@ def register(app: typer.Typer) -> None:
 
             report = import_paper(src, opt_path(data_dir), keep_test=keep_test, on_file=on_file)
         path = Path(out) / "traces.jsonl"
-        if path.exists() and path.is_dir():
-            from ..errors import UserError
+        with claim(out, "import"):
+            if path.exists() and path.is_dir():
+                from ..errors import UserError
 
-            raise UserError(f"{path} is a directory; pass another --out")
-        n = write_traces(path, report.traces)
+                raise UserError(f"{path} is a directory; pass another --out")
+            traces = list(report.traces)
+            kept = []
+            if path.is_file():  # an earlier import into this directory: keep what this one does not replace
+                new = {t.key for t in traces}
+                kept = [t for t in read_traces(path) if t.key not in new]
+            n = write_traces(path, kept + traces)
+            if kept:
+                console.print(f"kept {len(kept):,} traces of earlier imports in {path}", markup=False, highlight=False)
         if not quiet:
             tab = Table(title=f"import-paper {src}", show_lines=False)
             for col in ("file", "task", "teacher", "level", "format", "rows", "kept", "correct %", "mean words", "problems"):

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the traces (clears max_steps)."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Effective batch size in examples."),
         micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", help="Examples per forward pass per device (gradient accumulation makes up the rest)."),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+        lr: Optional[float] = typer.Option(None, "--learning-rate", "--lr", help="Peak learning rate (YAML key learning_rate)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (init, data order)."),
         lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA (peft) instead of full fine-tuning."),
         save_steps: Optional[int] = typer.Option(None, "--save-steps", help="Checkpoint interval in steps."),
@@ -56,18 +56,10 @@ def register(app: typer.Typer) -> None:
         cfg = base.with_overrides(**overrides)
         data = [str(t) for t in traces]
         if teachers or levels or formats:
-            from ..errors import UserError
-            from ..prompts import parse_formats, parse_levels
-            from ..traces import composition, select_traces
             from ..train import load_traces
+            from ._common import filter_cells
 
-            loaded = load_traces(data)
-            data = select_traces(loaded, teachers=[t.strip() for t in teachers.split(",")] if teachers else None,
-                                 levels=parse_levels(levels) if levels else None,
-                                 formats=parse_formats(formats) if formats else None)
-            if not data:
-                raise UserError("no trace matches --teachers/--levels/--formats; the files hold: "
-                                + ", ".join(f"{k} ({n})" for k, n in composition(loaded).items()))
+            data = filter_cells(load_traces(data), teachers, levels, formats)
         res = train(data, student, out, cfg, resume=resume, progress=not quiet, overwrite=overwrite, mix=mix)
         s = res.summary
         if s.get("world_size", 1) > 1 and __import__("os").environ.get("RANK", "0") != "0":

@@ -81,6 +81,7 @@ class OpenAITeacher(Teacher):
 
     def __init__(self, model: str, config: TeacherConfig | None = None):
         super().__init__(model, config)
+        self._state = {"ok": 0, "refused": 0, "wave": 1}
         c = self.config
         self.base_url = c.base_url or os.environ.get("OPENAI_BASE_URL") or None
         key = c.api_key.get_secret_value() if c.api_key else os.environ.get("OPENAI_API_KEY")
@@ -103,6 +104,26 @@ class OpenAITeacher(Teacher):
 
     def _redact(self, text: str) -> str:
         return redact(str(text), self._key)
+
+    def _url(self) -> str:
+        return self.base_url or "https://api.openai.com/v1"
+
+    def _server_message(self, e: Any) -> str:
+        """The server's own error text: ``error.message`` of a JSON body, else the body itself."""
+        body = getattr(e, "body", None)
+        text = None
+        if isinstance(body, dict):
+            err = body.get("error", body)
+            text = err.get("message") if isinstance(err, dict) else err
+            text = text or body.get("detail") or body.get("message")
+        elif isinstance(body, str):
+            text = body
+        if not text:
+            try:
+                text = e.response.text
+            except Exception:  # noqa: BLE001 - a streamed or closed response has no text
+                text = None
+        return self._redact(_short(str(text or getattr(e, "message", "") or e), 300))
 
     def _client(self):
         from openai import AsyncOpenAI
@@ -134,7 +155,9 @@ class OpenAITeacher(Teacher):
                     # POST through the client (auth, base URL, status errors) without its typed-param
                     # transform and model construction, which cost ~2x the CPU of the rest per call
                     body = await client.post("/chat/completions", cast_to=str, body=kwargs)
-                return self._parse(json.loads(body))
+                res = self._parse(json.loads(body))
+                self._state["ok"] += 1
+                return res
             except openai.APIStatusError as e:
                 status = e.status_code
                 msg = self._redact(_short(getattr(e, "message", "") or str(e)))
@@ -149,6 +172,11 @@ class OpenAITeacher(Teacher):
                         f"(HTTP 404): check the model name and OPENAI_BASE_URL"
                     ) from None
                 if status not in RETRYABLE_STATUS:
+                    if 400 <= status < 500:  # the request itself is refused: every item would be, stop once
+                        raise FatalTeacherError(
+                            f"the server at {self._url()} refused the request (HTTP {status}): "
+                            f"{self._server_message(e)}; fix the settings it names (model, max_tokens, ...) and rerun"
+                        ) from None
                     raise TeacherError(f"HTTP {status}: {msg}") from None
                 retry_after = parse_retry_after(getattr(e.response, "headers", None))
                 last = f"HTTP {status}: {msg}"
@@ -156,6 +184,13 @@ class OpenAITeacher(Teacher):
                 last = f"timed out after {c.timeout:g}s"
             except openai.APIConnectionError as e:
                 last = f"connection error: {self._redact(_short(str(e.__cause__ or e)))}"
+                if self._state["ok"] == 0 and not isinstance(e, openai.APITimeoutError):
+                    self._state["refused"] += 1
+                    if self._state["refused"] >= self._state["wave"]:  # the whole first wave: nobody is there
+                        raise FatalTeacherError(
+                            f"cannot connect to the server at {self._url()} ({last}): start it, or point --base-url / "
+                            "OPENAI_BASE_URL at a running OpenAI-compatible server"
+                        ) from None
             except (openai.APIResponseValidationError, _Malformed, ValueError, TypeError, AttributeError, KeyError) as e:
                 last = f"malformed response: {self._redact(_short(str(e)))}"
             if attempt >= c.max_retries:
@@ -194,6 +229,8 @@ class OpenAITeacher(Teacher):
         tpm = TokenBucket(c.tpm) if c.tpm else None
         pending = list(reversed(requests))
         out: asyncio.Queue = asyncio.Queue()
+        # successes and refused connections so far: a first wave of refused connections stops the run
+        self._state = {"ok": 0, "refused": 0, "wave": min(c.concurrency, len(requests))}
 
         async def worker() -> None:
             while pending:

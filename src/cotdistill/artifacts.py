@@ -1,0 +1,179 @@
+"""Run directories: what kind each one is, and one writer at a time.
+
+Every command that writes an output directory claims it first with :func:`claim`:
+
+* the directory's kind (``generate``, ``import``, ``curate``, ``evaluate``, ``study``, ``select``,
+  ``model``) is recorded in ``.cotdistill.json`` at its top. Rerunning a command on its own kind
+  of directory adds to it (resumes, merges new items); a directory of another kind - a model, another
+  stage's run, another study - is refused with a one-line error, before anything is written;
+* directories written before the marker existed are recognised by their files;
+* a non-empty directory that is not a cotdistill run is refused (nothing of the user's is replaced);
+* an exclusive lock (``.cotdistill.lock``, ``fcntl.flock``) is held while the command runs, so a
+  second process on the same directory stops at once, naming the first (pid, host, command, start).
+  The kernel drops the lock when a process dies, so a killed run never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+MARKER = ".cotdistill.json"
+LOCK = ".cotdistill.lock"
+
+KINDS = {
+    "generate": "a `cotdistill generate` run",
+    "import": "a `cotdistill import-paper` run",
+    "curate": "a `cotdistill curate` output",
+    "evaluate": "a `cotdistill evaluate` run",
+    "study": "a `cotdistill study` directory",
+    "select": "a `cotdistill select` run",
+    "model": "a model directory",
+}
+
+# files that identify directories written before the marker existed (first match wins)
+_SIGNATURES: list[tuple[str, tuple[str, ...]]] = [
+    ("model", ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "adapter_config.json")),
+    ("study", ("study.json", "stages.json")),
+    ("select", ("selection.json", "settings.json")),
+    ("evaluate", ("predictions.jsonl", "eval_config.json")),
+    ("generate", ("calls.jsonl", "failed.jsonl")),
+]
+
+
+def kind_of(path: str | os.PathLike) -> str | None:
+    """The kind of run directory ``path`` is, ``"empty"`` for a missing or empty directory, or
+    ``"other"`` for a non-empty directory that no cotdistill command wrote."""
+    p = Path(path)
+    if not p.exists():
+        return "empty"
+    if not p.is_dir():
+        return "file"
+    m = p / MARKER
+    if m.is_file():
+        try:
+            return str(json.loads(m.read_text(encoding="utf-8"))["kind"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    names = {c.name for c in p.iterdir()}
+    for kind, files in _SIGNATURES:
+        if names & set(files):
+            return kind
+    if (p / "config.json").is_file():
+        try:
+            cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            cfg = {}
+        if isinstance(cfg, dict) and ("model_type" in cfg or "architectures" in cfg):
+            return "model"
+    names = {n for n in names if not (n.startswith(".cotdistill") and n.endswith(".lock"))}
+    if names <= {"traces.jsonl", "config.json", "summary.json"} and "traces.jsonl" in names:
+        return "generate" if "summary.json" in names else "import"
+    if not names:
+        return "empty"
+    return "other"
+
+
+def identity_of(path: str | os.PathLike) -> str | None:
+    """The identity recorded in the marker (a study's name); for a study written before markers,
+    the name in its study.json."""
+    for name, key in ((MARKER, "identity"), ("study.json", "name")):
+        try:
+            v = json.loads((Path(path) / name).read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if v is not None:
+            return str(v)
+    return None
+
+
+def check(path: str | os.PathLike, kind: str, flag: str = "--out", identity: str | None = None) -> None:
+    """Raise a one-line UserError unless ``path`` may be written as ``kind`` (missing, empty, or
+    already that kind with the same identity). Writes nothing."""
+    p = Path(path)
+    for parent in [p, *p.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{flag} {p}: {parent} is a file, not a directory: choose another {flag}")
+    k = kind_of(p)
+    if k in ("empty", kind):
+        if k == kind and identity is not None:
+            old = identity_of(p)
+            if old is not None and old != identity:
+                raise UserError(f"{flag} {p} belongs to {KINDS.get(kind, kind)} named {old!r}, not {identity!r}: "
+                                f"choose another {flag} (nothing was written)")
+        return
+    if k == "other":
+        raise UserError(f"{flag} {p} is a non-empty directory that cotdistill did not write: choose a new or empty "
+                        f"{flag} (nothing was written)")
+    raise UserError(f"{flag} {p} is {KINDS.get(k, k)}; `cotdistill {_command(kind)}` would mix into or replace it: "
+                    f"choose another {flag} (nothing was written)")
+
+
+def _command(kind: str) -> str:
+    return {"import": "import-paper", "model": "train"}.get(kind, kind)
+
+
+@contextlib.contextmanager
+def claim(path: str | os.PathLike, kind: str, flag: str = "--out", identity: str | None = None,
+          info: dict[str, Any] | None = None, wait: bool = False, lock: str = LOCK) -> Iterator[Path]:
+    """Check, create and lock ``path`` as a ``kind`` run directory for the duration of the block.
+    A directory locked by another process is a UserError naming it, or with ``wait`` is waited for.
+    ``lock`` names the lock file (shards of one study each hold their own)."""
+    import fcntl
+
+    p = Path(path)
+    check(p, kind, flag, identity)
+    p.mkdir(parents=True, exist_ok=True)
+    fh = open(p / lock, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = _describe_holder(fh.read())
+            raise UserError(f"{flag} {p} is in use by another cotdistill process ({holder}): wait for it to finish, "
+                            f"or choose another {flag}") from None
+        check(p, kind, flag, identity)  # another process may have claimed it between the check and the lock
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": round(time.time()),
+                             "command": " ".join(["cotdistill", *sys.argv[1:]])[:300]}) + "\n")
+        fh.flush()
+        m = p / MARKER
+        if not m.is_file():
+            rec = {"kind": kind, "created": round(time.time())}
+            if identity is not None:
+                rec["identity"] = identity
+            rec.update(info or {})
+            tmp = m.with_name(m.name + ".tmp")
+            tmp.write_text(json.dumps(rec) + "\n", encoding="utf-8")
+            os.replace(tmp, m)
+        yield p
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        h = json.loads(text)
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["since"]))
+        return f"pid {h['pid']} on {h['host']}, `{h['command']}`, since {since}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+def mark(path: str | os.PathLike, kind: str, **info: Any) -> None:
+    """Record ``kind`` in a directory written in one piece (e.g. a finished model directory)."""
+    rec = {"kind": kind, "created": round(time.time()), **info}
+    Path(path, MARKER).write_text(json.dumps(rec) + "\n", encoding="utf-8")

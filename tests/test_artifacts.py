@@ -1,0 +1,147 @@
+"""Run directories through the CLI: each command adds to its own kind of directory, refuses any
+other kind with a one-line error (exit 2, nothing changed), and one process writes at a time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cotdistill.artifacts import check, claim, kind_of
+from cotdistill.errors import UserError
+from cotdistill.traces import read_traces
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cotdistill", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def snapshot(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+
+
+def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert 1 <= len(lines) <= 6, r.stderr
+    for n in needles:
+        assert n in r.stderr, (n, r.stderr)
+
+
+def gen(out: Path, limit: int, levels: str = "3") -> subprocess.CompletedProcess:
+    return cli("generate", "--task", "arith", "--teacher", "lab", "--levels", levels, "--limit", str(limit),
+               "--out", str(out))
+
+
+def test_generate_reruns_merge_and_never_drop_earlier_traces(tmp_path):
+    out = tmp_path / "gen"
+    assert gen(out, 6).returncode == 0
+    first = {t.key for t in read_traces(out / "traces.jsonl")}
+    assert len(first) == 6 and kind_of(out) == "generate"
+    r = gen(out, 3, levels="2")  # fewer items, another level: nothing earlier may go
+    assert r.returncode == 0, r.stderr
+    after = {t.key for t in read_traces(out / "traces.jsonl")}
+    assert first <= after and len(after) == 9
+
+
+def test_generate_refuses_a_model_directory_and_leaves_it_loadable(tmp_path):
+    from cotdistill.students import make_scratch_student
+
+    model, tok = make_scratch_student("scratch:llama-xxs", ["a b c"])
+    mdir = tmp_path / "model"
+    model.save_pretrained(mdir)
+    tok.save_pretrained(mdir)
+    before = snapshot(mdir)
+    one_line_error(gen(mdir, 2), "is a model directory", "--out")
+    assert snapshot(mdir) == before
+
+
+def test_import_and_curate_refuse_a_generate_run(tmp_path, shared_data):
+    out = tmp_path / "gen"
+    assert gen(out, 4).returncode == 0
+    before = snapshot(out)
+    one_line_error(cli("import-paper", str(shared_data / "paper" / "SVAMP_only_ans.json.gz"), "--out", str(out)),
+                   "is a `cotdistill generate` run")
+    one_line_error(cli("curate", str(out), "--out", str(out / "curated.jsonl"), "--keep", "all", "--no-decontaminate"),
+                   "generate")
+    one_line_error(cli("curate", str(out / "traces.jsonl"), "--out", str(out), "--keep", "all", "--no-decontaminate"),
+                   "generate")
+    assert snapshot(out) == before
+
+
+def test_train_overwrite_replaces_only_a_model_directory(tmp_path):
+    out = tmp_path / "gen"
+    assert gen(out, 4).returncode == 0
+    before = snapshot(out)
+    r = cli("train", "--traces", str(out / "traces.jsonl"), "--student", "scratch:llama-xxs", "--out", str(out),
+            "--overwrite", "--max-steps", "1")
+    one_line_error(r, "not a model directory")
+    assert snapshot(out) == before
+
+
+def test_out_under_a_regular_file_is_a_one_line_error(tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("mine\n")
+    one_line_error(gen(f / "sub", 2), "is a file")
+    one_line_error(gen(f, 2), "is a file")
+    assert f.read_text() == "mine\n"
+
+
+def test_a_non_empty_foreign_directory_is_refused(tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    (d / "cat.jpg").write_bytes(b"\xff\xd8")
+    one_line_error(gen(d, 2), "did not write")
+    assert sorted(p.name for p in d.iterdir()) == ["cat.jpg"]
+
+
+def test_second_process_on_one_directory_stops_at_once_naming_the_first(tmp_path):
+    out = tmp_path / "gen"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom cotdistill.artifacts import claim\n"
+         f"with claim({str(out)!r}, 'generate'):\n    print('ready', flush=True)\n    time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        t = time.time()
+        r = gen(out, 2)
+        one_line_error(r, "in use by another cotdistill process", f"pid {holder.pid}")
+        assert time.time() - t < 30
+        assert not (out / "traces.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert gen(out, 2).returncode == 0  # the kernel released the killed holder's lock
+
+
+def test_study_refuses_another_studys_directory(tmp_path):
+    from cotdistill.study import load_study_config
+
+    base = {"tasks": [{"name": "arith", "options": {"n_train": 64, "n_test": 8}}], "teachers": ["lab"], "levels": [3],
+            "students": ["scratch:llama-xxs"], "output_dir": str(tmp_path / "s")}
+    a = load_study_config({**base, "name": "first"})
+    with claim(a.output_dir, "study", identity="first"):
+        pass
+    with pytest.raises(UserError, match="named 'first'"):
+        load_study_config({**base, "name": "second"})
+    assert load_study_config({**base, "name": "first", "levels": [2, 3]}).name == "first"  # extending is fine
+
+
+def test_evaluate_refuses_a_study_directory(tmp_path):
+    d = tmp_path / "s"
+    with claim(d, "study", identity="x"):
+        pass
+    with pytest.raises(UserError, match="is a `cotdistill study` directory"):
+        check(d, "evaluate")
+    r = cli("evaluate", "--model", "scratch:llama-xxs", "--task", "arith", "--limit", "2", "--out", str(d))
+    one_line_error(r, "is a `cotdistill study` directory")

@@ -1,8 +1,8 @@
 """``arith``: a procedural word-problem task, learnable by tiny students in CPU minutes.
 
 It is the lab of the project: every factor of a distillation study (granularity level, format,
-student size) can be varied and measured on a laptop. The design follows the measured "second
-round" recipe of ``docs/CPU-NOTES.md``::
+student size) can be varied and measured on a laptop. The design follows a recipe measured to be
+learnable by sub-million-parameter students in CPU minutes::
 
     Ben has 5 pens, doubles them, doubles them, finds 6. How many?
 

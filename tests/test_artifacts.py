@@ -145,3 +145,25 @@ def test_evaluate_refuses_a_study_directory(tmp_path):
         check(d, "evaluate")
     r = cli("evaluate", "--model", "scratch:llama-xxs", "--task", "arith", "--limit", "2", "--out", str(d))
     one_line_error(r, "is a `cotdistill study` directory")
+
+
+def test_a_second_training_into_the_same_out_stops_at_once(tmp_path):
+    out = tmp_path / "model"
+    traces = tmp_path / "t.jsonl"
+    gen_dir = tmp_path / "gen"
+    assert gen(gen_dir, 8).returncode == 0
+    traces.write_text((gen_dir / "traces.jsonl").read_text())
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time\nfrom cotdistill.artifacts import hold\n"
+         f"with hold({str(tmp_path / '.model.lock')!r}, 'x'):\n    print('ready', flush=True)\n    time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        r = cli("train", "--traces", str(traces), "--student", "scratch:llama-xxs", "--max-steps", "2",
+                "--out", str(out))
+        one_line_error(r, "in use by another cotdistill process", f"pid {holder.pid}")
+        assert not out.exists() and not (tmp_path / "model.partial").exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -360,3 +360,37 @@ def test_eval_config_yaml(tmp_path):
     p.write_text("decoding: nucleus\n")
     with pytest.raises(UserError, match=r"eval.yaml: field 'decoding'.*beam:N"):
         EvalConfig.from_yaml(p)
+
+
+def test_rescore_grades_stored_outputs_with_the_current_checker(tmp_path):
+    """Outputs stored under an older checker are graded again without a model: predictions and
+    metrics rewritten, the checker version recorded; the CLI does the same from the directory."""
+    import subprocess
+    import sys
+
+    from cotdistill import answers
+    from cotdistill.evaluate import rescore
+    from cotdistill.tasks import get_task
+
+    exs = get_task("arith").load("test")[:4]
+    d = tmp_path / "ev"
+    d.mkdir()
+    outs = [f"So the answer is {exs[0].answer}.", f"The answer is {exs[1].answer}.",
+            f"{exs[2].answer}", "The answer is 4 - x."]
+    rows = [{"id": e.id, "question": e.question, "gold": e.answer, "output": o, "pred": None, "correct": False,
+             "output_tokens": 5, "finish": "eos"} for e, o in zip(exs, outs)]
+    (d / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "metrics.json").write_text(json.dumps({"task": "arith", "split": "test", "accuracy": 0.0,
+                                                "answer_checker": "0", "tokens_per_s": 12.5}))
+    m = rescore(d, exs)
+    assert m["answer_checker"] == answers.VERSION and m["tokens_per_s"] == 12.5
+    got = [json.loads(x) for x in (d / "predictions.jsonl").read_text().splitlines()]
+    assert [r["correct"] for r in got] == [True, True, True, False]
+    assert m["accuracy"] == 0.75 and m["n_no_answer"] == 1
+    with pytest.raises(UserError, match="not among the examples"):
+        rescore(d, exs[:2])
+    (d / "metrics.json").write_text(json.dumps({"task": "arith", "split": "test", "accuracy": 0.0, "answer_checker": "0"}))
+    r = subprocess.run([sys.executable, "-m", "cotdistill", "rescore", str(d)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "accuracy 75.00 % (was 0.00 %)" in r.stdout
+    assert json.loads((d / "metrics.json").read_text())["answer_checker"] == answers.VERSION

@@ -128,26 +128,11 @@ def claim(path: str | os.PathLike, kind: str, flag: str = "--out", identity: str
     """Check, create and lock ``path`` as a ``kind`` run directory for the duration of the block.
     A directory locked by another process is a UserError naming it, or with ``wait`` is waited for.
     ``lock`` names the lock file (shards of one study each hold their own)."""
-    import fcntl
-
     p = Path(path)
     check(p, kind, flag, identity)
     p.mkdir(parents=True, exist_ok=True)
-    fh = open(p / lock, "a+", encoding="utf-8")
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = _describe_holder(fh.read())
-            raise UserError(f"{flag} {p} is in use by another cotdistill process ({holder}): wait for it to finish, "
-                            f"or choose another {flag}") from None
+    with hold(p / lock, f"{flag} {p}", flag, wait):
         check(p, kind, flag, identity)  # another process may have claimed it between the check and the lock
-        fh.seek(0)
-        fh.truncate()
-        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": round(time.time()),
-                             "command": " ".join(["cotdistill", *sys.argv[1:]])[:300]}) + "\n")
-        fh.flush()
         m = p / MARKER
         if not m.is_file():
             rec = {"kind": kind, "created": round(time.time())}
@@ -158,6 +143,30 @@ def claim(path: str | os.PathLike, kind: str, flag: str = "--out", identity: str
             tmp.write_text(json.dumps(rec) + "\n", encoding="utf-8")
             os.replace(tmp, m)
         yield p
+
+
+@contextlib.contextmanager
+def hold(lock_file: str | os.PathLike, what: str, flag: str = "--out", wait: bool = False) -> Iterator[None]:
+    """An exclusive ``flock`` on ``lock_file`` for the block; the holder (pid, host, command, start)
+    is written into it, and a second process is refused with a one-line error naming the holder
+    (or waits, with ``wait``)."""
+    import fcntl
+
+    fh = open(lock_file, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = _describe_holder(fh.read())
+            raise UserError(f"{what} is in use by another cotdistill process ({holder}): wait for it to finish, "
+                            f"or choose another {flag}") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": round(time.time()),
+                             "command": " ".join(["cotdistill", *sys.argv[1:]])[:300]}) + "\n")
+        fh.flush()
+        yield
     finally:
         with contextlib.suppress(OSError):
             fcntl.flock(fh, fcntl.LOCK_UN)

@@ -431,6 +431,38 @@ def score_output(output: str, finish: str, ex: Example) -> dict:
     }
 
 
+def rescore(out_dir: str | os.PathLike, examples: Sequence[Example], keep_others: bool = False) -> dict:
+    """Grade the stored outputs of an evaluation again with the current answer checker (no model,
+    no decoding): rewrites ``predictions.jsonl`` and ``metrics.json`` (their ``answer_checker``
+    becomes :data:`cotdistill.answers.VERSION`) and returns the new metrics. A fixed checker thus
+    re-grades old evaluations, e.g. every cell of a cached study, in seconds."""
+    out = Path(out_dir)
+    rows = read_predictions(out / PREDICTIONS_FILE)
+    by_ex = {e.id: e for e in examples}
+    missing = [r["id"] for r in rows if r["id"] not in by_ex]
+    if missing and not keep_others:
+        raise UserError(f"{out / PREDICTIONS_FILE}: item {missing[0]!r} is not among the examples given "
+                        f"({len(missing)} of {len(rows)} missing): rescore with the task and split it was evaluated on")
+    for r in rows:
+        if r["id"] in by_ex:  # (keep_others: rows of items not given stay as they are)
+            r.update(score_output(r["output"], r.get("finish", "eos"), by_ex[r["id"]]))
+    tmp = out / (PREDICTIONS_FILE + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, out / PREDICTIONS_FILE)
+    m: dict = {}
+    if (out / METRICS_FILE).exists():
+        try:
+            m = json.loads((out / METRICS_FILE).read_text())
+        except json.JSONDecodeError:
+            m = {}
+    order = {e.id: i for i, e in enumerate(examples)}
+    m.update(summarize(sorted((r for r in rows if r["id"] in order), key=lambda r: order[r["id"]])))
+    atomic_write_text(out / METRICS_FILE, json.dumps(m, indent=2, default=_json_default) + "\n")
+    return m
+
+
 def summarize(rows: Sequence[dict]) -> dict:
     """Accuracy (strict, with its 95 % bootstrap interval, and lenient), no-answer rate, capped
     outputs and mean output tokens of prediction rows."""
@@ -665,6 +697,14 @@ def _evaluate(
     by_id = dict(done)
     by_id.update({r["id"]: r for r in new_rows})
     rows = [by_id[e.id] for e in examples]
+    stale = False
+    for r, ex in zip(rows, examples):  # rows kept from an earlier run: graded by the current checker
+        fresh = score_output(r["output"], r.get("finish", "eos"), ex)
+        if any(r.get(k) != v for k, v in fresh.items()):
+            r.update(fresh)
+            stale = True
+    if stale and pred_path is not None:
+        rescore(out_dir, examples, keep_others=True)
     m = summarize(rows)
     new_tokens = sum(r["output_tokens"] for r in new_rows)
     prev = {}

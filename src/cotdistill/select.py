@@ -249,35 +249,32 @@ def load_examples(cfg: SelectConfig) -> list[Any]:
 # ------------------------------------------------------------------------------------------
 def score_model(model_dir: str | os.PathLike, examples: list[Any], max_new_tokens: int = 256,
                 batch_size: int = 100, answer_marker: str = "The answer is") -> dict[str, Any]:
-    """Greedy-decode ``examples`` and score: accuracy (Wilson 95 % interval) and the mean probability
-    of the gold answer ``" {gold}."`` after the model's own rationale up to ``answer_marker``
-    (normal-approximation 95 % interval). Returns also ``predictions`` (id, output, pred, correct, p_gold)."""
+    """Greedy-decode ``examples`` exactly as ``cotdistill evaluate`` does (the same runtime:
+    continuous batching, outputs to EOS or ``max_new_tokens``, strict answer-line scoring; an
+    output cut by the cap has no answer) and score: accuracy (Wilson 95 % interval) and the mean
+    probability of the gold answer ``" {gold}."`` after the model's own rationale up to
+    ``answer_marker`` (normal-approximation 95 % interval). Returns also ``predictions`` (id,
+    output, finish, pred, correct, p_gold)."""
     import torch
 
-    from . import answers
+    from .evaluate import HFGenerator, score_output
     from .mix import load_scorer
 
     tok, model, template, add_special, pad = load_scorer(Path(model_dir))
-    eos = tok.eos_token_id
+    gen = HFGenerator(model, tok, template, "greedy", max_new_tokens)
+    prompts = [gen.prompt_ids(e.question) for e in examples]
+    done: dict[int, Any] = {}
+    with torch.no_grad():
+        for i, g in gen.stream(prompts, batch_size):
+            done[i] = g
     preds: list[dict[str, Any]] = []
     with torch.no_grad():
         for b in range(0, len(examples), batch_size):
-            batch = examples[b:b + batch_size]
-            prompts = [tok(template.render_prompt(e.question, tok), add_special_tokens=add_special)["input_ids"]
-                       for e in batch]
-            L = max(len(p) for p in prompts)
-            ids = torch.tensor([[pad] * (L - len(p)) + p for p in prompts])
-            att = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts])
-            gen = model.generate(input_ids=ids, attention_mask=att, max_new_tokens=max_new_tokens, do_sample=False,
-                                 eos_token_id=eos, pad_token_id=pad)
-            outs = []
-            for row in gen[:, L:].tolist():
-                if eos in row:
-                    row = row[:row.index(eos)]
-                outs.append(tok.decode([t for t in row if t != pad], skip_special_tokens=True).strip())
+            idx = list(range(b, min(b + batch_size, len(examples))))
             # probability of the gold answer after the model's own rationale
             seqs, spans = [], []
-            for e, p, o in zip(batch, prompts, outs):
+            for i in idx:
+                e, p, o = examples[i], prompts[i], done[i].output
                 k = o.find(answer_marker)
                 head = o[:k + len(answer_marker)] if k >= 0 else (o.rstrip(". ") + (" " if o else "") + answer_marker).strip()
                 ctx = p + tok(template.render_completion(head), add_special_tokens=False)["input_ids"]
@@ -288,13 +285,13 @@ def score_model(model_dir: str | os.PathLike, examples: list[Any], max_new_token
             x = torch.tensor([s + [pad] * (M - len(s)) for s in seqs])
             a = torch.tensor([[1] * len(s) + [0] * (M - len(s)) for s in seqs])
             logp = torch.log_softmax(model(input_ids=x, attention_mask=a).logits.float(), dim=-1)
-            for j, (e, o) in enumerate(zip(batch, outs)):
+            for j, i in enumerate(idx):
+                e, g = examples[i], done[i]
                 s0, s1 = spans[j]
                 lp = sum(float(logp[j, t - 1, x[j, t]]) for t in range(s0, s1))
-                pred = answers.extract(o, e.answer_type, choices=getattr(e, "choices", None))
-                preds.append({"id": e.id, "output": o, "pred": pred,
-                              "correct": bool(answers.equal(pred, e.answer, e.answer_type)),
-                              "p_gold": math.exp(lp)})
+                sc = score_output(g.output, g.finish, e)
+                preds.append({"id": e.id, "output": g.output, "finish": g.finish, "pred": sc["pred"],
+                              "correct": bool(sc["correct"]), "p_gold": math.exp(lp)})
     n = len(preds)
     k = sum(p["correct"] for p in preds)
     lo, hi = wilson_ci(k, n)

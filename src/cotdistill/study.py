@@ -632,25 +632,12 @@ def _evaluate(cfg: StudyConfig, cell: Cell, model_dir: Path, eval_dir: Path, log
 # ------------------------------------------------------------------------------------------
 # running one cell (inside a worker process)
 # ------------------------------------------------------------------------------------------
-class _Lock:
-    """An exclusive ``fcntl`` lock on a file (works across processes and NFS-less shared disks)."""
+def _Lock(path: Path):
+    """Wait for, then hold, the lock of a shared cache entry (study workers and shards)."""
+    from .artifacts import hold
 
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.path, "a")
-        fcntl.flock(self.fh, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *a):
-        import fcntl
-
-        fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return hold(path, str(path), wait=True)
 
 
 def _status(cdir: Path, state: str, stage: str | None = None, **extra) -> None:
@@ -774,6 +761,15 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
                 atomic_write_json(cdir / "stages.json", marks)
                 ran.append("evaluate")
                 print(f"evaluate: done in {time.time() - t0:.1f}s", flush=True)
+            # outputs decoded under an older answer checker are graded again (no decoding)
+            from . import answers
+            from .evaluate import rescore
+
+            if (_read_json(cdir / "eval" / "metrics.json") or {}).get("answer_checker") != answers.VERSION:
+                stage = "rescore"
+                rescore(cdir / "eval", _test_examples(cfg, cell.task), keep_others=True)
+                ran.append("rescore")
+                print(f"rescore: graded again with answer checker {answers.VERSION}", flush=True)
             row = _result_row(cfg, cell, cdir, marks)
             print(f"result: accuracy {row['accuracy']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]", flush=True)
     except BaseException as e:  # a failed cell is recorded and does not stop the others
@@ -828,6 +824,8 @@ def _result_row(cfg: StudyConfig, cell: Cell, cdir: Path, marks: dict) -> dict[s
         **cell.row_keys(), "cell": cell.id, "status": "ok", "n": n, "accuracy": round(acc, 6),
         "ci_low": round(lo, 6), "ci_high": round(hi, 6), "mean_output_tokens": round(float(out_tok), 2),
         "train_tokens": train_tokens, "wall_s": round(wall, 2),
+        "accuracy_lenient": metrics.get("accuracy_lenient"), "n_no_answer": metrics.get("n_no_answer"),
+        "answer_checker": metrics.get("answer_checker"),
     }
 
 

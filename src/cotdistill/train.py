@@ -595,7 +595,15 @@ def _progress_callback(total_steps: int, enabled: bool):
 # ------------------------------------------------------------------------------------------
 # the entry point
 # ------------------------------------------------------------------------------------------
-def train(
+def train(*args: Any, **kwargs: Any) -> TrainResult:
+    """Fine-tune a student; see :func:`_train` for the arguments."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:  # holds the lock on the run until training ends
+        return _train(*args, _stack=stack, **kwargs)
+
+
+def _train(
     traces: Sequence[Trace | str | os.PathLike],
     student: str,
     out_dir: str | os.PathLike,
@@ -604,6 +612,7 @@ def train(
     progress: bool = True,
     overwrite: bool = False,
     mix: bool = False,
+    _stack: Any = None,
 ) -> TrainResult:
     """Fine-tune ``student`` on ``traces`` and write a finished model directory at ``out_dir``.
 
@@ -614,7 +623,9 @@ def train(
     ``accelerate launch`` / ``torchrun`` (DDP, DeepSpeed, FSDP).
 
     One run trains on one supervision cell (teacher, level, format): traces of several cells are
-    refused unless ``mix=True``; the summary records the composition either way.
+    refused unless ``mix=True``; the summary records the composition either way. While it runs,
+    ``<out_dir's parent>/.<name>.lock`` is held: a second process training into the same
+    ``out_dir`` stops at once, naming the first.
     """
     import torch
     import transformers
@@ -725,6 +736,13 @@ def train(
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
+
+    # ---- one process per run ---------------------------------------------------------------
+    if main and _stack is not None:
+        from .artifacts import hold
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _stack.enter_context(hold(out.with_name(f".{out.name}.lock"), f"--out {out}"))
 
     # ---- run identity / resume -------------------------------------------------------------
     run_key = hashlib.sha256(json.dumps(
@@ -936,3 +954,7 @@ def train(
         steps=s["steps"], wall_s=s["wall_s"], final_loss=s["final_loss"], tokens_per_s=s["tokens_per_s"],
         summary=s,
     )
+
+
+train.__doc__ = _train.__doc__
+train.__wrapped__ = _train  # inspect.signature / help() show the real arguments

@@ -75,6 +75,33 @@ def register(app: typer.Typer) -> None:
         )
         _summary(m, out)
 
+    @app.command("rescore")
+    def rescore_cmd(
+        eval_dir: Path = typer.Argument(..., help="An evaluation directory (predictions.jsonl, metrics.json)."),
+        task: Optional[str] = typer.Option(None, "--task", help="The task it was evaluated on (default: the one in its metrics.json)."),
+        split: Optional[str] = typer.Option(None, "--split", help="The split (default: the one in its metrics.json)."),
+        data_dir: Optional[Path] = DataDirOpt,
+    ) -> None:
+        """Grade stored outputs again with the current answer checker (no model, no decoding)."""
+        from .. import answers
+        from ..errors import UserError
+        from ..evaluate import METRICS_FILE, rescore
+        from ..tasks import get_task
+
+        old = {}
+        if (eval_dir / METRICS_FILE).is_file():
+            old = json.loads((eval_dir / METRICS_FILE).read_text())
+        task = task or old.get("task")
+        split = split or old.get("split") or "test"
+        if not task:
+            raise UserError(f"{eval_dir}: no metrics.json naming the task: pass --task (and --split)")
+        examples = get_task(task, data_dir=opt_path(data_dir)).load(split)
+        m = rescore(eval_dir, examples, keep_others=True)
+        was = old.get("accuracy")
+        console.print(f"rescored {m['n']} outputs with answer checker {answers.VERSION} (was {old.get('answer_checker', '?')}): "
+                      f"accuracy {100 * m['accuracy']:.2f} %" + (f" (was {100 * was:.2f} %)" if was is not None else "")
+                      + f", lenient {100 * m['accuracy_lenient']:.2f} %", markup=False)
+
     @app.command("compare")
     def compare_cmd(
         a: Path = typer.Argument(..., help="Evaluation A: its directory or metrics.json."),

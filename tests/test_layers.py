@@ -1,0 +1,74 @@
+"""The package's layering: no import cycle at module level, and the stages and the core never
+import the orchestration layer (study, select, report, mix) or the CLI, even inside functions."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "src" / "cotdistill"
+UPPER = ("cotdistill.study", "cotdistill.select", "cotdistill.report", "cotdistill.mix", "cotdistill.cli")
+LOWER = ("answers", "collate", "decoding", "stats", "store", "fileio", "errors", "artifacts", "progress", "paths",
+         "template", "traces", "paper", "tasks", "teachers", "students", "prompts", "generate", "curate", "train",
+         "evaluate")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in ROOT.rglob("*.py"):
+        rel = p.relative_to(ROOT.parent).with_suffix("")
+        out[".".join(rel.parts).removesuffix(".__init__")] = p
+    return out
+
+
+def _imports(name: str, path: Path, top_level_only: bool) -> set[str]:
+    pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found.update(f"{mod}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.startswith("cotdistill")}
+
+
+def test_no_import_cycle_at_module_level():
+    mods = _modules()
+    graph = {n: {m for m in _imports(n, p, True) if m in mods and m != n} for n, p in mods.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph[n]):
+            if state.get(m) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(m):] + [m]))
+            if m not in state:
+                visit(m)
+        stack.pop()
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n)
+
+
+def test_stages_and_core_never_import_the_orchestration_layer():
+    bad = []
+    for name, path in _modules().items():
+        if not any(name == f"cotdistill.{x}" or name.startswith(f"cotdistill.{x}.") for x in LOWER):
+            continue
+        for m in _imports(name, path, False):
+            if any(m == u or m.startswith(u + ".") for u in UPPER):
+                bad.append(f"{name} imports {m}")
+    assert not bad, bad

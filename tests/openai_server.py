@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 FAULT_KINDS = ("ok", "429", "500", "503", "400", "drop", "stall", "malformed", "empty")
+THINKING = "Let me think. The question asks for a total, so I add; checking: the sum is right."
 BAD_REQUEST = "max_tokens is too large: this model's context length is 2048 tokens"
 _GOLD = re.compile(r"The correct answer is (.+?)\. Write a solution")
 
@@ -49,7 +50,11 @@ class FakeOpenAIServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0,
                  faults: list[str] | None = None, fault_attempts: int = 1, retry_after: float = 0.05,
                  stall_s: float = 2.0, api_key: str | None = None, log_path: str | None = None,
-                 responder: Callable[[list[dict[str, str]]], str] = default_responder):
+                 responder: Callable[[list[dict[str, str]]], str] = default_responder,
+                 reasoning: str | None = None):
+        """``reasoning`` makes it answer like a reasoning model, with the thinking ``THINKING`` in the
+        message field ``reasoning`` or ``reasoning_content``, ``inline`` (``<think>…</think>``
+        before the answer) or ``closing`` (only ``</think>``: the template opened the block)."""
         for f in faults or []:
             if f not in FAULT_KINDS:
                 raise ValueError(f"unknown fault {f!r}; one of {FAULT_KINDS}")
@@ -60,6 +65,7 @@ class FakeOpenAIServer:
         self.stall_s = stall_s
         self.api_key = api_key
         self.responder = responder
+        self.reasoning = reasoning
         self.log: list[dict[str, Any]] = []
         self.bodies: list[dict[str, Any]] = []  # request bodies, in arrival order
         self._log_fh = open(log_path, "a", encoding="utf-8") if log_path else None
@@ -211,13 +217,25 @@ class FakeOpenAIServer:
         else:
             text = self.responder(body.get("messages") or [])
             prompt_tokens = sum(len(str(m.get("content", ""))) for m in body.get("messages") or []) // 4
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if self.reasoning in ("reasoning", "reasoning_content"):
+                message[self.reasoning] = THINKING
+            elif self.reasoning == "inline":
+                message["content"] = f"<think>{THINKING}</think>\n\n{text}"
+            elif self.reasoning == "closing":
+                message["content"] = f"{THINKING}\n</think>\n\n{text}"
             out = {
                 "id": "chatcmpl-" + key[:12], "object": "chat.completion", "created": int(t0),
                 "model": body.get("model"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
                           "total_tokens": prompt_tokens + len(text.split())},
             }
+            if self.reasoning:
+                n = len(THINKING.split())
+                out["usage"]["completion_tokens"] += n
+                out["usage"]["total_tokens"] += n
+                out["usage"]["completion_tokens_details"] = {"reasoning_tokens": n}
             entry["outcome"] = "ok"
             h._json(200, out)
             self._record(entry)  # logged once the response is sent

@@ -157,6 +157,11 @@ def test_pad_equal_to_eos_counts_tokens_exactly(smollm2, svamp_test):
     ("The answer is 8. The answer is 8. The answer", "length", "8", True, "8", "answer_is"),
     ("He had 12 and gave 4. The answer is 12 - 4.", "eos", "8", True, "8", "answer_is"),
     ("The answer is 4 - 3. Then the answer is 8.", "eos", "8", True, "8", "answer_is"),
+    # thinking students: graded after the reasoning; an unclosed block has no answer
+    ("<think>maybe the answer is 3</think>\nThe answer is 8.", "eos", "8", True, "8", "answer_is"),
+    ("the template opened it; the answer is 3\n</think>\nThe answer is 8.", "eos", "8", True, "8", "answer_is"),
+    ("<think>the answer is 8 ... still thinking", "length", None, False, None, "unclosed_reasoning"),
+    ("<think>the answer is 3</think> So 8 apples.", "eos", None, False, "8", "last_number"),
 ])
 def test_score_output_strict_lenient_and_capped(output, finish, pred, correct, lenient, rule):
     from cotdistill.evaluate import score_output

@@ -227,3 +227,37 @@ def test_lab_teacher_wraps_the_arith_solver():
                 assert r.text == arith.lab_rationale(e, level, fmt)
     with pytest.raises(UserError, match="only solves the arith task"):
         t.generate_batch([Request(_examples(1)[0], 3, "cot", 0)])
+
+
+@pytest.mark.parametrize("style", ["reasoning", "reasoning_content", "inline", "closing"])
+def test_a_reasoning_teachers_thinking_is_kept_apart_from_its_answer(tmp_path, style):
+    """Every way servers return a reasoning model's thinking (vLLM's `reasoning`, DeepSeek's
+    `reasoning_content`, inline `<think>…</think>`, only `</think>`) ends in the trace's `reasoning`
+    field, the final response in `output` (graded), and the reasoning tokens in the usage."""
+    from openai_server import THINKING, FakeOpenAIServer
+
+    from cotdistill.generate import GenerateConfig, generate
+    from cotdistill.tasks import get_task
+
+    exs = get_task("arith").load("train")[:3]
+    with FakeOpenAIServer(reasoning=style) as srv:
+        cfg = GenerateConfig(teacher="openai:fake-r1", base_url=srv.base_url, api_key="k", levels=[3],
+                             hint_gold=True, reasoning_effort="high")
+        res = generate(exs, tmp_path / "g", cfg, progress=False)
+        bodies = list(srv.bodies)
+    assert len(res.traces) == 3
+    for t in res.traces:
+        assert t.reasoning == THINKING
+        assert "<think>" not in t.output and "</think>" not in t.output and THINKING not in t.output
+        assert t.correct is True and t.finish_reason == "stop"
+        assert t.usage["reasoning_tokens"] == len(THINKING.split())
+    assert all(b.get("reasoning_effort") == "high" for b in bodies)
+
+
+def test_split_thinking_cases():
+    from cotdistill.teachers.openai_compat import split_thinking
+
+    assert split_thinking("<think>a b</think> The answer is 3.") == ("a b", "The answer is 3.")
+    assert split_thinking("a b\n</think>\nThe answer is 3.") == ("a b", "The answer is 3.")
+    assert split_thinking("<think>still thinking when the cap hit") == ("still thinking when the cap hit", "")
+    assert split_thinking("The answer is 3.") == (None, "The answer is 3.")

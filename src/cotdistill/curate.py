@@ -26,7 +26,9 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from . import answers
 from .traces import Trace
@@ -132,6 +134,21 @@ def load_test_questions(tasks: Iterable[str], data_dir: Any = None) -> tuple[dic
         except Exception as e:  # data missing, unknown task, adapter not ready: say so, don't fail
             info[task] = f"not checked ({' '.join(str(e).split())[:160]})"
     return out, info
+
+
+class CurateOptions(BaseModel):
+    """The keyword options of :func:`curate` as a config section (a study's ``curate:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keep: Literal["correct", "best", "all"] = "correct"
+    decontaminate: bool = True
+    test_questions: Union[dict[str, list[str]], list[str], None] = None
+    use_task_test_split: bool = True
+    data_dir: Optional[str] = None
+    threshold: float = Field(0.9, gt=0, le=1)
+    ngram: int = Field(5, ge=1)
+    n_examples: int = Field(3, ge=0)
 
 
 def curate(

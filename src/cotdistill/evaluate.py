@@ -27,6 +27,7 @@ import math
 import os
 import re
 import socket
+import statistics
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -419,16 +420,31 @@ def score_output(output: str, finish: str, ex: Example) -> dict:
     """Grade one output (pure: no model). ``pred``/``correct`` are strict (the answer line the
     prompt asks for, as the paper scores); ``pred_lenient``/``correct_lenient`` also accept the
     fallback rules (last number, ...). ``rule`` names the rule behind the lenient prediction.
-    An output stopped by the token cap has an answer only if it wrote an answer line."""
+    An output stopped by the token cap has an answer only if it wrote an answer line.
+
+    A thinking student's output is graded on the text after its reasoning (after the last
+    ``</think>``, also when the chat template opened ``<think>`` in the prompt); a reasoning block
+    that never closes has no answer (``rule: unclosed_reasoning``), whatever it says inside."""
+    reasoning_words = None
+    if "</think>" in output:
+        head, _, output = output.rpartition("</think>")
+        reasoning_words = len(head.replace("<think>", " ").split())
+    elif "<think>" in output:
+        reasoning_words = len(output.split("<think>", 1)[1].split())
+        return {"pred": None, "correct": False, "rule": "unclosed_reasoning", "pred_lenient": None,
+                "correct_lenient": False, "reasoning_words": reasoning_words}
     lpred, lrule = answers.extract_with_rule(output, ex.answer_type, choices=ex.choices, mode="lenient")
     pred = lpred if lrule in answers.STRICT_RULES else None  # = extract_with_rule(..., mode="strict")
     if finish == "length" and lrule not in answers.STRICT_RULES:
         lpred, lrule = None, "capped"
-    return {
+    out = {
         "pred": pred, "correct": answers.equal(pred, ex.answer, ex.answer_type),
         "rule": lrule,
         "pred_lenient": lpred, "correct_lenient": answers.equal(lpred, ex.answer, ex.answer_type),
     }
+    if reasoning_words is not None:
+        out["reasoning_words"] = reasoning_words
+    return out
 
 
 def rescore(out_dir: str | os.PathLike, examples: Sequence[Example], keep_others: bool = False) -> dict:
@@ -487,6 +503,10 @@ def summarize(rows: Sequence[dict]) -> dict:
         "n_capped_without_answer": sum(1 for r in rows if r.get("finish") == "length" and r.get("pred") is None),
         "rules": dict(sorted(rules.items())),
         "mean_output_tokens": (sum(r.get("output_tokens", 0) for r in rows) / n) if n else math.nan,
+        # thinking students: the length of the reasoning beside the accuracy
+        "mean_reasoning_words": (statistics.fmean(r["reasoning_words"] for r in rows if r.get("reasoning_words") is not None)
+                                 if any(r.get("reasoning_words") is not None for r in rows) else None),
+        "n_unclosed_reasoning": sum(1 for r in rows if r.get("rule") == "unclosed_reasoning"),
         "answer_checker": answers.VERSION,
     }
 

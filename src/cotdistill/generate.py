@@ -240,6 +240,8 @@ def _generate(examples, out: Path, config: GenerateConfig, teacher, progress, co
             counts["failed"] += 1
         else:
             rec = {"status": "ok", **base, "output": res.text, "usage": res.usage, "finish_reason": res.finish_reason}
+            if res.reasoning:
+                rec["reasoning"] = res.reasoning
             if res.teacher:
                 rec["trace_teacher"] = res.teacher
             if res.source:
@@ -322,7 +324,8 @@ def _collect(jobs: list[Request], teacher: Teacher, store: Store | None, mem: di
         traces.append(Trace(
             id=ex.id, task=ex.task, question=ex.question, gold=ex.answer,
             teacher=rec.get("trace_teacher") or teacher.name, level=j.level, format=j.fmt, sample=j.sample,
-            output=output, pred=pred, correct=ok, usage=usage,
+            output=output, pred=pred, correct=ok, usage=usage, reasoning=rec.get("reasoning") or None,
+            finish_reason=rec.get("finish_reason"),
             source=rec.get("source") or ("gold answer (level 0)" if j.level == 0 else f"cotdistill generate {teacher.name}"),
         ))
     return traces, failed

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from .artifacts import check as check_out, claim
 from .fileio import atomic_write_json, load_yaml_mapping
 from .stats import wilson_ci
-from .errors import GenerateOptions, UserError, protect_secrets
+from .errors import GenerateOptions, UserError, protect_secrets, validation_error
 from .mix import is_pseudo
 
 # 0..6, "human", or a mixed / curriculum pseudo-level of cotdistill.mix ("mix:3-6", "curriculum:1-6")
@@ -223,6 +223,12 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
     _check_train_settings(cfg.train, source)
     from .evaluate import EvalConfig
 
+    from .curate import CurateOptions
+
+    try:
+        CurateOptions.model_validate(cfg.curate)
+    except ValidationError as e:
+        raise validation_error(e, f"{source}: section 'curate'", CurateOptions) from None
     try:
         EvalConfig.model_validate(cfg.eval)
     except ValidationError as e:

@@ -36,6 +36,9 @@ class Trace(BaseModel):
     format: Literal["cot", "subq", "rar", "sym"] = "cot"
     sample: int = 0
     output: str
+    # a reasoning model's thinking, kept apart from its final response (``output``)
+    reasoning: str | None = None
+    finish_reason: str | None = None
     pred: str | None = None
     correct: bool | None = None
     usage: dict[str, int] | None = None

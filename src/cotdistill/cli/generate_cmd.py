@@ -98,6 +98,7 @@ def register(app: typer.Typer) -> None:
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size for hf/vllm teachers (default 16)."),
         replay_teacher: Optional[str] = typer.Option(None, "--replay-teacher", help="Replay only this teacher's traces."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (backends that take one)."),
+        reasoning_effort: Optional[str] = typer.Option(None, "--reasoning-effort", help="Reasoning models: low, medium or high (passed through)."),
         hint_gold: bool = typer.Option(False, "--hint-gold", help="Show the gold answer to the teacher."),
         price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per 1M prompt tokens (cost column)."),
         price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per 1M completion tokens."),
@@ -115,7 +116,7 @@ def register(app: typer.Typer) -> None:
             teacher=teacher, levels=levels, formats=formats, samples=samples, concurrency=concurrency,
             temperature=temperature, max_tokens=max_tokens, timeout=timeout, max_retries=max_retries, rpm=rpm,
             tpm=tpm, base_url=base_url, batch_size=batch_size, replay_teacher=replay_teacher, seed=seed,
-            hint_gold=hint_gold or None, price_in=price_in, price_out=price_out,
+            reasoning_effort=reasoning_effort, hint_gold=hint_gold or None, price_in=price_in, price_out=price_out,
         ), str(config) if config else "options")
         if limit is not None and limit < 1:
             raise UserError("--limit must be at least 1")

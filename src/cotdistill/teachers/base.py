@@ -26,6 +26,7 @@ class TeacherConfig(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     max_tokens: int = Field(1024, ge=1, description="Completion token cap per call; a rationale that hits it is marked truncated (curate drops it).")
     seed: Optional[int] = Field(None, description="Sampling seed passed to backends that accept one.")
+    reasoning_effort: Optional[str] = Field(None, description="Reasoning models: low, medium or high (passed through as the request's reasoning_effort).")
     # openai-compatible transport
     base_url: Optional[str] = Field(None, description="Server URL; default $OPENAI_BASE_URL, else api.openai.com.")
     api_key: Optional[SecretStr] = Field(None, description="API key; default $OPENAI_API_KEY. Never written to any file or log.")
@@ -60,6 +61,7 @@ class Result:
     text: str
     usage: dict[str, int] | None = None
     finish_reason: str | None = None
+    reasoning: str | None = None  # a reasoning model's thinking, apart from ``text`` (the final response)
     teacher: str | None = None  # overrides the teacher name in the trace (replay keeps the original)
     source: str | None = None
 
@@ -91,7 +93,10 @@ class Teacher:
     def params(self) -> dict[str, Any]:
         """Sampling parameters that change the output (part of the cache key)."""
         c = self.config
-        return {"temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.max_tokens, "seed": c.seed}
+        p = {"temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.max_tokens, "seed": c.seed}
+        if c.reasoning_effort is not None:  # only when set: earlier cache keys stay valid
+            p["reasoning_effort"] = c.reasoning_effort
+        return p
 
     def secrets(self) -> list[str]:
         return []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import re
 import os
 import random
 import time
@@ -152,6 +153,8 @@ class OpenAITeacher(Teacher):
                     )
                     if c.seed is not None:  # one seed per sample index, so n samples differ
                         kwargs["seed"] = c.seed + req.sample
+                    if c.reasoning_effort is not None:  # reasoning models (o-series, gpt-oss, vLLM)
+                        kwargs["reasoning_effort"] = c.reasoning_effort
                     # POST through the client (auth, base URL, status errors) without its typed-param
                     # transform and model construction, which cost ~2x the CPU of the rest per call
                     body = await client.post("/chat/completions", cast_to=str, body=kwargs)
@@ -210,14 +213,25 @@ class OpenAITeacher(Teacher):
         if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
             raise _Malformed("no choices in the response body")
         ch = choices[0]
-        text = (ch.get("message") or {}).get("content")
+        msg = ch.get("message") or {}
+        text = msg.get("content")
+        if text is None and isinstance(msg.get("reasoning") or msg.get("reasoning_content"), str):
+            text = ""  # a reasoning model cut before its final response
         if not isinstance(text, str):
             raise _Malformed("choices[0].message.content is missing")
+        # vLLM's reasoning parsers: `reasoning` (older: `reasoning_content`); DeepSeek: `reasoning_content`
+        reasoning = msg.get("reasoning") or msg.get("reasoning_content")
+        if not isinstance(reasoning, str) or not reasoning.strip():
+            reasoning, text = split_thinking(text)
         usage = None
         u = resp.get("usage")
         if isinstance(u, dict) and u.get("prompt_tokens") is not None:
             usage = {"prompt_tokens": int(u["prompt_tokens"]), "completion_tokens": int(u.get("completion_tokens") or 0)}
-        return Result(text=text, usage=usage, finish_reason=ch.get("finish_reason"))
+            details = u.get("completion_tokens_details")
+            if isinstance(details, dict) and details.get("reasoning_tokens") is not None:
+                usage["reasoning_tokens"] = int(details["reasoning_tokens"])
+        return Result(text=text, usage=usage, finish_reason=ch.get("finish_reason"),
+                      reasoning=reasoning.strip() if isinstance(reasoning, str) and reasoning.strip() else None)
 
     async def stream(self, requests: list[Request]) -> AsyncIterator[tuple[Request, Result | Exception]]:
         c = self.config
@@ -259,6 +273,26 @@ class OpenAITeacher(Teacher):
 
 class _Malformed(Exception):
     pass
+
+
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+def split_thinking(text: str) -> tuple[str | None, str]:
+    """``(reasoning, final response)`` of a completion that keeps its thinking inline:
+    ``<think>…</think>answer``; a completion holding only the closing tag (the chat template opened
+    ``<think>`` in the prompt, as newer DeepSeek-R1 templates do); or an unclosed ``<think>…``
+    (cut by the token cap: all reasoning, no response). Text without think tags is all response."""
+    m = _THINK.search(text)
+    if m:
+        return m.group(1).strip(), (text[: m.start()] + text[m.end():]).strip()
+    if "</think>" in text:
+        head, _, tail = text.partition("</think>")
+        return head.strip(), tail.strip()
+    if "<think>" in text:
+        head, _, tail = text.partition("<think>")
+        return tail.strip(), head.strip()
+    return None, text
 
 
 def _short(s: str, n: int = 200) -> str:

@@ -76,6 +76,7 @@ CASES: list[Case] = [
     ("gen-config-duplicate-key", lambda d: ["generate", "--config", str(_write(d / "g.yaml", "temperature: 0.5\ntemperature: 0.7\n")), "--task", "arith", "--teacher", "lab", "--out", str(d / "o")], ("g.yaml:2", "twice")),
     ("gen-config-not-utf8", lambda d: ["generate", "--config", str(_write(d / "g.yaml", b"temperature: 0.5 \xff\xfe\n")), "--task", "arith", "--teacher", "lab", "--out", str(d / "o")], ("UTF-8",)),
     ("gen-limit-0", lambda d: ["generate", "--task", "arith", "--teacher", "lab", "--limit", "0", "--out", str(d / "o")], ("limit",)),
+    ("gen-max-cost-no-price", lambda d: ["generate", "--task", "arith", "--teacher", "openai:my-model", "--max-cost", "1", "--out", str(d / "o")], ("--price-in",)),
     ("gen-replay-missing", lambda d: ["generate", "--task", "arith", "--teacher", f"replay:{d / 'none.jsonl'}", "--out", str(d / "o")], ("none.jsonl",)),
     # import-paper
     ("import-src-missing", lambda d: ["import-paper", str(d / "nothing"), "--out", str(d / "o")], ("nothing",)),

@@ -268,3 +268,24 @@ def test_an_unreachable_server_stops_after_the_first_wave_naming_the_url(tmp_pat
     assert last.startswith("error: cannot connect") and url in last and "OPENAI_BASE_URL" in last
     assert "Traceback" not in r.stderr
     assert time.time() - t < 30  # no backoff ladder of 7 attempts per item
+
+
+def test_max_cost_stops_launching_calls_and_keeps_the_paid_ones(tmp_path):
+    """--max-cost: the run stops before the budget would be exceeded, every call made is stored,
+    the rest is listed as not run, and a rerun with a larger budget pays none of them again."""
+    with FakeOpenAIServer(api_key=KEY) as srv:
+        # every call costs about the same (prompt ~ 200 tokens at $1000 per 1M = ~$0.2)
+        args = ["--levels", "1", "--formats", "cot", "--limit", "20", "--price-in", "1000", "--price-out", "1000"]
+        r = subprocess.run(_cli(tmp_path / "a", srv, *args, "--max-cost", "2"), env=_env(srv), capture_output=True,
+                           text=True, timeout=120)
+        first = len(srv.outcomes("ok"))
+        summ = json.loads((tmp_path / "a" / "summary.json").read_text())
+        assert summ["stopped_at_max_cost"] is True and 0 < summ["cost_usd_this_run"] <= 2.0
+        assert 0 < first < 20 and summ["done"] == first
+        assert "stopped before --max-cost $2" in r.stderr
+        failed = [json.loads(x) for x in (tmp_path / "a" / "failed.jsonl").read_text().splitlines()]
+        assert len(failed) == 20 - first and failed[0]["error"] == "not run (--max-cost reached)"
+        r2 = subprocess.run(_cli(tmp_path / "a", srv, *args, "--max-cost", "100"), env=_env(srv), capture_output=True,
+                            text=True, timeout=120)
+        assert r2.returncode == 0, r2.stderr
+        assert len(srv.outcomes("ok")) == 20  # the paid calls were not made again

@@ -40,6 +40,19 @@ CALLS_FILE = "calls.jsonl"
 TRACES_FILE = "traces.jsonl"
 
 
+# USD per 1M (prompt, completion) tokens; reasoning tokens are billed as completion tokens
+LIST_PRICES_AS_OF = "list prices, 2025"
+LIST_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "o3-mini": (1.10, 4.40),
+    "o4-mini": (1.10, 4.40),
+    "deepseek-chat": (0.27, 1.10),
+    "deepseek-reasoner": (0.55, 2.19),
+    "gemini-1.5-flash": (0.075, 0.30),
+}
+
+
 class GenerateConfig(TeacherConfig):
     """Everything ``cotdistill generate`` needs besides the examples (loadable from YAML)."""
 
@@ -50,7 +63,20 @@ class GenerateConfig(TeacherConfig):
     samples: int = Field(1, ge=1, description="Samples per (example, level, format); use temperature > 0 for n > 1.")
     hint_gold: bool = Field(False, description="Show the gold answer to the teacher (the paper's 'with ground truth').")
     price_in: Optional[float] = Field(None, ge=0, description="USD per 1M prompt tokens, for the cost column.")
-    price_out: Optional[float] = Field(None, ge=0, description="USD per 1M completion tokens.")
+    price_out: Optional[float] = Field(None, ge=0, description="USD per 1M completion tokens (reasoning tokens included).")
+    max_cost: Optional[float] = Field(None, gt=0, description="USD: stop launching calls before the spend would exceed this "
+                                                                "(calls already paid are kept); needs prices")
+
+    def prices(self) -> tuple[float, float, str] | None:
+        """``(USD per 1M prompt tokens, per 1M completion tokens, where from)``: the explicit
+        prices, else the list price of a known model (:data:`LIST_PRICES`), else None."""
+        if self.price_in is not None or self.price_out is not None:
+            return self.price_in or 0.0, self.price_out or 0.0, "--price-in/--price-out"
+        model = self.teacher.split(":", 1)[-1].lower()
+        for name, (pi, po) in sorted(LIST_PRICES.items(), key=lambda kv: -len(kv[0])):
+            if model == name or model.startswith(name + "-") or model.endswith("/" + name):
+                return pi, po, f"list price of {name} ({LIST_PRICES_AS_OF}; override with --price-in/--price-out)"
+        return None
 
     @field_validator("levels", mode="before")
     @classmethod
@@ -86,6 +112,8 @@ class GenerateResult:
     failed: list[dict[str, Any]] = field(default_factory=list)
     summary: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
+    stopped_at_max_cost: bool = False  # --max-cost reached: the calls not made are listed as failed
+    cost: float | None = None  # USD spent in this run (None without prices)
 
 
 def _job_key(teacher: Teacher, req: Request) -> str:
@@ -162,9 +190,10 @@ def dry_run(examples: list[Any], config: GenerateConfig, out_dir: str | os.PathL
 
 
 def _cost(config: GenerateConfig, p: float, c: float) -> float | None:
-    if config.price_in is None and config.price_out is None:
+    pr = config.prices()
+    if pr is None:
         return None
-    return round((p * (config.price_in or 0) + c * (config.price_out or 0)) / 1e6, 6)
+    return round((p * pr[0] + c * pr[1]) / 1e6, 6)
 
 
 def _run_coro(factory):
@@ -211,6 +240,8 @@ def generate(
         raise UserError("no examples to generate for: check --task/--split/--limit")
     t_start = time.time()
     out = Path(out_dir)
+    if config.max_cost is not None and config.prices() is None:
+        raise UserError(f"--max-cost needs prices for {config.teacher}: pass --price-in and --price-out (USD per 1M tokens)")
     with claim(out, "generate", wait=wait_for_lock):
         return _generate(examples, out, config, teacher, progress, console, t_start)
 
@@ -230,6 +261,7 @@ def _generate(examples, out: Path, config: GenerateConfig, teacher, progress, co
     pending = [j for k, j in unique.items() if store is None or store.ok(k) is None]
     cached = len(unique) - len(pending)
     counts = {"done": 0, "failed": 0, "prompt": 0, "completion": 0}
+    budget = {"stopped": False}
 
     def record(req: Request, res: Result | Exception) -> None:
         ex = req.example
@@ -250,12 +282,20 @@ def _generate(examples, out: Path, config: GenerateConfig, teacher, progress, co
             if res.usage:
                 counts["prompt"] += res.usage.get("prompt_tokens", 0)
                 counts["completion"] += res.usage.get("completion_tokens", 0)
+            if config.max_cost is not None and not budget["stopped"]:
+                spent = _cost(config, counts["prompt"], counts["completion"]) or 0.0
+                # the calls in flight are paid too: stop launching while they still fit the budget
+                per_call = spent / counts["done"]
+                if spent + per_call * (config.concurrency + 1) > config.max_cost:
+                    budget["stopped"] = True
+                    teacher.request_stop()
         if store is not None:
             store.put(req.key, rec)
         else:
             mem[req.key] = {"key": req.key, **rec}
 
-    prog = _Progress(len(unique), cached, counts, enabled=progress and bool(pending), console=console, teacher=teacher.name)
+    prog = _Progress(len(unique), cached, counts, enabled=progress and bool(pending), console=console, teacher=teacher.name,
+                     cost=(lambda: _cost(config, counts["prompt"], counts["completion"])) if config.prices() else None)
 
     async def run() -> None:
         agen = teacher.stream(pending)
@@ -281,7 +321,8 @@ def _generate(examples, out: Path, config: GenerateConfig, teacher, progress, co
     finally:
         teacher.close()
 
-    traces, failed = _collect(jobs, teacher, store, mem)
+    traces, failed = _collect(jobs, teacher, store, mem,
+                              not_run="not run (--max-cost reached)" if budget["stopped"] else "not run (interrupted)")
     if store is not None:
         store.close()
     traces_path = out / TRACES_FILE
@@ -292,13 +333,19 @@ def _generate(examples, out: Path, config: GenerateConfig, teacher, progress, co
     write_traces(traces_path, kept + traces)
     atomic_write_text(out / "failed.jsonl", "".join(json.dumps(f) + "\n" for f in failed))
     summary = summarize(traces, config, failed)
+    pr = config.prices()
     atomic_write_text(out / "summary.json", json.dumps({"rows": summary, "calls": len(unique), "cached": cached,
-                                                      "done": counts["done"], "failed": len(failed)}, indent=2) + "\n")
+                                                      "done": counts["done"], "failed": len(failed),
+                                                      "cost_usd_this_run": _cost(config, counts["prompt"], counts["completion"]),
+                                                      "prices": pr[2] if pr else None, "max_cost": config.max_cost,
+                                                      "stopped_at_max_cost": budget["stopped"]}, indent=2) + "\n")
     return GenerateResult(out, traces_path, traces, len(unique), cached, counts["done"], failed, summary,
-                          round(time.time() - t_start, 3))
+                          round(time.time() - t_start, 3), stopped_at_max_cost=budget["stopped"],
+                          cost=_cost(config, counts["prompt"], counts["completion"]))
 
 
-def _collect(jobs: list[Request], teacher: Teacher, store: Store | None, mem: dict[str, dict[str, Any]]):
+def _collect(jobs: list[Request], teacher: Teacher, store: Store | None, mem: dict[str, dict[str, Any]],
+             not_run: str = "not run (interrupted)"):
     traces: list[Trace] = []
     failed: list[dict[str, Any]] = []
     seen_failed: set[str] = set()
@@ -313,7 +360,7 @@ def _collect(jobs: list[Request], teacher: Teacher, store: Store | None, mem: di
             if j.key not in seen_failed:
                 seen_failed.add(j.key)
                 failed.append({"task": ex.task, "id": ex.id, "level": j.level, "format": j.fmt, "sample": j.sample,
-                               "error": (rec or {}).get("error", "not run (interrupted)")})
+                               "error": (rec or {}).get("error", not_run)})
             continue
         output = rec.get("output") or ""
         if rec.get("finish_reason") == "length":  # cut by the token cap: an unfinished answer is no answer
@@ -367,8 +414,10 @@ def summarize(traces: list[Trace], config: GenerateConfig, failed: list[dict[str
 class _Progress:
     """A rich progress bar with done / failed / cached counts, tokens and ETA (no-op when disabled)."""
 
-    def __init__(self, total: int, cached: int, counts: dict[str, int], enabled: bool, console: Any, teacher: str):
+    def __init__(self, total: int, cached: int, counts: dict[str, int], enabled: bool, console: Any, teacher: str,
+                 cost: Any = None):
         self.enabled = enabled
+        self.cost = cost  # () -> USD so far, or None without prices
         self.counts = counts
         self.cached = cached
         self.total = total
@@ -411,7 +460,8 @@ class _Progress:
         if self.plain is not None:
             self.plain.update(done=self.cached + c["done"] + c["failed"],
                               extra=f"done {c['done']} · failed {c['failed']} · cached {self.cached} · "
-                                    f"tokens {c['prompt'] + c['completion']:,}")
+                                    f"tokens {c['prompt'] + c['completion']:,}"
+                                    + (f" · cost ${self.cost():.4f}" if self.cost else ""))
             return
         self.p.update(self.task, completed=self.cached + c["done"] + c["failed"], done=c["done"], failed=c["failed"],
-                      tokens=f"{c['prompt'] + c['completion']:,}")
+                      tokens=f"{c['prompt'] + c['completion']:,}" + (f" · cost ${self.cost():.4f}" if self.cost else ""))

@@ -45,7 +45,7 @@ def _fmt_level(lv: Any) -> str:
 def print_summary(res: Any, config: Any) -> None:
     from rich.table import Table
 
-    show_cost = config.price_in is not None or config.price_out is not None
+    show_cost = config.prices() is not None
     tab = Table(title=f"generate · {config.teacher}", title_justify="left")
     for col in ("level", "format", "rows", "failed", "correct %", "mean words", "tokens in", "tokens out"):
         tab.add_column(col, justify="right" if col not in ("format",) else "left")
@@ -65,6 +65,11 @@ def print_summary(res: Any, config: Any) -> None:
         f"wrote {res.traces_path} ({len(res.traces)} traces) · calls: {res.done} new, {res.cached} cached, "
         f"{len(res.failed)} failed · {res.wall_s:.1f}s"
     )
+    if res.cost is not None:
+        console.print(f"cost of this run ${res.cost:.4f} ({config.prices()[2]})", markup=False)
+    if res.stopped_at_max_cost:
+        err_console.print(f"stopped before --max-cost ${config.max_cost:g} would be exceeded: ${res.cost:.4f} spent; the "
+                          "calls made are stored, rerun with a higher --max-cost to continue", style="yellow", markup=False)
     if res.failed:
         first = res.failed[0]
         what = ("are not in the replay file and were left out (nothing is invented)"
@@ -101,7 +106,8 @@ def register(app: typer.Typer) -> None:
         reasoning_effort: Optional[str] = typer.Option(None, "--reasoning-effort", help="Reasoning models: low, medium or high (passed through)."),
         hint_gold: bool = typer.Option(False, "--hint-gold", help="Show the gold answer to the teacher."),
         price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per 1M prompt tokens (cost column)."),
-        price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per 1M completion tokens."),
+        price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per 1M completion tokens (reasoning tokens included)."),
+        max_cost: Optional[float] = typer.Option(None, "--max-cost", help="USD: stop launching calls before this would be exceeded (needs prices)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML file with generate options (flags override it)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the number of calls and a token estimate; call nothing."),
         data_dir: Optional[Path] = DataDirOpt,
@@ -116,7 +122,7 @@ def register(app: typer.Typer) -> None:
             teacher=teacher, levels=levels, formats=formats, samples=samples, concurrency=concurrency,
             temperature=temperature, max_tokens=max_tokens, timeout=timeout, max_retries=max_retries, rpm=rpm,
             tpm=tpm, base_url=base_url, batch_size=batch_size, replay_teacher=replay_teacher, seed=seed,
-            reasoning_effort=reasoning_effort, hint_gold=hint_gold or None, price_in=price_in, price_out=price_out,
+            reasoning_effort=reasoning_effort, hint_gold=hint_gold or None, price_in=price_in, price_out=price_out, max_cost=max_cost,
         ), str(config) if config else "options")
         if limit is not None and limit < 1:
             raise UserError("--limit must be at least 1")

@@ -85,6 +85,11 @@ class Teacher:
         self.model = model
         self.config = config or TeacherConfig()
         self.batch_size = self.config.batch_size
+        self.stop_requested = False
+
+    def request_stop(self) -> None:
+        """Launch no new call (a budget is reached); the calls in flight finish and are delivered."""
+        self.stop_requested = True
 
     @property
     def name(self) -> str:

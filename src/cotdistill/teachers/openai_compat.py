@@ -246,9 +246,12 @@ class OpenAITeacher(Teacher):
         # successes and refused connections so far: a first wave of refused connections stops the run
         self._state = {"ok": 0, "refused": 0, "wave": min(c.concurrency, len(requests))}
 
+        launched = [0]
+
         async def worker() -> None:
-            while pending:
+            while pending and not self.stop_requested:
                 r = pending.pop()
+                launched[0] += 1
                 try:
                     res: Result | Exception = await self._call(client, r, sem, rpm, tpm)
                 except (TeacherError, FatalTeacherError) as e:
@@ -259,8 +262,15 @@ class OpenAITeacher(Teacher):
 
         workers = [asyncio.create_task(worker()) for _ in range(min(c.concurrency, len(requests)))]
         try:
-            for _ in range(len(requests)):
-                r, res = await out.get()
+            received = 0
+            while received < len(requests):
+                if self.stop_requested and received >= launched[0]:
+                    break  # a budget stop: every launched call has been delivered
+                try:
+                    r, res = await asyncio.wait_for(out.get(), timeout=0.5)
+                except asyncio.TimeoutError:
+                    continue
+                received += 1
                 if isinstance(res, FatalTeacherError):
                     raise res
                 yield r, res

@@ -441,3 +441,37 @@ def test_one_supervision_cell_per_run_unless_mixing_is_asked(shared_data, tmp_pa
     assert r.returncode == 0, r.stderr[-800:]
     s = json.loads((tmp_path / "mix" / "train_summary.json").read_text())
     assert s["supervision"] == {"gemini/L3/cot": 8, "gemini/L5/cot": 8} and s["mixed"] is True
+
+
+def test_overlong_examples_are_dropped_or_keep_their_final_answer(shared_data, tmp_path):
+    """Long traces are never trained with their final answer cut off: dropped (counted) by
+    default, or truncated in the middle so the answer and EOS stay."""
+    texts = [t.question for t in svamp(shared_data, 8)]
+    _, tok = make_scratch_student("scratch:llama-xxs", texts)
+    completion = "step " * 200 + "The answer is 42."
+    assert encode_example("Q: x\nA:", completion, tok, 120, overlong="drop") is None
+    enc = encode_example("Q: x\nA:", completion, tok, 120, overlong="truncate")
+    assert len(enc["input_ids"]) == 120 and enc["truncated"]
+    assert enc["input_ids"][-1] == tok.eos_token_id
+    assert tok.decode(enc["input_ids"][-20:-1]).endswith("The answer is 42.")
+    # through train(): the longest traces are dropped and counted
+    traces = svamp(shared_data, 16)
+    lens = sorted(len(t.question) + len(t.output) for t in traces)
+    cut = lens[-4] + 20  # chars ~ tokens for the char-level scratch tokenizer, + template
+    res = train(traces, "scratch:llama-xxs", tmp_path / "m", tiny_cfg(max_steps=2, batch_size=4, cutoff_len=cut),
+                progress=False)
+    assert 1 <= res.summary["dropped_overlong_examples"] <= 4 and res.summary["truncated_examples"] == 0
+    with pytest.raises(UserError, match="longer than cutoff_len"):
+        train(traces, "scratch:llama-xxs", tmp_path / "n", tiny_cfg(max_steps=2, batch_size=4, cutoff_len=10),
+              progress=False)
+
+
+def test_reasoning_target_wraps_the_thinking_in_think_tags():
+    from cotdistill.train import target_text
+
+    t = Trace(id="1", task="svamp", question="q", gold="8", teacher="openai:r1", level="human",
+              output="The answer is 8.", reasoning="5 + 3 = 8, checked.")
+    assert target_text(t, "response") == "The answer is 8."
+    assert target_text(t, "reasoning+response") == "<think>\n5 + 3 = 8, checked.\n</think>\n\nThe answer is 8."
+    plain = t.model_copy(update={"reasoning": None})
+    assert target_text(plain, "reasoning+response") == "The answer is 8."

@@ -24,27 +24,46 @@ IGNORE = -100
 PackMode = Literal["bool", "float", "position_ids"]
 
 
+TAIL_TOKENS = 64  # overlong="truncate" keeps the completion's last tokens: its final answer and EOS
+
+
 def encode_example(
     prompt: str,
     completion: str,
     tokenizer: Any,
     cutoff_len: int,
     add_special_tokens: bool = True,
-) -> dict[str, Any]:
+    overlong: str = "truncate-end",
+) -> dict[str, Any] | None:
     """Token ids and completion-only labels for one example (EOS appended and learned).
 
     The prompt and the completion are tokenised separately, exactly as evaluation will see the
-    prompt. Examples longer than ``cutoff_len`` are truncated at the end (``truncated`` is set).
+    prompt. An example longer than ``cutoff_len`` (``truncated`` is then set):
+
+    * ``overlong="drop"``: returns None (the caller counts and reports it);
+    * ``overlong="truncate"``: cuts the middle of the completion and keeps its last
+      ``TAIL_TOKENS`` tokens, so the final answer and the EOS are still learned (None when the
+      prompt and that tail alone do not fit);
+    * ``overlong="truncate-end"``: cuts the end (the answer may be lost; kept for callers that
+      score or probe rather than train).
     """
     p = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
     c = tokenizer(completion, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("tokenizer has no EOS token")
+    truncated = len(p) + len(c) + 1 > cutoff_len
+    if truncated and overlong == "drop":
+        return None
+    if truncated and overlong == "truncate":
+        tail = min(TAIL_TOKENS, len(c))
+        room = cutoff_len - 1 - len(p) - tail
+        if room < 0:
+            return None
+        c = list(c[:room]) + list(c[len(c) - tail:])
     ids = list(p) + list(c) + [eos]
     labels = [IGNORE] * len(p) + list(c) + [eos]
-    truncated = len(ids) > cutoff_len
-    if truncated:
+    if len(ids) > cutoff_len:
         ids, labels = ids[:cutoff_len], labels[:cutoff_len]
     # the first token of an example is never a target: in a packed row it would otherwise be
     # predicted from the previous example's last token

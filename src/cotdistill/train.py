@@ -98,7 +98,9 @@ class TrainConfig(BaseModel):
     optim: Literal["adamw_torch_fused", "adamw_torch"] = Field("adamw_torch_fused", description="AdamW implementation (transformers' names); fused is one kernel over all parameters, also on CPU")
     seed: int = 100
     # data
-    cutoff_len: int = Field(4096, ge=8, description="examples are truncated to this many tokens")
+    cutoff_len: int = Field(4096, ge=8, description="longest example in tokens (prompt + completion + EOS); see overlong")
+    overlong: Literal["drop", "truncate"] = Field("drop", description="an example longer than cutoff_len: drop it (counted in the summary), or truncate the middle of its completion keeping the final answer and EOS")
+    target: Literal["response", "reasoning+response"] = Field("response", description="what the student learns from a reasoning teacher's trace: the final response only, or its reasoning in <think> tags followed by the response")
     template: Literal["auto", "plain", "qa", "alpaca", "chat"] = Field("auto", description="auto: the tokenizer's chat template when it has one, else plain 'Question: …\\nAnswer:'")
     packing: Literal["auto", "on", "off"] = Field("auto", description="auto: pack when the model reproduces unpacked logits with a 4-D mask, else length-grouped padding")
     pack_length: int = Field(4096, ge=8, description="row length for packing (a longer example gets its own row)")
@@ -297,6 +299,15 @@ class _ListDataset:
 # ------------------------------------------------------------------------------------------
 def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def target_text(t: Trace, target: str = "response") -> str:
+    """The completion a student learns from ``t``: its response, or (``reasoning+response``) a
+    reasoning teacher's thinking in ``<think>`` tags before the response, the form thinking chat
+    templates (DeepSeek-R1, Qwen3) use; a trace without reasoning is its response either way."""
+    if target == "reasoning+response" and t.reasoning:
+        return f"<think>\n{t.reasoning.strip()}\n</think>\n\n{t.output.strip()}"
+    return t.output
 
 
 def _rank() -> int:
@@ -699,12 +710,18 @@ def _train(
 
     # ---- encode --------------------------------------------------------------------------
     rows = []
-    n_trunc = 0
+    n_trunc = n_dropped = 0
     for t in data:
-        enc = encode_example(template.render_prompt(t.question, tok), template.render_completion(t.output),
-                             tok, cfg.cutoff_len, add_special_tokens=add_special)
+        enc = encode_example(template.render_prompt(t.question, tok), template.render_completion(target_text(t, cfg.target)),
+                             tok, cfg.cutoff_len, add_special_tokens=add_special, overlong=cfg.overlong)
+        if enc is None:
+            n_dropped += 1
+            continue
         n_trunc += enc.pop("truncated")
         rows.append(enc)
+    if not rows:
+        raise UserError(f"every one of the {len(data)} examples is longer than cutoff_len {cfg.cutoff_len} tokens: "
+                        "raise cutoff_len, or set overlong: truncate")
     mean_len = sum(len(r["input_ids"]) for r in rows) / len(rows)
     steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
     if cfg.max_tokens:
@@ -894,6 +911,8 @@ def _train(
             "trainable_params": n_trainable,
             "examples": len(rows),
             "truncated_examples": n_trunc,
+            "dropped_overlong_examples": n_dropped,
+            "target": cfg.target,
             "steps": state.global_step,
             "epochs": round(state.global_step * cfg.batch_size / len(rows), 4),
             "batch_size": cfg.batch_size,

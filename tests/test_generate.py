@@ -289,3 +289,43 @@ def test_max_cost_stops_launching_calls_and_keeps_the_paid_ones(tmp_path):
                             text=True, timeout=120)
         assert r2.returncode == 0, r2.stderr
         assert len(srv.outcomes("ok")) == 20  # the paid calls were not made again
+
+
+def test_long_reasoning_traces_are_rewritten_at_granularity_levels(tmp_path):
+    """The offline reasoning teacher (lab:think) writes long reasoning apart from its answer;
+    `generate --from-traces` rewrites those traces at levels 1-6 with any teacher, keeps the final
+    answer (checked against gold) and records what each rewrite came from."""
+    from openai_server import THINKING  # noqa: F401 - the server module is importable
+
+    from cotdistill.traces import read_traces
+
+    long_dir = tmp_path / "long"
+    r = subprocess.run([sys.executable, "-m", "cotdistill", "generate", "--task", "arith", "--teacher", "lab:think",
+                        "--levels", "3", "--limit", "6", "--out", str(long_dir)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    long = read_traces(long_dir / "traces.jsonl")
+    assert len(long) == 6 and all(t.reasoning and "backtrack" in t.reasoning and t.correct for t in long)
+    out = tmp_path / "rewritten"
+    r = subprocess.run([sys.executable, "-m", "cotdistill", "generate", "--from-traces", str(long_dir / "traces.jsonl"),
+                        "--teacher", "lab", "--levels", "1,3,6", "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rew = read_traces(out / "traces.jsonl")
+    assert len(rew) == 18 and all(t.correct for t in rew) and {t.level for t in rew} == {1, 3, 6}
+    assert all(t.source == "rewrite by lab of lab:think L3 cot" for t in rew)
+    # an API teacher sees the long rationale to rewrite in its prompt
+    with FakeOpenAIServer(api_key=KEY) as srv:
+        r = subprocess.run([sys.executable, "-m", "cotdistill", "generate", "--from-traces", str(long_dir / "traces.jsonl"),
+                            "--teacher", "openai:fake", "--levels", "2", "--hint-gold", "--out", str(tmp_path / "api")],
+                           env=_env(srv), capture_output=True, text=True, timeout=120)
+        bodies = list(srv.bodies)
+    assert r.returncode == 0, r.stderr
+    assert len(bodies) == 6
+    last_user = [b["messages"][-1]["content"] for b in bodies]
+    assert all("A solution to rewrite" in u and "I backtrack" in u for u in last_user)
+    assert "Rewrite the given solution" in bodies[0]["messages"][0]["content"]
+    # a file with several cells of one example is refused
+    both = tmp_path / "both.jsonl"
+    both.write_text((long_dir / "traces.jsonl").read_text() + (out / "traces.jsonl").read_text())
+    r = subprocess.run([sys.executable, "-m", "cotdistill", "generate", "--from-traces", str(both), "--teacher", "lab",
+                        "--levels", "2", "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert r.returncode == 2 and "several traces of arith/" in r.stderr

@@ -29,7 +29,7 @@ from pydantic import Field, field_validator
 from . import answers
 from .fileio import atomic_write_text
 from .errors import UserError, redact
-from .prompts import EXEMPLARS, answer_only, build_messages, parse_formats, parse_levels
+from .prompts import EXEMPLARS, answer_only, build_messages, build_rewrite_messages, parse_formats, parse_levels
 from .store import Store, content_key
 from .teachers.base import Request, Result, Teacher, TeacherConfig, make_teacher
 from .artifacts import claim
@@ -125,6 +125,36 @@ def _job_key(teacher: Teacher, req: Request) -> str:
                         "question": ex.question, "level": req.level, "format": req.fmt, "sample": req.sample})
 
 
+def examples_from_traces(path: str | os.PathLike) -> list[Any]:
+    """Examples to rewrite (``generate --from-traces``): one per trace of ``path``, each carrying
+    the trace's rationale (its reasoning and final response) to rewrite. A file with several traces
+    of one example is refused: pick one cell first (``cotdistill curate --teachers/--levels``)."""
+    from .tasks import get_task
+    from .tasks.base import Example
+
+    traces = read_traces(path)
+    seen: dict[tuple[str, str], str] = {}
+    out = []
+    for t in traces:
+        k = (t.task, t.id)
+        if k in seen:
+            raise UserError(f"{path} holds several traces of {t.task}/{t.id} ({seen[k]} and {t.teacher} L{t.level} "
+                            f"{t.format}): keep one cell with `cotdistill curate {path} --teachers T --levels L --out DIR`")
+        seen[k] = f"{t.teacher} L{t.level} {t.format}"
+        atype = get_task(t.task).answer_type
+        source = (f"{t.reasoning.strip()}\n\n{t.output.strip()}" if t.reasoning else t.output).strip()
+        meta: dict[str, Any] = {}
+        if t.task == "arith":  # the lab teacher needs the problem's structure
+            from .tasks.arith import recover
+
+            ex = recover(t.id, t.question)
+            meta = dict(ex.meta) if ex is not None else {}
+        meta.update({"rewrite_source": source, "rewrite_of": f"{t.teacher} L{t.level} {t.format}"})
+        out.append(Example(id=t.id, task=t.task, split="train", question=t.question, answer=t.gold, answer_type=atype,
+                           meta=meta))
+    return out
+
+
 def plan(examples: list[Any], config: GenerateConfig, teacher: Teacher | None = None) -> list[Request]:
     """All jobs in output order. Level 0 jobs have ``messages=None`` and ``key=""`` (no call)."""
     jobs: list[Request] = []
@@ -136,9 +166,14 @@ def plan(examples: list[Any], config: GenerateConfig, teacher: Teacher | None = 
             for fmt in config.formats:
                 for s in range(1 if level == 0 else config.samples):
                     r = Request(example=ex, level=level, fmt=fmt, sample=s)
+                    src = (getattr(ex, "meta", None) or {}).get("rewrite_source")
+                    if src is not None:
+                        r.meta["source"] = src
                     if level != 0:
                         if needs_messages:
-                            r.messages = build_messages(ex, level, fmt, hint_gold=config.hint_gold)
+                            r.messages = (build_rewrite_messages(ex, level, fmt, src, hint_gold=config.hint_gold)
+                                          if src is not None else
+                                          build_messages(ex, level, fmt, hint_gold=config.hint_gold))
                         if teacher is not None:
                             r.key = _job_key(teacher, r)
                     jobs.append(r)
@@ -373,7 +408,9 @@ def _collect(jobs: list[Request], teacher: Teacher, store: Store | None, mem: di
             teacher=rec.get("trace_teacher") or teacher.name, level=j.level, format=j.fmt, sample=j.sample,
             output=output, pred=pred, correct=ok, usage=usage, reasoning=rec.get("reasoning") or None,
             finish_reason=rec.get("finish_reason"),
-            source=rec.get("source") or ("gold answer (level 0)" if j.level == 0 else f"cotdistill generate {teacher.name}"),
+            source=rec.get("source") or ("gold answer (level 0)" if j.level == 0 else
+                                         f"rewrite by {teacher.name} of {ex.meta['rewrite_of']}" if ex.meta.get("rewrite_of")
+                                         else f"cotdistill generate {teacher.name}"),
         ))
     return traces, failed
 

@@ -85,7 +85,8 @@ def register(app: typer.Typer) -> None:
     @app.command("generate")
     def generate_cmd(
         out: Path = typer.Option(..., "--out", "-o", help="Output directory (traces.jsonl, calls.jsonl store, summary)."),
-        task: str = typer.Option(..., "--task", help="Task name (see `cotdistill tasks`)."),
+        task: Optional[str] = typer.Option(None, "--task", help="Task name (see `cotdistill tasks`); not with --from-traces."),
+        from_traces: Optional[Path] = typer.Option(None, "--from-traces", help="Rewrite the rationales of this trace file (one cell, e.g. long reasoning traces) at --levels, keeping each final answer."),
         split: str = typer.Option("train", "--split", help="Split to generate for."),
         teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="backend:model — openai:MODEL, hf:PATH, vllm:PATH, replay:FILE, lab."),
         levels: Optional[str] = typer.Option(None, "--levels", help="Levels, e.g. 1-6 or 0,3,5 (0 = answer only, no call). Default 1-6."),
@@ -126,7 +127,15 @@ def register(app: typer.Typer) -> None:
         ), str(config) if config else "options")
         if limit is not None and limit < 1:
             raise UserError("--limit must be at least 1")
-        examples = load_examples(task, split, opt_path(data_dir), limit)
+        if (task is None) == (from_traces is None):
+            raise UserError("give --task (generate for a task's split) or --from-traces FILE (rewrite its rationales)")
+        if from_traces is not None:
+            from ..generate import examples_from_traces
+
+            examples = examples_from_traces(from_traces)[:limit] if limit else examples_from_traces(from_traces)
+            task = ",".join(sorted({e.task for e in examples}))
+        else:
+            examples = load_examples(task, split, opt_path(data_dir), limit)
         if dry_run:
             est = do_dry_run(examples, cfg, out)
             tab = Table(title=f"dry run · {cfg.teacher} · {task}/{split} · {len(examples)} examples", title_justify="left")

@@ -154,6 +154,20 @@ def build_messages(example: Any, level: int, fmt: str = "cot", hint_gold: bool =
     ]
 
 
+def build_rewrite_messages(example: Any, level: int, fmt: str, source: str, hint_gold: bool = False) -> list[dict[str, str]]:
+    """Chat messages that ask a teacher to rewrite an existing (often long) rationale at one
+    granularity level and format, keeping its final answer: the level's instructions and exemplar
+    as in :func:`build_messages`, then the question with the solution to rewrite."""
+    msgs = build_messages(example, level, fmt, hint_gold=hint_gold)
+    msgs[0] = {"role": "system", "content": msgs[0]["content"].replace(
+        "Solve the question step by step, at this level of detail:",
+        "Rewrite the given solution of the question at this level of detail, keeping its final answer:")}
+    msgs[-1] = {"role": "user", "content": (
+        f"{msgs[-1]['content']}\n\nA solution to rewrite (it may be long and exploratory; keep its correct "
+        f"reasoning and its final answer, drop detours):\n{source.strip()}")}
+    return msgs
+
+
 def answer_only(example: Any) -> str:
     """Level 0 target: ``The answer is X.`` from the gold answer (no teacher call)."""
     return f"The answer is {example.answer}."

@@ -29,6 +29,7 @@ format ``cot``, ``subq``, ``rar`` or ``sym``; it is what the ``lab`` teacher ret
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 from ..errors import UserError
@@ -326,3 +327,43 @@ def lab_rationale(example: Example, level: int, fmt: str = "cot") -> str:
     else:
         body = " ".join(_sym_texts(meta, level))
     return f"{body} {answer}"
+
+
+def lab_reasoning(example: Example) -> str:
+    """A long reasoning trace for an ``arith`` example in the style of a reasoning model: it
+    explores, makes a slip on one step and backtracks, checks each step, and only then concludes
+    (deterministic; the final response is given apart, see the ``lab:think`` teacher)."""
+    steps = [s for s in lab_rationale(example, 4).split(". ") if s and not s.startswith("The answer is")]
+    lines = [f"Let me read the question carefully: {example.question}",
+             "I need to follow each change to the count in order."]
+    for i, step in enumerate(steps):
+        clause, _, eq = step.partition(": ")
+        eq = eq or clause
+        lhs, _, rhs = eq.partition("=")
+        lines.append(f"Next: {clause.lower()}." if eq != clause else "Next step.")
+        if i == 0 and rhs.strip().isdigit():  # one slip, noticed and corrected
+            wrong = int(rhs.strip()) + 1
+            lines.append(f"That gives {lhs.strip()} = {wrong}. Wait, let me recompute: {lhs.strip()} = {rhs.strip()}, "
+                         f"not {wrong}. I backtrack and use {rhs.strip()}.")
+        else:
+            lines.append(f"So {lhs.strip()} = {rhs.strip()}.")
+        lines.append(f"Check: {eq.strip()} holds.")
+    lines.append(f"Every step is checked, so the final count is {example.answer}.")
+    return "\n".join(lines)
+
+
+def recover(example_id: str, question: str) -> Example | None:
+    """The ``arith`` example behind ``example_id`` (``arith-k{steps}-s{seed}-{split}-{index}``), with
+    its metadata, when regenerating it (default ``n_test`` and ``max_value``) gives the same
+    question; None otherwise. Lets the lab teacher work on examples read back from trace files."""
+    m = re.fullmatch(r"arith-k(\d+)-s(\d+)-(train|test)-(\d+)", example_id)
+    if not m:
+        return None
+    steps, seed, split, idx = int(m[1]), int(m[2]), m[3], int(m[4])
+    try:
+        exs = generate(split, steps=steps, seed=seed, n_train=idx + 1 if split == "train" else 1)
+    except UserError:
+        return None
+    if idx >= len(exs) or exs[idx].question != question:
+        return None
+    return exs[idx]

@@ -41,7 +41,7 @@ from pathlib import Path
 from cotdistill.answers import correct, extract, extract_with_rule, equal
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("COTDISTILL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DEFAULT_DATA = Path(os.environ.get("COTDISTILL_DATA") or ROOT.parent / "shared" / "data")
 
 # dataset -> (answer type, gold file(s), regex selecting its rationale files)
 DATASETS = {

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("COTDISTILL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DATA = Path(os.environ.get("COTDISTILL_DATA") or ROOT.parent / "shared" / "data")
 
 
 def load(n, data="svamp"):

@@ -44,7 +44,10 @@ def gen(out: Path, limit: int, levels: str = "3") -> subprocess.CompletedProcess
 
 def test_generate_reruns_merge_and_never_drop_earlier_traces(tmp_path):
     out = tmp_path / "gen"
-    assert gen(out, 6).returncode == 0
+    r = gen(out, 6)
+    assert r.returncode == 0
+    # no terminal: plain progress lines with count, rate and the final state
+    assert "generate lab: 0/6 calls (0 %)" in r.stderr and "generate lab: 6/6 calls (100 %)" in r.stderr
     first = {t.key for t in read_traces(out / "traces.jsonl")}
     assert len(first) == 6 and kind_of(out) == "generate"
     r = gen(out, 3, levels="2")  # fewer items, another level: nothing earlier may go

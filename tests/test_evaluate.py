@@ -324,6 +324,10 @@ def test_cli_evaluate_then_compare(student_dir, shared_data, tmp_path):
     assert r.returncode == 0, r.stderr
     c = json.loads(r.stdout)
     assert c["n_shared"] == 3 and c["difference"] == 0.0 and c["mcnemar_p"] == 1.0
+    # without a terminal and without --quiet: plain progress lines (count, rate), first and last
+    r = _cli("evaluate", *[x for x in common if x != "--quiet"], "--out", str(tmp_path / "c"))
+    assert r.returncode == 0, r.stderr
+    assert "evaluate svamp: 0/3 items (0 %)" in r.stderr and "evaluate svamp: 3/3 items (100 %)" in r.stderr
 
 
 def test_cli_errors_are_one_line(student_dir, tmp_path):

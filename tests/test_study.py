@@ -430,5 +430,29 @@ def test_an_api_key_in_the_study_config_reaches_the_workers(tmp_path):
         ok_calls = len(srv.outcomes("ok"))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert ok_calls == 24
+    # without a terminal the study prints plain progress lines (not a rich view that shows nothing)
+    assert "study: 0/1 cells" in r.stderr and "study: 1/1 cells · done 1 · failed 0" in r.stderr
     leaked = [f for f in (tmp_path / "out").rglob("*") if f.is_file() and secret.encode() in f.read_bytes()]
     assert not leaked and secret not in r.stdout + r.stderr
+
+
+def test_a_study_with_a_failed_cell_exits_non_zero(tmp_path):
+    """A cell that fails (here: a replay file without the study's items) is recorded, the other
+    cells still run, and the command exits 1 so scripts and CI see the study is incomplete."""
+    import yaml
+
+    replay = tmp_path / "other.jsonl"
+    replay.write_text(json.dumps({"id": "nope", "task": "arith", "question": "Zed has 1 pen. How many?", "gold": "1",
+                                  "teacher": "x", "level": 3, "format": "cot", "output": "The answer is 1."}) + "\n")
+    cfg = {"name": "fails", "output_dir": str(tmp_path / "out"),
+           "tasks": [{"name": "arith", "options": {"n_train": 8, "n_test": 4}}],
+           "teachers": [f"replay:{replay}"], "levels": [3], "students": ["scratch:llama-xxs"], "seeds": [0],
+           "train": {"max_steps": 1, "batch_size": 4}}
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "cotdistill", "study", str(p), "--no-report"], capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 1, r.stdout[-1500:] + r.stderr[-1500:]
+    assert "0/1 cells ok, 1 failed" in r.stdout
+    rows = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert rows[0]["status"] == "failed" and rows[0]["stage"] == "generate"

@@ -370,7 +370,10 @@ def export_traces(
         atomic_write_text(p, "\n".join(lines) + "\n")
         written.append(p)
     else:
-        import datasets
+        try:
+            import datasets
+        except ImportError:
+            raise UserError("traces export --to hf needs the datasets package: pip install 'cotdistill[export]'") from None
 
         cols: dict[str, list] = {k: [] for k in Trace.model_fields}
         for t in traces:

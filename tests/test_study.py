@@ -456,3 +456,24 @@ def test_a_study_with_a_failed_cell_exits_non_zero(tmp_path):
     assert "0/1 cells ok, 1 failed" in r.stdout
     rows = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert rows[0]["status"] == "failed" and rows[0]["stage"] == "generate"
+
+
+def test_the_objective_is_a_factor_and_sft_cells_keep_their_ids_and_keys(tmp_path):
+    from cotdistill.study import stage_keys
+
+    base = {"name": "o", "output_dir": str(tmp_path / "o"), "tasks": [{"name": "arith", "options": {"n_train": 20, "n_test": 5}}],
+            "teachers": ["lab"], "levels": [0, 3], "students": ["scratch:llama-xxs"]}
+    plain = load_study_config(base)
+    both = load_study_config({**base, "objectives": ["sft", "step-by-step"]})
+    cells = expand_cells(both)
+    # answer-only has no rationale task: no step-by-step cell at level 0
+    assert sorted((str(c.level), c.objective) for c in cells) == [("0", "sft"), ("3", "sft"), ("3", "step-by-step")]
+    old = {c.id: stage_keys(plain, c) for c in expand_cells(plain)}
+    for c in cells:
+        if c.objective == "sft":
+            assert old[c.id] == stage_keys(both, c)  # cached sft cells are reused
+        else:
+            assert c.id.endswith("__step-by-step") and c.id not in old
+            assert c.row_keys()["objective"] == "step-by-step"
+    with pytest.raises(UserError, match="objectives"):
+        load_study_config({**base, "objectives": ["rl"]})

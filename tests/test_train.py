@@ -475,3 +475,19 @@ def test_reasoning_target_wraps_the_thinking_in_think_tags():
     assert target_text(t, "reasoning+response") == "<think>\n5 + 3 = 8, checked.\n</think>\n\nThe answer is 8."
     plain = t.model_copy(update={"reasoning": None})
     assert target_text(plain, "reasoning+response") == "The answer is 8."
+
+
+def test_step_by_step_objective_trains_two_tasks_and_answers_the_label_task(shared_data, tmp_path):
+    """Distilling step-by-step: each trace gives a '[label] ' example (the answer) and a
+    '[rationale] ' example (the rationale); the saved template asks the label task, so the trained
+    model answers without writing a rationale."""
+    traces = svamp(shared_data, 8)
+    out = tmp_path / "m"
+    res = train(traces, "scratch:llama-xxs", out, tiny_cfg(max_steps=2, batch_size=4, objective="step-by-step"),
+                progress=False)
+    assert res.summary["objective"] == "step-by-step"
+    tpl = PromptTemplate.load(out)
+    assert tpl.question_prefix == "[label] " and tpl.render_prompt("q") == "Question: [label] q\nAnswer:"
+    sft = train(traces, "scratch:llama-xxs", tmp_path / "s", tiny_cfg(max_steps=2, batch_size=4), progress=False)
+    # twice the examples per epoch: the label and the rationale task
+    assert res.summary["examples"] == 2 * sft.summary["examples"]

@@ -56,6 +56,9 @@ def load_results(study_dir: str | os.PathLike) -> list[dict[str, Any]]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise UserError(f"{p}:{i}: malformed JSON ({e.msg}); rerun the study to rewrite it") from None
+    for r in rows:  # an objective other than SFT is its own curve, compared with the student's SFT curve
+        if r.get("objective", "sft") != "sft":
+            r["student"] = f"{r['student']} [{r['objective']}]"
     return rows
 
 
@@ -197,8 +200,9 @@ def _student_label(spec: str) -> str:
     """``smollm2-135m (SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized))``: what the student really was."""
     from .students import describe_student
 
-    desc = describe_student(spec)
-    return spec if not desc or desc == spec else f"{spec} ({desc})"
+    base = spec.partition(" [")[0]  # "student [objective]"
+    desc = describe_student(base)
+    return spec if not desc or desc == base else f"{spec} ({desc})"
 
 
 def _short(name: str) -> str:

@@ -86,6 +86,9 @@ class StudyConfig(BaseModel):
     formats: list[Literal["cot", "subq", "rar", "sym"]] = Field(default_factory=lambda: ["cot"])
     students: list[str] = Field(..., min_length=1, description="HF model names/paths or scratch:<family>-<size>")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    objectives: list[Literal["sft", "step-by-step"]] = Field(
+        default_factory=lambda: ["sft"], min_length=1,
+        description="training objectives compared as a factor: sft, step-by-step (label and rationale as two prefixed tasks)")
     generate: GenerateOptions = Field(default_factory=dict, description="keyword arguments of cotdistill.generate.generate")
     curate: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of cotdistill.curate.curate")
     train: dict[str, Any] = Field(default_factory=dict, description="fields of cotdistill.train.TrainConfig")
@@ -216,10 +219,10 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
             except UserError as e:
                 raise UserError(f"{source}: field 'students.{i}': {e}") from None
     for i, ex in enumerate(cfg.exclude):
-        bad = set(ex) - {"task", "teacher", "level", "format", "student", "seed"}
+        bad = set(ex) - {"task", "teacher", "level", "format", "student", "seed", "objective"}
         if bad:
             raise UserError(f"{source}: field 'exclude.{i}': unknown key {sorted(bad)[0]!r}; "
-                            "use task, teacher, level, format, student, seed")
+                            "use task, teacher, level, format, student, seed, objective")
     _check_train_settings(cfg.train, source)
     from .evaluate import EvalConfig
 
@@ -314,6 +317,7 @@ class Cell:
     format: str
     student: str
     seed: int
+    objective: str = "sft"
 
     @property
     def id(self) -> str:
@@ -321,7 +325,7 @@ class Cell:
         return "__".join([
             f"{self.task.name}{opt}", _slug(self.teacher), self.level_tag, self.format,
             _slug(self.student), f"s{self.seed}",
-        ])
+        ] + ([_slug(self.objective)] if self.objective != "sft" else []))  # sft cells keep their ids
 
     @property
     def level_tag(self) -> str:
@@ -332,19 +336,21 @@ class Cell:
 
     def row_keys(self) -> dict[str, Any]:
         return {"task": self.task.name, "teacher": self.teacher, "level": self.level,
-                "format": self.format, "student": self.student, "seed": self.seed}
+                "format": self.format, "student": self.student, "seed": self.seed, "objective": self.objective}
 
 
 def expand_cells(cfg: StudyConfig) -> list[Cell]:
     """Cross the factors. Answer-only (level 0) and human rationales have no format: one cell, ``cot``."""
     cells: list[Cell] = []
     seen: set[str] = set()
-    for task, teacher, level, fmt, student, seed in itertools.product(
-        cfg.tasks, cfg.teachers, cfg.levels, cfg.formats, cfg.students, cfg.seeds
+    for task, teacher, level, fmt, student, seed, objective in itertools.product(
+        cfg.tasks, cfg.teachers, cfg.levels, cfg.formats, cfg.students, cfg.seeds, cfg.objectives
     ):
         if level == 0 or level == "human":
             fmt = "cot"
-        c = Cell(task, teacher, level, fmt, student, seed)
+        if level == 0 and objective == "step-by-step":
+            continue  # answer only has no rationale task: the same as sft
+        c = Cell(task, teacher, level, fmt, student, seed, objective)
         if any(_matches(c, ex) for ex in cfg.exclude):
             continue
         if c.id not in seen:
@@ -355,7 +361,7 @@ def expand_cells(cfg: StudyConfig) -> list[Cell]:
 
 def _matches(cell: Cell, pattern: dict[str, Any]) -> bool:
     fields = {"task": cell.task.name, "teacher": cell.teacher, "level": cell.level, "format": cell.format,
-              "student": cell.student, "seed": cell.seed}
+              "student": cell.student, "seed": cell.seed, "objective": cell.objective}
     for k, v in pattern.items():
         want = v if isinstance(v, list) else [v]
         got = fields[k]
@@ -389,7 +395,8 @@ def stage_keys(cfg: StudyConfig, cell: Cell) -> dict[str, str]:
                         "teacher_file": _file_sig(cell.teacher), "level": cell.level, "format": cell.format,
                         "generate": cfg.generate})
     cur = content_hash({"gen": gen, "curate": cfg.curate})
-    trn = content_hash({"cur": cur, "student": cell.student, "seed": cell.seed, "train": cfg.train})
+    trn = content_hash({"cur": cur, "student": cell.student, "seed": cell.seed, "train": cfg.train,
+                        **({"objective": cell.objective} if cell.objective != "sft" else {})})  # sft keys unchanged
     ev = content_hash({"train": trn, "eval": cfg.eval, "task": cell.task.model_dump(), "data_dir": cfg.data_dir})
     return {"generate": gen, "curate": cur, "train": trn, "evaluate": ev}
 
@@ -592,7 +599,8 @@ def _train_config(cfg: StudyConfig, cell: Cell):
     """TrainConfig for a cell: the student's defaults (scratch or paper) + the study's ``train`` + seed."""
     from .train import TrainConfig
 
-    return TrainConfig.for_student(cell.student, **{**cfg.train, "seed": cell.seed})
+    extra = {"objective": cell.objective} if cell.objective != "sft" else {}
+    return TrainConfig.for_student(cell.student, **{**cfg.train, "seed": cell.seed, **extra})
 
 
 def _train(cfg: StudyConfig, cell: Cell, traces_path: Path, model_dir: Path, log, resume: bool) -> dict[str, Any]:

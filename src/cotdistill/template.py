@@ -27,9 +27,13 @@ class PromptTemplate(BaseModel):
     prompt: str = "Question: {question}\nAnswer:"
     completion_prefix: str = " "
     system: str | None = None
+    # a task prefix before the question (the step-by-step objective trains "[label] " and
+    # "[rationale] " tasks; the saved template keeps "[label] ", so evaluation asks for the answer)
+    question_prefix: str = ""
 
     # -- rendering ---------------------------------------------------------------------------
     def render_prompt(self, question: str, tokenizer: Any = None) -> str:
+        question = self.question_prefix + question
         if self.kind == "chat":
             if tokenizer is None or not getattr(tokenizer, "chat_template", None):
                 raise ValueError("chat template requested but the tokenizer has none")

@@ -100,6 +100,7 @@ class TrainConfig(BaseModel):
     # data
     cutoff_len: int = Field(4096, ge=8, description="longest example in tokens (prompt + completion + EOS); see overlong")
     overlong: Literal["drop", "truncate"] = Field("drop", description="an example longer than cutoff_len: drop it (counted in the summary), or truncate the middle of its completion keeping the final answer and EOS")
+    objective: Literal["sft", "step-by-step"] = Field("sft", description="sft: learn the rationale and answer; step-by-step (Hsieh et al. 2023): two prefixed tasks, '[label] ' -> 'The answer is X.' and '[rationale] ' -> the rationale, equally weighted; the model answers the '[label] ' task at test time, without writing a rationale")
     target: Literal["response", "reasoning+response"] = Field("response", description="what the student learns from a reasoning teacher's trace: the final response only, or its reasoning in <think> tags followed by the response")
     template: Literal["auto", "plain", "qa", "alpaca", "chat"] = Field("auto", description="auto: the tokenizer's chat template when it has one, else plain 'Question: …\\nAnswer:'")
     packing: Literal["auto", "on", "off"] = Field("auto", description="auto: pack when the model reproduces unpacked logits with a 4-D mask, else length-grouped padding")
@@ -299,6 +300,9 @@ class _ListDataset:
 # ------------------------------------------------------------------------------------------
 def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+STEP_BY_STEP_PREFIXES = {"label": "[label] ", "rationale": "[rationale] "}
 
 
 def target_text(t: Trace, target: str = "response") -> str:
@@ -711,9 +715,18 @@ def _train(
     # ---- encode --------------------------------------------------------------------------
     rows = []
     n_trunc = n_dropped = 0
-    for t in data:
-        enc = encode_example(template.render_prompt(t.question, tok), template.render_completion(target_text(t, cfg.target)),
-                             tok, cfg.cutoff_len, add_special_tokens=add_special, overlong=cfg.overlong)
+    if cfg.objective == "step-by-step":  # the saved template asks the label task at test time
+        rationale_tpl = template.model_copy(update={"question_prefix": STEP_BY_STEP_PREFIXES["rationale"]})
+        template = template.model_copy(update={"question_prefix": STEP_BY_STEP_PREFIXES["label"]})
+        pairs = [(p, c) for t in data for p, c in (
+            (template.render_prompt(t.question, tok), template.render_completion(f"The answer is {t.gold}.")),
+            (rationale_tpl.render_prompt(t.question, tok), rationale_tpl.render_completion(target_text(t, cfg.target))))]
+    else:
+        pairs = [(template.render_prompt(t.question, tok), template.render_completion(target_text(t, cfg.target)))
+                 for t in data]
+    for prompt_text, completion_text in pairs:
+        enc = encode_example(prompt_text, completion_text, tok, cfg.cutoff_len, add_special_tokens=add_special,
+                             overlong=cfg.overlong)
         if enc is None:
             n_dropped += 1
             continue
@@ -913,6 +926,7 @@ def _train(
             "truncated_examples": n_trunc,
             "dropped_overlong_examples": n_dropped,
             "target": cfg.target,
+            "objective": cfg.objective,
             "steps": state.global_step,
             "epochs": round(state.global_step * cfg.batch_size / len(rows), 4),
             "batch_size": cfg.batch_size,

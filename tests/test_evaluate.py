@@ -403,3 +403,19 @@ def test_rescore_grades_stored_outputs_with_the_current_checker(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "accuracy 75.00 % (was 0.00 %)" in r.stdout
     assert json.loads((d / "metrics.json").read_text())["answer_checker"] == answers.VERSION
+
+
+def test_select_scores_exactly_as_evaluate_does(student_dir, svamp_test, tmp_path):
+    """One student runtime: select's validation scoring decodes and grades the same items to the
+    same outputs, finish reasons and verdicts as `cotdistill evaluate`."""
+    from cotdistill.select import score_model
+
+    items = svamp_test[:12]
+    m = evaluate(str(student_dir), items, out_dir=tmp_path / "e", max_new_tokens=40, progress=False)
+    ev = {r["id"]: r for r in read_predictions(tmp_path / "e")}
+    sc = score_model(student_dir, items, max_new_tokens=40, batch_size=5)
+    assert len(sc["predictions"]) == 12
+    for p in sc["predictions"]:
+        r = ev[p["id"]]
+        assert (p["output"], p["finish"], p["pred"], p["correct"]) == (r["output"], r["finish"], r["pred"], r["correct"])
+    assert sc["accuracy"] == m["accuracy"]

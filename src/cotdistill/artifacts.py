@@ -47,6 +47,7 @@ _SIGNATURES: list[tuple[str, tuple[str, ...]]] = [
     ("select", ("selection.json", "settings.json")),
     ("evaluate", ("predictions.jsonl", "eval_config.json")),
     ("generate", ("calls.jsonl", "failed.jsonl")),
+    ("curate", ("traces.curate.json",)),
 ]
 
 
@@ -75,7 +76,8 @@ def kind_of(path: str | os.PathLike) -> str | None:
             cfg = {}
         if isinstance(cfg, dict) and ("model_type" in cfg or "architectures" in cfg):
             return "model"
-    names = {n for n in names if not (n.startswith(".cotdistill") and n.endswith(".lock"))}
+    # lock files, and the transient files of a process claiming it at this moment (shards start together)
+    names = {n for n in names if not (n.startswith(".cotdistill") or n.startswith(".probe-"))}
     if names <= {"traces.jsonl", "config.json", "summary.json"} and "traces.jsonl" in names:
         return "generate" if "summary.json" in names else "import"
     if not names:
@@ -139,7 +141,7 @@ def claim(path: str | os.PathLike, kind: str, flag: str = "--out", identity: str
             if identity is not None:
                 rec["identity"] = identity
             rec.update(info or {})
-            tmp = m.with_name(m.name + ".tmp")
+            tmp = m.with_name(f"{m.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(rec) + "\n", encoding="utf-8")
             os.replace(tmp, m)
         yield p

@@ -283,6 +283,7 @@ def generate(
 
 def _generate(examples, out: Path, config: GenerateConfig, teacher, progress, console, t_start) -> GenerateResult:
     teacher = teacher or make_teacher(config.teacher, config)
+    teacher.stop_requested = False  # a teacher reused across calls starts each one unstopped
     secrets = teacher.secrets() + ([config.api_key.get_secret_value()] if config.api_key else [])
     atomic_write_text(out / "config.json", json.dumps(config.public_dict(), indent=2) + "\n")
     jobs = plan(examples, config, teacher)

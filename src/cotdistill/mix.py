@@ -203,7 +203,8 @@ class TraceSource:
             raise UserError(f"teacher {teacher}: a cache directory is needed to generate its traces")
         from .generate import GenerateConfig, generate
 
-        h = hashlib.sha256(json.dumps([teacher, str(level), fmt, self.generate_options], sort_keys=True,
+        ident = {k: v for k, v in self.generate_options.items() if k not in ("max_cost", "price_in", "price_out")}
+        h = hashlib.sha256(json.dumps([teacher, str(level), fmt, ident], sort_keys=True,
                                       default=str).encode()).hexdigest()[:16]
         conf = GenerateConfig.model_validate({**self.generate_options, "teacher": teacher, "levels": [level],
                                               "formats": [fmt]})

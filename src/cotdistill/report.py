@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import os
 import statistics
 from collections import defaultdict
@@ -150,8 +151,12 @@ def _predictions(study_dir: Path, cell: str) -> dict[str, int] | None:
 def paired_test(study_dir: Path, cells_a: list[str], cells_b: list[str]) -> dict[str, Any] | None:
     """McNemar + paired bootstrap between two settings over the same items and seeds (cells are
     matched by seed, the cell id suffix ``__s<seed>``)."""
-    def by_seed(cells):
-        return {c.rsplit("__", 1)[-1]: c for c in cells}
+    def by_seed(cells):  # the cell id's "__s<seed>" part (an objective may follow it)
+        out = {}
+        for c in cells:
+            m = re.search(r"__s(-?\d+)(?:__|$)", c)
+            out[m.group(1) if m else c.rsplit("__", 1)[-1]] = c
+        return out
 
     A, B = by_seed(cells_a), by_seed(cells_b)
     va: list[int] = []
@@ -291,6 +296,8 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
             for ref in ref_teachers:
                 if a is None:
                     a = agg.get((task, ref, "cot", student, level))
+            if a is None and " [" in student:  # answer only is the same for every objective: the SFT cell
+                a = cell_agg(task, teacher, fmt, student.partition(" [")[0], level)
         return a
 
     findings: list[str] = []

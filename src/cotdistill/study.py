@@ -393,12 +393,21 @@ def stage_keys(cfg: StudyConfig, cell: Cell) -> dict[str, str]:
     task = cell.task.model_dump(exclude={"test_size", "test_split"})
     gen = content_hash({"v": ENGINE_VERSION, "task": task, "data_dir": cfg.data_dir, "teacher": cell.teacher,
                         "teacher_file": _file_sig(cell.teacher), "level": cell.level, "format": cell.format,
-                        "generate": cfg.generate})
+                        "generate": _output_options(cfg.generate)})
     cur = content_hash({"gen": gen, "curate": cfg.curate})
     trn = content_hash({"cur": cur, "student": cell.student, "seed": cell.seed, "train": cfg.train,
                         **({"objective": cell.objective} if cell.objective != "sft" else {})})  # sft keys unchanged
     ev = content_hash({"train": trn, "eval": cfg.eval, "task": cell.task.model_dump(), "data_dir": cfg.data_dir})
     return {"generate": gen, "curate": cur, "train": trn, "evaluate": ev}
+
+
+COST_OPTIONS = ("max_cost", "price_in", "price_out")  # change what is paid, not what is generated
+
+
+def _output_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Generate options that change the teacher's outputs (cache identity): without the cost
+    settings, so raising --max-cost after a budget stop reuses every paid call."""
+    return {k: v for k, v in options.items() if k not in COST_OPTIONS}
 
 
 def _file_sig(teacher: str) -> Any:

@@ -850,7 +850,8 @@ def _train(
         ddp_find_unused_parameters=False if world > 1 else None,
         log_level="warning",
     )
-    head = target_head(model) if cfg.lm_head == "targets" else None
+    # (nn.DataParallel, used by Trainer for several GPUs without torchrun, splits rows across replicas)
+    head = target_head(model) if cfg.lm_head == "targets" and args.n_gpu <= 1 else None
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     peak = _peak_flops(cfg, precision)

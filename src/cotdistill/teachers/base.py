@@ -112,6 +112,8 @@ class Teacher:
     async def stream(self, requests: list[Request]) -> AsyncIterator[tuple[Request, Result | Exception]]:
         """Yield ``(request, result or exception)`` as calls complete. Default: batches in a thread."""
         for i in range(0, len(requests), self.batch_size):
+            if self.stop_requested:  # a budget stop: no new batch
+                return
             chunk = requests[i : i + self.batch_size]
             results = await asyncio.to_thread(self.generate_batch, chunk)
             for r, res in zip(chunk, results):

@@ -175,19 +175,21 @@ class OpenAITeacher(Teacher):
                         f"(HTTP 404): check the model name and OPENAI_BASE_URL"
                     ) from None
                 if status not in RETRYABLE_STATUS:
-                    if 400 <= status < 500:  # the request itself is refused: every item would be, stop once
+                    if 400 <= status < 500 and self._state["ok"] == 0:
+                        # refused before any call succeeded: the settings are wrong for every item, stop once
+                        # (after a success, a 4xx is about this item: it fails alone)
                         raise FatalTeacherError(
                             f"the server at {self._url()} refused the request (HTTP {status}): "
                             f"{self._server_message(e)}; fix the settings it names (model, max_tokens, ...) and rerun"
                         ) from None
-                    raise TeacherError(f"HTTP {status}: {msg}") from None
+                    raise TeacherError(f"HTTP {status}: {self._server_message(e)}") from None
                 retry_after = parse_retry_after(getattr(e.response, "headers", None))
                 last = f"HTTP {status}: {msg}"
             except openai.APITimeoutError:
                 last = f"timed out after {c.timeout:g}s"
             except openai.APIConnectionError as e:
                 last = f"connection error: {self._redact(_short(str(e.__cause__ or e)))}"
-                if self._state["ok"] == 0 and not isinstance(e, openai.APITimeoutError):
+                if self._state["ok"] == 0 and attempt == 1:  # a request refused twice (one retry for a blip)
                     self._state["refused"] += 1
                     if self._state["refused"] >= self._state["wave"]:  # the whole first wave: nobody is there
                         raise FatalTeacherError(

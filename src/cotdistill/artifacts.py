@@ -76,6 +76,8 @@ def kind_of(path: str | os.PathLike) -> str | None:
             cfg = {}
         if isinstance(cfg, dict) and ("model_type" in cfg or "architectures" in cfg):
             return "model"
+        if isinstance(cfg, dict) and "teacher" in cfg and "levels" in cfg:
+            return "generate"  # a generate run interrupted before its first traces
     # lock files, and the transient files of a process claiming it at this moment (shards start together)
     names = {n for n in names if not (n.startswith(".cotdistill") or n.startswith(".probe-"))}
     if names <= {"traces.jsonl", "config.json", "summary.json"} and "traces.jsonl" in names:

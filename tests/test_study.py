@@ -84,7 +84,7 @@ def test_unreachable_output_dir(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     p = write_cfg(tmp_path, base_config(blocker / "out"))
-    with pytest.raises(UserError, match="'output_dir'.*cannot write"):
+    with pytest.raises(UserError, match="field 'output_dir'.*is a file, not a directory"):
         load_study_config(p)
 
 

@@ -100,10 +100,20 @@ def identity_of(path: str | os.PathLike) -> str | None:
     return None
 
 
-def check(path: str | os.PathLike, kind: str, flag: str = "--out", identity: str | None = None) -> None:
+def check(path: str | os.PathLike, kind: str, flag: str = "--out", identity: str | None = None,
+          source: str | None = None) -> None:
     """Raise a one-line UserError unless ``path`` may be written as ``kind`` (missing, empty, or
-    already that kind with the same identity). Writes nothing."""
-    p = Path(path)
+    already that kind with the same identity). Writes nothing. ``source`` (a config file) prefixes
+    the message."""
+    try:
+        _check(Path(path), kind, flag, identity)
+    except UserError as e:
+        if source:
+            raise UserError(f"{source}: field {flag!r}: {e}") from None
+        raise
+
+
+def _check(p: Path, kind: str, flag: str, identity: str | None) -> None:
     for parent in [p, *p.parents]:
         if parent.exists() and not parent.is_dir():
             raise UserError(f"{flag} {p}: {parent} is a file, not a directory: choose another {flag}")

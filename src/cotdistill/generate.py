@@ -297,7 +297,25 @@ def _generate(examples, out: Path, config: GenerateConfig, teacher, progress, co
     pending = [j for k, j in unique.items() if store is None or store.ok(k) is None]
     cached = len(unique) - len(pending)
     counts = {"done": 0, "failed": 0, "prompt": 0, "completion": 0}
-    budget = {"stopped": False}
+    budget: dict[str, Any] = {"stopped": False, "in_flight": {}}
+
+    def upper_bound(req: Request) -> float:
+        """The most a call can cost: its prompt (chars / 4, rounded up generously) and max_tokens."""
+        chars = sum(len(m.get("content", "")) for m in req.messages or [])
+        return _cost(config, chars / 3.0 + 16, config.max_tokens) or 0.0
+
+    def admit(req: Request) -> bool:
+        """--max-cost: launch a call only if the spend so far, the calls in flight and this one
+        (each at its upper bound) stay within the budget."""
+        spent = _cost(config, counts["prompt"], counts["completion"]) or 0.0
+        cost = upper_bound(req)
+        if spent + sum(budget["in_flight"].values()) + cost > config.max_cost:
+            budget["stopped"] = True
+            return False
+        budget["in_flight"][req.key] = cost
+        return True
+
+    teacher.admit = admit if config.max_cost is not None else None
 
     def record(req: Request, res: Result | Exception) -> None:
         ex = req.example
@@ -318,13 +336,7 @@ def _generate(examples, out: Path, config: GenerateConfig, teacher, progress, co
             if res.usage:
                 counts["prompt"] += res.usage.get("prompt_tokens", 0)
                 counts["completion"] += res.usage.get("completion_tokens", 0)
-            if config.max_cost is not None and not budget["stopped"]:
-                spent = _cost(config, counts["prompt"], counts["completion"]) or 0.0
-                # the calls in flight are paid too: stop launching while they still fit the budget
-                per_call = spent / counts["done"]
-                if spent + per_call * (config.concurrency + 1) > config.max_cost:
-                    budget["stopped"] = True
-                    teacher.request_stop()
+        budget["in_flight"].pop(req.key, None)  # now paid (counted in the spend) or failed
         if store is not None:
             store.put(req.key, rec)
         else:

@@ -241,7 +241,7 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
             raise UserError(f"{source}: unknown key 'eval.{loc}'; known keys: {', '.join(EvalConfig.model_fields)}") from None
         raise UserError(f"{source}: field 'eval.{loc}': {err.get('msg')}") from None
     out = Path(cfg.output_dir)
-    check_out(out, "study", flag=f"{source}: output_dir", identity=cfg.name)
+    check_out(out, "study", flag="output_dir", identity=cfg.name, source=source)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".probe-{os.getpid()}"

@@ -86,6 +86,8 @@ class Teacher:
         self.config = config or TeacherConfig()
         self.batch_size = self.config.batch_size
         self.stop_requested = False
+        # budget admission: called with the next request before it is launched; False stops the run
+        self.admit = None
 
     def request_stop(self) -> None:
         """Launch no new call (a budget is reached); the calls in flight finish and are delivered."""
@@ -115,6 +117,9 @@ class Teacher:
             if self.stop_requested:  # a budget stop: no new batch
                 return
             chunk = requests[i : i + self.batch_size]
+            if self.admit is not None and not all(self.admit(r) for r in chunk):
+                self.stop_requested = True
+                return
             results = await asyncio.to_thread(self.generate_batch, chunk)
             for r, res in zip(chunk, results):
                 yield r, res

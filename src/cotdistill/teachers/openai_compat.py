@@ -248,31 +248,36 @@ class OpenAITeacher(Teacher):
         # successes and refused connections so far: a first wave of refused connections stops the run
         self._state = {"ok": 0, "refused": 0, "wave": min(c.concurrency, len(requests))}
 
-        launched = [0]
+        fatal = [False]  # a call the server refuses outright: no worker launches another
 
         async def worker() -> None:
-            while pending and not self.stop_requested:
-                r = pending.pop()
-                launched[0] += 1
-                try:
-                    res: Result | Exception = await self._call(client, r, sem, rpm, tpm)
-                except (TeacherError, FatalTeacherError) as e:
-                    res = e
-                except Exception as e:  # never lose an item: record anything unexpected as a failure
-                    res = TeacherError(self._redact(f"{type(e).__name__}: {_short(str(e))}"))
-                await out.put((r, res))
+            try:
+                while pending and not self.stop_requested and not fatal[0]:
+                    if self.admit is not None and not self.admit(pending[-1]):
+                        self.stop_requested = True  # the budget cannot cover the next call
+                        break
+                    r = pending.pop()
+                    try:
+                        res: Result | Exception = await self._call(client, r, sem, rpm, tpm)
+                    except (TeacherError, FatalTeacherError) as e:
+                        res = e
+                    except Exception as e:  # never lose an item: record anything unexpected as a failure
+                        res = TeacherError(self._redact(f"{type(e).__name__}: {_short(str(e))}"))
+                    if isinstance(res, FatalTeacherError):
+                        fatal[0] = True
+                    out.put_nowait((r, res))
+            finally:
+                out.put_nowait(None)  # this worker is done (its launched calls are all delivered)
 
         workers = [asyncio.create_task(worker()) for _ in range(min(c.concurrency, len(requests)))]
         try:
-            received = 0
-            while received < len(requests):
-                if self.stop_requested and received >= launched[0]:
-                    break  # a budget stop: every launched call has been delivered
-                try:
-                    r, res = await asyncio.wait_for(out.get(), timeout=0.5)
-                except asyncio.TimeoutError:
+            finished = 0
+            while finished < len(workers):
+                item = await out.get()
+                if item is None:
+                    finished += 1
                     continue
-                received += 1
+                r, res = item
                 if isinstance(res, FatalTeacherError):
                     raise res
                 yield r, res

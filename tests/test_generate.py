@@ -204,7 +204,10 @@ def test_sigkill_then_rerun_repeats_no_completed_call(tmp_path):
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     pytest.importorskip("cotdistill.tasks.arith")
     with FakeOpenAIServer(latency=0.05) as srv:
-        proc = subprocess.Popen(_cli(tmp_path, srv), env=_env(srv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # a child inherits an ignored SIGINT from its parent (the test runner may hold one): the
+        # user's terminal delivers it to a process with the default disposition
+        proc = subprocess.Popen(_cli(tmp_path, srv), env=_env(srv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         _wait_lines(tmp_path / "calls.jsonl", 5, proc)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -650,3 +651,17 @@ def test_select_from_a_study_keeps_its_training_settings_under_overrides(tmp_pat
     cfg = config_from_study(tmp_path, train={"max_steps": 200})  # what `select --study S --max-steps 200` passes
     assert cfg.train == {"max_steps": 200, "batch_size": 32, "learning_rate": 1e-3}
     assert cfg.seed == 3 and cfg.out.endswith("scratch-llama-xxs__s3")
+
+
+@pytest.mark.slow
+def test_select_prints_plain_progress_with_an_eta_and_reports_wall_time_beside_the_grid(tmp_path, capsys):
+    from cotdistill.select import summary_markdown
+
+    cfg = dict(task="arith", task_options=OPTS, student="scratch:llama-xxs", levels=[0, 3], out=str(tmp_path / "p"),
+               val_size=20, seed=0, train=TINY_TRAIN, threads=1, eval_batch_size=20, budget=0.5)
+    res = run_select(cfg, progress=True)  # pytest's stderr is not a terminal: plain lines
+    err = capsys.readouterr().err
+    assert "select: 2 candidates, budget" in err and "% of the grid's" in err
+    assert re.search(r"select: round 1, .* scored \(1/2\) · spent \d+ % of the budget · eta \d+ s", err), err
+    assert res["train_wall_s"] > 0 and res["grid_train_wall_est_s"] > res["train_wall_s"]
+    assert "Wall time:" in summary_markdown(res) and "the full grid's training alone would take about" in summary_markdown(res)

@@ -298,8 +298,6 @@ def test_long_reasoning_traces_are_rewritten_at_granularity_levels(tmp_path):
     """The offline reasoning teacher (lab:think) writes long reasoning apart from its answer;
     `generate --from-traces` rewrites those traces at levels 1-6 with any teacher, keeps the final
     answer (checked against gold) and records what each rewrite came from."""
-    from openai_server import THINKING  # noqa: F401 - the server module is importable
-
     from cotdistill.traces import read_traces
 
     long_dir = tmp_path / "long"

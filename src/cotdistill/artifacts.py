@@ -194,9 +194,3 @@ def _describe_holder(text: str) -> str:
         return f"pid {h['pid']} on {h['host']}, `{h['command']}`, since {since}"
     except (ValueError, KeyError, TypeError):
         return "holder unknown"
-
-
-def mark(path: str | os.PathLike, kind: str, **info: Any) -> None:
-    """Record ``kind`` in a directory written in one piece (e.g. a finished model directory)."""
-    rec = {"kind": kind, "created": round(time.time()), **info}
-    Path(path, MARKER).write_text(json.dumps(rec) + "\n", encoding="utf-8")

@@ -89,10 +89,6 @@ class Teacher:
         # budget admission: called with the next request before it is launched; False stops the run
         self.admit = None
 
-    def request_stop(self) -> None:
-        """Launch no new call (a budget is reached); the calls in flight finish and are delivered."""
-        self.stop_requested = True
-
     @property
     def name(self) -> str:
         return f"{self.backend}:{self.model}" if self.model else self.backend

@@ -38,7 +38,7 @@ def _train_tiny_student(traces_path: Path, out: Path, steps: int = 40, batch: in
     traces (saved with tokenizer and prompt template, as every trained model is)."""
     from cotdistill.train import TrainConfig, train
 
-    cfg = TrainConfig.scratch(max_steps=steps, batch_size=batch, learning_rate=1e-2, warmup_steps=0, threads=1)
+    cfg = TrainConfig.scratch(max_steps=steps, batch_size=batch, learning_rate=3e-3, warmup_steps=0, threads=1)
     return Path(train([traces_path], "scratch:llama-xs", out, cfg, progress=False).model_dir)
 
 
@@ -419,3 +419,48 @@ def test_select_scores_exactly_as_evaluate_does(student_dir, svamp_test, tmp_pat
         r = ev[p["id"]]
         assert (p["output"], p["finish"], p["pred"], p["correct"]) == (r["output"], r["finish"], r["pred"], r["correct"])
     assert sc["accuracy"] == m["accuracy"]
+
+
+# ------------------------------------------------------------------------------------------
+# the generation cap
+# ------------------------------------------------------------------------------------------
+def test_max_new_tokens_defaults_from_the_training_lengths(shared_data, student_dir, svamp_test, tmp_path):
+    """Unset, the cap is 1.5 x the longest completion the model was trained on + 16, measured on
+    the real traces with the saved tokenizer and template; a model without training lengths gets
+    512; a bad value is one line, exit 2."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from cotdistill.collate import encode_example
+    from cotdistill.train import load_traces
+
+    tok = AutoTokenizer.from_pretrained(student_dir)
+    tpl = PromptTemplate.load(student_dir)
+    longest = max(
+        sum(1 for x in encode_example(tpl.render_prompt(t.question, tok), tpl.render_completion(t.output), tok, 4096)["labels"]
+            if x != -100)
+        for t in load_traces([shared_data / TRACES]))
+    assert json.loads((student_dir / "train_summary.json").read_text())["longest_completion_tokens"] == longest
+    m = evaluate(str(student_dir), svamp_test[:2], out_dir=tmp_path / "auto", progress=False)
+    assert m["max_new_tokens"] == int(1.5 * longest) + 16
+    assert f"({longest})" in m["max_new_tokens_source"]
+    rows = [json.loads(x) for x in (tmp_path / "auto" / "predictions.jsonl").read_text().splitlines()]
+    assert all(r["output_tokens"] <= m["max_new_tokens"] for r in rows)
+    assert all(r["finish"] == "eos" or r["output_tokens"] == m["max_new_tokens"] for r in rows)
+    # rerun with the default resumes the same evaluation (the cap resolves the same way)
+    again = evaluate(str(student_dir), svamp_test[:2], out_dir=tmp_path / "auto", progress=False)
+    assert again["n_generated_this_run"] == 0
+    bare = tmp_path / "bare"
+    shutil.copytree(student_dir, bare)
+    (bare / "train_summary.json").unlink()
+    m2 = evaluate(str(bare), svamp_test[:1], progress=False)
+    assert m2["max_new_tokens"] == 512 and "default 512" in m2["max_new_tokens_source"]
+    assert evaluate(str(student_dir), svamp_test[:1], max_new_tokens=7, progress=False)["max_new_tokens"] == 7
+    for bad in ("0", "many", "2.5"):
+        r = subprocess.run([sys.executable, "-m", "cotdistill", "evaluate", "--model", str(student_dir), "--task", "svamp",
+                            "--out", str(tmp_path / f"bad{bad}"), "--max-new-tokens", bad, "--data-dir", str(shared_data)],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "--max-new-tokens" in r.stderr and "auto or a positive integer" in r.stderr
+        assert not (tmp_path / f"bad{bad}").exists()

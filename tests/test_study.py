@@ -477,3 +477,53 @@ def test_the_objective_is_a_factor_and_sft_cells_keep_their_ids_and_keys(tmp_pat
             assert c.row_keys()["objective"] == "step-by-step"
     with pytest.raises(UserError, match="objectives"):
         load_study_config({**base, "objectives": ["rl"]})
+
+
+def test_raw_reasoning_against_its_level_rewrites(tmp_path):
+    """`levels: [raw, ...]` with `rewrite_with`: the raw cell trains on the reasoning teacher's
+    thinking in <think> tags; each level-k cell trains on the rewriter's level-k rewrite of those
+    same raw traces (generated once, shared), keeping every final answer; the students then answer
+    after their thinking, and the report compares raw with the best rewrite by a paired test."""
+    from cotdistill.report import write_report
+    from cotdistill.traces import read_traces
+
+    out = tmp_path / "lr"
+    cfg = load_study_config(base_config(out, teachers=["lab:think"], rewrite_with="lab", levels=["raw", 1, 4],
+                                        eval={}))
+    cells = expand_cells(cfg)
+    assert sorted(str(c.level) for c in cells) == ["1", "4", "raw"]
+    raw = next(c for c in cells if c.level == "raw")
+    assert raw.id.split("__")[2] == "Lraw"
+    summary = run_study(cfg, jobs=1, progress=False)
+    assert summary.failed == 0, summary
+    raw_dir = out / "cells" / raw.id
+    raw_traces = read_traces(raw_dir / "traces.jsonl")
+    assert all(t.reasoning and t.teacher == "lab:think" for t in raw_traces)
+    gen_dirs = [p for p in (out / "cache" / "generate").iterdir() if p.is_dir()]
+    assert len(gen_dirs) == 3  # the raw traces once, one rewrite per level
+    by_id = {t.id: t for t in raw_traces}
+    generated = [read_traces(d / "traces.jsonl") for d in gen_dirs]
+    raw_gen = [g for g in generated if all(t.reasoning for t in g)]
+    assert len(raw_gen) == 1  # one raw generation, rewritten twice
+    raw_ids = {t.id for t in raw_gen[0]}
+    for c in cells:
+        if c.level == "raw":
+            continue
+        rewrites = read_traces(out / "cells" / c.id / "traces.jsonl")
+        assert rewrites and all(t.teacher == "lab" and t.level == c.level and not t.reasoning for t in rewrites)
+        assert all(t.gold == by_id[t.id].gold for t in rewrites if t.id in by_id)
+        assert {t.id for t in rewrites} <= raw_ids
+        assert json.loads((out / "cells" / c.id / "model" / "train_summary.json").read_text())["target"] == "response"
+    s = json.loads((raw_dir / "model" / "train_summary.json").read_text())
+    assert s["target"] == "reasoning+response"
+    m = json.loads((raw_dir / "eval" / "metrics.json").read_text())
+    assert m["max_new_tokens"] == int(1.5 * s["longest_completion_tokens"]) + 16  # room for the thinking
+    assert "mean_reasoning_words" in m
+    text = write_report(out)["md"].read_text()
+    assert "Raw reasoning for **scratch:llama-xxs**" in text and "McNemar p" in text.split("Raw reasoning for")[1]
+    # a rewrite teacher that cannot generate, or nothing to rewrite, is refused before any work
+    with pytest.raises(UserError, match="rewrite_with"):
+        load_study_config(base_config(tmp_path / "x", teachers=["lab:think"], rewrite_with="replay:" + str(raw_dir / "traces.jsonl"),
+                                      levels=["raw", 2]))
+    with pytest.raises(UserError, match="rewrite_with.*no level 1-6"):
+        load_study_config(base_config(tmp_path / "y", teachers=["lab:think"], rewrite_with="lab", levels=["raw", 0]))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cotdistill.collate import (IGNORE, PackingCollator, PaddingCollator, TargetHead, encode_example,
+from cotdistill.collate import (IGNORE, PackingCollator, PaddingCollator, TargetHead, encode_example, pack_rows,
                                 packing_mode, target_head)
 from cotdistill.errors import UserError
 from cotdistill.students import make_scratch_student
@@ -121,6 +121,82 @@ def test_packed_example_logits_equal_example_alone(shared_data, family):
         leaky = model(input_ids=b["input_ids"], position_ids=b["position_ids"]).logits
     assert (leaky - packed).abs().max().item() > 1e-3
     assert labels.shape == b["input_ids"].shape
+
+
+def test_row_length_balances_padding_against_dense_attention():
+    """With a 4-D mask attention is dense over a row, so the collator packs into rows about as long
+    as the longest example instead of filling pack_length; with position ids (varlen attention) it
+    fills pack_length. Every example lands in exactly one row either way."""
+    lengths = [400] * 4 + [50] * 28
+    feats = [{"input_ids": list(range(1, n + 1)), "labels": list(range(1, n + 1))} for n in lengths]
+    dense = PackingCollator(0, 4096, "bool", hidden_size=128)
+    rows, T = dense.layout(lengths)
+    assert T == 400 and len(rows) == 8  # 4 long rows + 28 short examples 8 to a row
+    assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
+    def cost(rows, T):
+        return len(rows) * T * (1 + T / (6 * 128))
+    long_rows = pack_rows(lengths, 4096)
+    assert cost(rows, T) < cost(long_rows, max(sum(lengths[i] for i in r) for r in long_rows)) / 2
+    varlen_rows, varlen_T = PackingCollator(0, 4096, "position_ids", hidden_size=128).layout(lengths)
+    assert len(varlen_rows) == 1 and varlen_T == sum(lengths)
+    b = dense(feats)
+    assert b["input_ids"].shape == (8, 400) and b["attention_mask"].shape == (8, 1, 400, 400)
+    assert int(b["n_tokens"]) == sum(lengths) == int((b["labels"] != IGNORE).sum())
+
+
+def test_one_example_per_row_needs_no_mask_and_matches_each_example_alone(shared_data):
+    """Examples too long to share a row are laid out one per row, right-padded, with no 4-D mask
+    (sdpa's causal path): each example's logits equal the example run alone."""
+    traces = svamp(shared_data, 400)[-8:]  # similar lengths, none short
+    tpl = PromptTemplate()
+    texts = [tpl.render_prompt(t.question) + tpl.render_completion(t.output) for t in traces]
+    model, tok = make_scratch_student("scratch:llama-xxs", texts, seed=2)
+    model.eval()
+    feats = [encode_example(tpl.render_prompt(t.question), tpl.render_completion(t.output), tok, 4096) for t in traces]
+    top = max(len(f["input_ids"]) for f in feats)
+    feats = [f for f in feats if 2 * len(f["input_ids"]) > top + 10]  # no two fit in one row
+    lengths = [len(f["input_ids"]) for f in feats]
+    assert len(feats) >= 3 and len(set(lengths)) > 1  # really padded
+    b = PackingCollator(tok.pad_token_id, max(lengths) + 10, "bool", hidden_size=model.config.hidden_size)(feats)
+    assert "attention_mask" not in b and b["input_ids"].shape == (len(feats), max(lengths))
+    with torch.no_grad():
+        out = model(input_ids=b["input_ids"], position_ids=b["position_ids"]).logits
+        for r, f in enumerate(feats):
+            n = len(f["input_ids"])
+            assert b["input_ids"][r, :n].tolist() == f["input_ids"]
+            alone = model(input_ids=torch.tensor([f["input_ids"]])).logits[0]
+            assert (out[r, :n] - alone).abs().max().item() < 1e-5
+
+
+def test_cpu_bf16_attention_runs_in_fp32_and_the_saved_model_keeps_sdpa(shared_data, tmp_path):
+    """Narrow heads on a CPU under bf16 autocast: attention in float32 (same values as fp32 sdpa on
+    the bf16 inputs, gradients flow), recorded in the summary; the saved model loads with sdpa."""
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from cotdistill.train import _sdpa_fp32
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 9, 32, generator=g).bfloat16().requires_grad_() for _ in range(3))
+    module = torch.nn.Module()
+    module.is_causal, module.num_key_value_groups = True, 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = _sdpa_fp32(module, q, k, v, None)
+    ref, _ = sdpa_attention_forward(module, q.float(), k.float(), v.float(), None)
+    assert out.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), ref.to(torch.bfloat16).float(), atol=1e-2)
+    out.float().sum().backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0
+
+    res = train(svamp(shared_data, 16), "scratch:llama-xxs", tmp_path / "m",
+                tiny_cfg(max_steps=3, batch_size=4, precision="bf16"), progress=False)
+    assert res.summary["attention"] == "sdpa (fp32 on CPU)"
+    assert "cotdistill" not in (tmp_path / "m" / "config.json").read_text()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert model.config._attn_implementation == "sdpa"
+    fp32 = train(svamp(shared_data, 16), "scratch:llama-xxs", tmp_path / "f",
+                 tiny_cfg(max_steps=3, batch_size=4, precision="fp32"), progress=False)
+    assert fp32.summary["attention"] == "sdpa"
 
 
 def test_bloom_falls_back_to_padding_and_eager_llama_gets_float_mask(shared_data):

@@ -4,8 +4,9 @@ Each training example is ``prompt + completion + EOS``; ``labels`` are ``-100`` 
 (and on padding) and equal to the input ids on the completion and the EOS, so the loss is taken
 on the rationale and the stop token only.
 
-Packing: the examples of one micro-batch are placed first-fit-decreasing into rows of
-``pack_length`` tokens (longer when one example is longer). Restarting ``position_ids`` alone does
+Packing: the examples of one micro-batch are placed first-fit-decreasing into rows of at most
+``pack_length`` tokens (longer when one example is longer); with a 4-D mask the row length is
+chosen per micro-batch to balance padding against dense attention over the row. Restarting ``position_ids`` alone does
 NOT isolate packed examples with sdpa attention in transformers 5.x (each example would attend to
 its predecessors in the row), so the collator also builds an explicit 4-D boolean mask
 ``(rows, 1, T, T)`` = "same example AND causal". :func:`packing_mode` checks, on the actual model,
@@ -106,22 +107,46 @@ def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
 class PackingCollator:
     """Packs a micro-batch of encoded examples into rows with a block-diagonal causal mask.
 
-    When packing would save less than 10 % of the token slots (examples close to ``pack_length``)
-    the batch is laid out one example per row instead (same mask semantics, shorter rows)."""
+    With a 4-D mask (``bool``/``float``) attention is computed densely over each row, masked
+    blocks included, so a row's cost grows as ``T * (1 + T / (6 * hidden_size))``: the collator
+    tries row lengths from the longest example up to ``pack_length`` and takes the cheapest
+    layout (fewer padding slots against smaller attention blocks). With ``position_ids``
+    (flash-attention's varlen path, no cross-example work) rows are filled up to ``pack_length``.
+    ``hidden_size=None`` means no attention term: rows are filled up to ``pack_length``."""
 
-    def __init__(self, pad_id: int, pack_length: int = 512, mode: PackMode = "bool"):
+    def __init__(self, pad_id: int, pack_length: int = 512, mode: PackMode = "bool",
+                 hidden_size: int | None = None):
         self.pad_id = int(pad_id)
         self.pack_length = int(pack_length)
         self.mode = mode
+        self.attn_scale = 6.0 * hidden_size if hidden_size and mode != "position_ids" else None
+
+    def layout(self, lengths: Sequence[int]) -> tuple[list[list[int]], int]:
+        """Rows (example indices) and the row length for one micro-batch."""
+        longest = max(lengths)
+        caps = [self.pack_length]
+        if self.attn_scale:
+            k = 1
+            while k * longest < self.pack_length:
+                caps.append(k * longest)
+                k += 1
+        best: tuple[float, list[list[int]], int] | None = None
+        for cap in caps:
+            rows = pack_rows(lengths, cap)
+            T = max(sum(lengths[i] for i in r) for r in rows)
+            cost = len(rows) * T * (1.0 + (T / self.attn_scale if self.attn_scale else 0.0))
+            if best is None or cost < best[0]:
+                best = (cost, rows, T)
+        _, rows, T = best
+        if len(rows) * T > 0.9 * len(lengths) * longest:
+            # packing saves < 10 % of the token slots (long examples): one example per row is as
+            # cheap and has smaller attention blocks
+            rows, T = [[i] for i in range(len(lengths))], longest
+        return rows, T
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         lengths = [len(f["input_ids"]) for f in features]
-        rows = pack_rows(lengths, self.pack_length)
-        T = max(sum(lengths[i] for i in r) for r in rows)
-        if len(rows) * T > 0.9 * len(lengths) * max(lengths):
-            # packing saves < 10 % of the token slots (long examples): one example per row is as
-            # cheap and has smaller attention blocks
-            rows, T = [[i] for i in range(len(lengths))], max(lengths)
+        rows, T = self.layout(lengths)
         R = len(rows)
         ids = torch.full((R, T), self.pad_id, dtype=torch.long)
         labels = torch.full((R, T), IGNORE, dtype=torch.long)
@@ -139,7 +164,8 @@ class PackingCollator:
             if o < T:  # padding continues the position count (only matters for position-id packing)
                 pos[r, o:] = torch.arange(T - o)
         batch: dict[str, torch.Tensor] = {"input_ids": ids, "labels": labels, "position_ids": pos}
-        if self.mode in ("bool", "float"):
+        if self.mode in ("bool", "float") and any(len(r) > 1 for r in rows):
+            # one example per row (right-padded) needs no mask beyond causal: sdpa's is_causal path
             batch["attention_mask"] = block_causal_mask(seg)
         batch["n_tokens"] = torch.tensor(sum(lengths), dtype=torch.long)
         return batch

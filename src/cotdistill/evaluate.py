@@ -61,7 +61,7 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     decoding: str = Field("greedy", description="'greedy' (the paper's default) or 'beam:N' (N beams, as the paper for commonsense sets).")
-    max_new_tokens: int = Field(512, ge=1, description="Generation cap per item; an item that hits it has finish='length'.")
+    max_new_tokens: Union[int, Literal["auto"]] = Field("auto", description="Generation cap per item; an item that hits it has finish='length'. auto: 1.5 x the longest completion the model was trained on + 16 (from its train_summary.json), else 512.")
     batch_size: Union[int, Literal["auto"]] = Field("auto", description="Rows decoded at once; 'auto' keeps rows x (prompt + new tokens) <= 64k, at most 96.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N items (in task order).")
     template: str | None = Field(None, description="Named template (plain, qa, alpaca, chat); default: the one saved with the model, else the tokenizer's chat template, else plain.")
@@ -529,7 +529,7 @@ def _evaluate(
     split: str = "test",
     out_dir: str | os.PathLike | None = None,
     decoding: str = "greedy",
-    max_new_tokens: int = 512,
+    max_new_tokens: int | Literal["auto"] = "auto",
     batch_size: int | Literal["auto"] = "auto",
     limit: int | None = None,
     progress: bool = True,
@@ -569,8 +569,7 @@ def _evaluate(
     parse_decoding(decoding)
     if cache not in ("auto", "dynamic", "static"):
         raise UserError(f"--cache {cache!r}: choose auto, dynamic or static")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise UserError(f"max_new_tokens {max_new_tokens!r}: use a positive integer")
+    max_new_tokens = parse_max_new_tokens(max_new_tokens)
     if batch_size != "auto":
         batch_size = parse_batch_size(batch_size)
     if backend not in ("transformers", "vllm"):
@@ -627,6 +626,10 @@ def _evaluate(
             raise UserError("the vllm backend needs a model directory or hub name, not a loaded model")
         mdl.eval()
     tpl, tpl_label = resolve_template(template, model_dir, tok)
+    cap_source = "set"
+    if cfg.max_new_tokens == "auto":
+        cap, cap_source = auto_max_new_tokens(model_dir)
+        cfg = cfg.model_copy(update={"max_new_tokens": cap})
     # the generator is built before anything is written (a missing vllm fails with nothing on disk)
     if backend == "vllm":
         gen: Any = VLLMGenerator(str(model), tok, tpl, cfg.decoding, cfg.max_new_tokens, dtype=dtype)
@@ -745,6 +748,7 @@ def _evaluate(
         "split": split_label,
         "decoding": cfg.decoding,
         "max_new_tokens": cfg.max_new_tokens,
+        "max_new_tokens_source": cap_source,
         "batch_size": cfg.batch_size,
         "template": tpl_label,
         "backend": cfg.backend,
@@ -761,6 +765,39 @@ def _json_default(o):
     if isinstance(o, float) and math.isnan(o):
         return None
     raise TypeError(type(o).__name__)
+
+
+DEFAULT_MAX_NEW_TOKENS = 512
+MAX_AUTO_NEW_TOKENS = 8192
+
+
+def parse_max_new_tokens(value: Any, name: str = "max_new_tokens") -> int | Literal["auto"]:
+    """``auto`` or a positive integer (also from a CLI string); anything else is a UserError."""
+    if value == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if isinstance(value, bool) or n < 1 or (isinstance(value, float) and value != n):
+        raise UserError(f"{name} {value!r}: use auto or a positive integer")
+    return n
+
+
+def auto_max_new_tokens(model_dir: str | os.PathLike | None) -> tuple[int, str]:
+    """The generation cap for a model: 1.5 x the longest completion it was trained on + 16 (room
+    for a longer answer than any seen, so a cap rarely cuts a real one), read from the
+    ``train_summary.json`` that ``cotdistill train`` writes; 512 for any other model.
+    Returns the cap and where it came from."""
+    if model_dir is not None:
+        path = Path(model_dir) / "train_summary.json"
+        try:
+            longest = int(json.loads(path.read_text(encoding="utf-8")).get("longest_completion_tokens") or 0)
+        except (OSError, ValueError, TypeError, AttributeError):
+            longest = 0
+        if longest > 0:
+            return min(MAX_AUTO_NEW_TOKENS, int(1.5 * longest) + 16), f"auto: 1.5 x longest training completion ({longest}) + 16"
+    return DEFAULT_MAX_NEW_TOKENS, f"auto: default {DEFAULT_MAX_NEW_TOKENS} (no training lengths recorded with the model)"
 
 
 def _auto_rows(longest_prompt: int, max_new_tokens: int) -> int:

@@ -125,10 +125,12 @@ def _job_key(teacher: Teacher, req: Request) -> str:
                         "question": ex.question, "level": req.level, "format": req.fmt, "sample": req.sample})
 
 
-def examples_from_traces(path: str | os.PathLike) -> list[Any]:
+def examples_from_traces(path: str | os.PathLike, known: dict[str, Any] | None = None) -> list[Any]:
     """Examples to rewrite (``generate --from-traces``): one per trace of ``path``, each carrying
     the trace's rationale (its reasoning and final response) to rewrite. A file with several traces
-    of one example is refused: pick one cell first (``cotdistill curate --teachers/--levels``)."""
+    of one example is refused: pick one cell first (``cotdistill curate --teachers/--levels``).
+    ``known`` (id -> Example) supplies the examples' own metadata when the caller has them (a study
+    knows its task options); otherwise arith examples are regenerated from their ids."""
     from .tasks import get_task
     from .tasks.base import Example
 
@@ -144,7 +146,10 @@ def examples_from_traces(path: str | os.PathLike) -> list[Any]:
         atype = get_task(t.task).answer_type
         source = (f"{t.reasoning.strip()}\n\n{t.output.strip()}" if t.reasoning else t.output).strip()
         meta: dict[str, Any] = {}
-        if t.task == "arith":  # the lab teacher needs the problem's structure
+        mine = (known or {}).get(t.id)
+        if mine is not None and mine.question == t.question:
+            meta = dict(mine.meta)
+        elif t.task == "arith":  # the lab teacher needs the problem's structure
             from .tasks.arith import recover
 
             ex = recover(t.id, t.question)

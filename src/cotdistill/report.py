@@ -66,10 +66,14 @@ def load_results(study_dir: str | os.PathLike) -> list[dict[str, Any]]:
 def _lvl_sort(level: Any) -> tuple:
     if isinstance(level, int):
         return (0, level, "")
-    return (1, 0, "") if level == "human" else (2, 0, str(level))  # then mixed / curriculum pseudo-levels
+    if level in ("human", "raw"):
+        return (1, 0 if level == "human" else 1, "")
+    return (2, 0, str(level))  # then mixed / curriculum pseudo-levels
 
 
 def _lvl_name(level: Any) -> str:
+    if level == "raw":
+        return "raw reasoning"
     if not isinstance(level, int):
         return str(level)  # "human", "mix:3-6", "curriculum:2-4"
     return "L0 (answer only)" if level == 0 else f"L{level}"
@@ -383,7 +387,7 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
         findings.append(line)
         # mixed / curriculum supervision (cotdistill.mix) against the best single level
         plain = [lv for lv in curve if isinstance(lv, int)]
-        mixed = [lv for lv in curve if not isinstance(lv, int) and lv != "human"]
+        mixed = [lv for lv in curve if not isinstance(lv, int) and lv not in ("human", "raw")]
         if plain and mixed:
             bp = max(plain, key=lambda lv: curve[lv].mean)
             bm = max(mixed, key=lambda lv: curve[lv].mean)
@@ -397,6 +401,18 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
                 f"{_lvl_name(bm)} at {pct(curve[bm].mean)}, {verdict} against the best single level "
                 f"{_lvl_name(bp)} at {pct(curve[bp].mean)} ({pts(diff)}, {p_of(t)})"
                 + (f"; also {others}." if others else "."))
+        # the teacher's raw (long) reasoning against its level-k rewrites / level-k traces
+        rewrites = [lv for lv in curve if isinstance(lv, int) and lv > 0]
+        if "raw" in curve and rewrites:
+            br = max(rewrites, key=lambda lv: curve[lv].mean)
+            diff = curve["raw"].mean - curve[br].mean
+            t = test_of(key, "raw", br) or paired_test(d, curve[br].cells, curve["raw"].cells)
+            sig = t is not None and t["p"] < ALPHA
+            verdict = ("suits this student better than" if diff > 0 and sig else
+                       "suits this student worse than" if diff < 0 and sig else "is not separated from")
+            findings.append(
+                f"Raw reasoning for **{st}** ({task}, {_short(teacher)}): {pct(curve['raw'].mean)}, which "
+                f"{verdict} the best granularity level {_lvl_name(br)} at {pct(curve[br].mean)} ({pts(diff)}, {p_of(t)}).")
     # students differ in their best level?
     for task in tasks:
         for teacher in teachers:

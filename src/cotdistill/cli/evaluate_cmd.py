@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("test", "--split", help="Split to evaluate."),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N items."),
         decoding: str = typer.Option("greedy", "--decoding", help="greedy or beam:N (e.g. beam:5)."),
-        max_new_tokens: int = typer.Option(512, "--max-new-tokens", min=1, help="Generation cap per item."),
+        max_new_tokens: str = typer.Option("auto", "--max-new-tokens", help="Generation cap per item, or auto: 1.5 x the longest completion the model was trained on + 16 (512 for other models)."),
         batch_size: str = typer.Option("auto", "--batch-size", help="auto or a positive integer."),
         template: Optional[str] = typer.Option(None, "--template", help="Prompt template name (plain, qa, alpaca, chat); default: the one saved with the model."),
         backend: str = typer.Option("transformers", "--backend", help="transformers or vllm (optional extra)."),
@@ -58,10 +58,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate a model zero-shot on a task split: accuracy with a 95 % CI, per-item predictions."""
         from ..errors import UserError
-        from ..evaluate import evaluate, parse_batch_size, parse_decoding
+        from ..evaluate import evaluate, parse_batch_size, parse_decoding, parse_max_new_tokens
 
         parse_decoding(decoding)
         bs = parse_batch_size(batch_size)
+        cap = parse_max_new_tokens(max_new_tokens, "--max-new-tokens")
         if backend not in ("transformers", "vllm"):
             raise UserError(f"--backend {backend!r}: choose transformers or vllm")
         if threads:
@@ -69,7 +70,7 @@ def register(app: typer.Typer) -> None:
 
             torch.set_num_threads(threads)
         m = evaluate(
-            model, task=task, split=split, out_dir=out, decoding=decoding, max_new_tokens=max_new_tokens,
+            model, task=task, split=split, out_dir=out, decoding=decoding, max_new_tokens=cap,
             batch_size=bs, limit=limit, progress=not quiet, template=template, data_dir=opt_path(data_dir),
             backend=backend, overwrite=overwrite, device=device, dtype=dtype, cache=cache,
         )

@@ -168,7 +168,24 @@ class PackingCollator:
             # one example per row (right-padded) needs no mask beyond causal: sdpa's is_causal path
             batch["attention_mask"] = block_causal_mask(seg)
         batch["n_tokens"] = torch.tensor(sum(lengths), dtype=torch.long)
+        _add_topk(batch, features, [i for members in rows for i in sorted(members)])
         return batch
+
+
+def _add_topk(batch: dict[str, Any], features: list[dict[str, Any]], order: list[int]) -> None:
+    """logit-kd: the teacher's top-k rows of the batch's targets, in the targets' row-major order."""
+    if features and "kd_idx" in features[0]:
+        batch["kd_idx"] = torch.cat([features[i]["kd_idx"] for i in order])
+        batch["kd_logp"] = torch.cat([features[i]["kd_logp"] for i in order])
+
+
+class PromptCompletionCollator:
+    """on-policy: the prompts and the traces' completions as token lists (the trainer samples or
+    takes the completion and builds the rows itself)."""
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"prompts": [list(f["input_ids"][: f["prompt_len"]]) for f in features],
+                "completions": [list(f["input_ids"][f["prompt_len"]:]) for f in features]}
 
 
 class PaddingCollator:
@@ -189,12 +206,14 @@ class PaddingCollator:
             ids[b, :n] = torch.tensor(f["input_ids"])
             labels[b, :n] = torch.tensor(f["labels"])
             att[b, :n] = 1
-        return {
+        batch = {
             "input_ids": ids,
             "labels": labels,
             "attention_mask": att,
             "n_tokens": torch.tensor(sum(lengths), dtype=torch.long),
         }
+        _add_topk(batch, features, list(range(B)))
+        return batch
 
 
 def float_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -70,4 +70,6 @@ def validation_error(e, source: str, model=None) -> UserError:
         return UserError(f"{source}: missing required key {loc!r}")
     msg = str(err.get("msg", "")).removeprefix("Value error, ")
     got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], (dict, list)) else ""
+    if not err.get("loc"):  # a rule across fields: the message names them
+        return UserError(f"{source}: {msg}")
     return UserError(f"{source}: field {loc!r}: {msg}{got}")

@@ -92,9 +92,10 @@ class StudyConfig(BaseModel):
     formats: list[Literal["cot", "subq", "rar", "sym"]] = Field(default_factory=lambda: ["cot"])
     students: list[str] = Field(..., min_length=1, description="HF model names/paths or scratch:<family>-<size>")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    objectives: list[Literal["sft", "step-by-step"]] = Field(
+    objectives: list[Literal["sft", "step-by-step", "logit-kd", "on-policy"]] = Field(
         default_factory=lambda: ["sft"], min_length=1,
-        description="training objectives compared as a factor: sft, step-by-step (label and rationale as two prefixed tasks)")
+        description="training objectives compared as a factor: sft, step-by-step (label and rationale as two prefixed "
+                    "tasks), logit-kd and on-policy (both need train.teacher_model)")
     generate: GenerateOptions = Field(default_factory=dict, description="keyword arguments of cotdistill.generate.generate")
     curate: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of cotdistill.curate.curate")
     train: dict[str, Any] = Field(default_factory=dict, description="fields of cotdistill.train.TrainConfig")
@@ -251,6 +252,10 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
             raise UserError(f"{source}: field 'exclude.{i}': unknown key {sorted(bad)[0]!r}; "
                             "use task, teacher, level, format, student, seed, objective")
     _check_train_settings(cfg.train, source)
+    needs = [o for o in cfg.objectives if o in ("logit-kd", "on-policy")]
+    if needs and not cfg.train.get("teacher_model"):
+        raise UserError(f"{source}: field 'train.teacher_model': objective {needs[0]} needs a local teacher model "
+                        "that shares the students' tokenizer")
     from .evaluate import EvalConfig
 
     from .curate import CurateOptions
@@ -684,6 +689,8 @@ def _train_config(cfg: StudyConfig, cell: Cell):
     extra = {"objective": cell.objective} if cell.objective != "sft" else {}
     # a raw cell learns the teacher's reasoning too (unless the study sets its own target)
     base = {"target": "reasoning+response"} if cell.level == RAW else {}
+    if cell.objective == "logit-kd":  # one stored teacher top-k table per trace set, shared by seeds and students
+        base["kd_cache"] = str(Path(cfg.output_dir) / "cache" / "teacher-topk")
     return TrainConfig.for_student(cell.student, **{**base, **cfg.train, "seed": cell.seed, **extra})
 
 

@@ -100,7 +100,15 @@ class TrainConfig(BaseModel):
     # data
     cutoff_len: int = Field(4096, ge=8, description="longest example in tokens (prompt + completion + EOS); see overlong")
     overlong: Literal["drop", "truncate"] = Field("drop", description="an example longer than cutoff_len: drop it (counted in the summary), or truncate the middle of its completion keeping the final answer and EOS")
-    objective: Literal["sft", "step-by-step"] = Field("sft", description="sft: learn the rationale and answer; step-by-step (Hsieh et al. 2023): two prefixed tasks, '[label] ' -> 'The answer is X.' and '[rationale] ' -> the rationale, equally weighted; the model answers the '[label] ' task at test time, without writing a rationale")
+    objective: Literal["sft", "step-by-step", "logit-kd", "on-policy"] = Field("sft", description="sft: learn the rationale and answer; step-by-step (Hsieh et al. 2023): two prefixed tasks, '[label] ' -> 'The answer is X.' and '[rationale] ' -> the rationale, equally weighted; the model answers the '[label] ' task at test time, without writing a rationale; logit-kd: CE on the traces plus KL to a teacher model's stored top-k token distribution; on-policy: the student samples, a teacher model scores every token (generalized JSD, as GKD)")
+    teacher_model: str | None = Field(None, description="logit-kd / on-policy: a local teacher model (directory, .gguf or short name) that shares the student's tokenizer")
+    kd_alpha: float = Field(0.5, ge=0, le=1, description="logit-kd: weight of the cross-entropy on the traces; 1 - kd_alpha weighs the KL to the teacher")
+    kd_top_k: int = Field(20, ge=1, description="logit-kd: teacher tokens kept per position (renormalised)")
+    kd_temperature: float = Field(1.0, gt=0, description="logit-kd / on-policy: softmax temperature of both distributions")
+    kd_cache: str | None = Field(None, description="logit-kd: directory of the stored teacher top-k tables (default: beside the first trace file, else the run directory)")
+    on_policy_lambda: float = Field(0.5, ge=0, le=1, description="on-policy: fraction of steps whose completions the student samples (the rest use the traces), GKD's lambda")
+    on_policy_beta: float = Field(0.5, ge=0, le=1, description="on-policy: generalized JSD interpolation: 0 = forward KL(teacher||student), 1 = reverse KL(student||teacher)")
+    on_policy_max_new_tokens: int | None = Field(None, ge=1, description="on-policy: sampling cap (default 1.5 x the longest training completion + 16)")
     target: Literal["response", "reasoning+response"] = Field("response", description="what the student learns from a reasoning teacher's trace: the final response only, or its reasoning in <think> tags followed by the response")
     template: Literal["auto", "plain", "qa", "alpaca", "chat"] = Field("auto", description="auto: the tokenizer's chat template when it has one, else plain 'Question: …\\nAnswer:'")
     packing: Literal["auto", "on", "off"] = Field("auto", description="auto: pack when the model reproduces unpacked logits with a 4-D mask, else length-grouped padding")
@@ -139,6 +147,13 @@ class TrainConfig(BaseModel):
             data = dict(data)
             data["learning_rate"] = data.pop("lr")
         return data
+
+    @model_validator(mode="after")
+    def _teacher_needed(self):
+        if self.objective in ("logit-kd", "on-policy") and not self.teacher_model:
+            raise ValueError(f"objective {self.objective} needs teacher_model (--teacher-model): a local model sharing the "
+                             "student's tokenizer (e.g. a scratch teacher trained first with cotdistill train)")
+        return self
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -192,7 +207,7 @@ class TrainConfig(BaseModel):
                 data["lora"]["enabled"] = v
             else:
                 data[k] = v
-        return self.validated(data, source="overrides")
+        return self.validated(data, source="training options")
 
 
 @dataclass
@@ -363,6 +378,57 @@ def _last_checkpoint(ckpt_dir: Path) -> Path | None:
     return best
 
 
+def _attach_topk(rows: list[dict[str, Any]], teacher: Any, cfg: TrainConfig, traces: Sequence[Any], work: Path,
+                 progress: bool) -> dict[str, Any]:
+    """logit-kd: put the teacher's stored top-k (ids, log-probs) on every encoded row, computing
+    and storing the table first when this (teacher, rows, k, T) has none."""
+    from .objectives import load_or_compute_topk, teacher_topk, topk_key
+
+    first = next((Path(t) for t in traces if isinstance(t, (str, os.PathLike))), None)
+    if cfg.kd_cache:
+        cache = Path(cfg.kd_cache)
+    elif first is not None:
+        cache = (first if first.is_dir() else first.parent) / "teacher-topk"
+    else:
+        cache = work.parent / f".{work.name}.teacher-topk"
+    key = topk_key(str(cfg.teacher_model), rows, cfg.kd_top_k, cfg.kd_temperature)
+    t0 = time.perf_counter()
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        if progress and (time.perf_counter() - last[0] > 30 or done == total):
+            last[0] = time.perf_counter()
+            print(f"teacher top-{cfg.kd_top_k}: {done}/{total} examples", flush=True)
+
+    table, cached = load_or_compute_topk(cache, key, lambda: teacher_topk(
+        teacher, rows, cfg.kd_top_k, cfg.kd_temperature, progress=report))
+    if len(table) != len(rows):
+        raise UserError(f"{cache}: the stored teacher top-k table has {len(table)} rows for {len(rows)} examples; delete it")
+    for r, (idx, logp) in zip(rows, table):
+        r["kd_idx"], r["kd_logp"] = idx, logp
+    forward = 0 if cached else sum(len(r["input_ids"]) for r in rows)
+    return {"topk_cached": cached, "topk_file": str((cache / f"teacher-topk-{key}.pt").resolve()), "forward_tokens": forward,
+            "topk_s": round(time.perf_counter() - t0, 2)}
+
+
+def _objective_summary(cfg: TrainConfig, ctx: dict[str, Any] | None, n_params: int, trained_tokens: int) -> dict[str, Any]:
+    """Compute as FLOPs: student forward+backward 6 N per trained token, teacher forward 2 N_t
+    per scored token (the top-k table when this run computed it), sampling 2 N per generated token."""
+    flops = 6 * n_params * trained_tokens
+    if ctx is None:
+        return {"compute_flops": flops}
+    flops += 2 * ctx["params"] * ctx["forward_tokens"] + 2 * n_params * ctx["generated_tokens"]
+    out: dict[str, Any] = {"teacher_model": cfg.teacher_model, "teacher_params": ctx["params"],
+                           "teacher_forward_tokens": ctx["forward_tokens"], "compute_flops": flops}
+    if cfg.objective == "logit-kd":
+        out.update({"kd_alpha": cfg.kd_alpha, "kd_top_k": cfg.kd_top_k, "kd_temperature": cfg.kd_temperature,
+                    "teacher_topk_file": ctx.get("topk_file"), "teacher_topk_reused": ctx.get("topk_cached")})
+    else:
+        out.update({"on_policy_lambda": cfg.on_policy_lambda, "on_policy_beta": cfg.on_policy_beta,
+                    "generated_tokens": ctx["generated_tokens"], "on_policy_max_new_tokens": ctx.get("max_new_tokens")})
+    return out
+
+
 def _hidden_size(model) -> int | None:
     size = getattr(model.config, "hidden_size", None) or getattr(model.config, "n_embd", None)
     return int(size) if size else None
@@ -465,9 +531,13 @@ def _make_trainer_class():
     class CotTrainer(Trainer):
         """Trainer that counts non-pad tokens, logs throughput / MFU, and feeds 4-D masks."""
 
-        def __init__(self, *a, mask_mode=None, n_params=0, peak_flops=None, target_head=None, **kw):
+        def __init__(self, *a, mask_mode=None, n_params=0, peak_flops=None, target_head=None, objective="sft",
+                     teacher_ctx=None, kd=None, **kw):
             super().__init__(*a, **kw)
             self.mask_mode = mask_mode
+            self.objective = objective
+            self.teacher_ctx = teacher_ctx
+            self.kd = kd or {}
             self.target_head = target_head
             self.n_params = n_params
             self.peak_flops = peak_flops
@@ -484,6 +554,10 @@ def _make_trainer_class():
             if self.mask_mode == "float" and "attention_mask" in inputs and inputs["attention_mask"].dim() == 4:
                 dtype = next(model.parameters()).dtype
                 inputs["attention_mask"] = float_mask(inputs["attention_mask"], dtype)
+            if self.objective == "logit-kd" and model.training:
+                return self._kd_loss(model, inputs, num_items_in_batch)
+            if self.objective == "on-policy" and model.training:
+                return self._on_policy_loss(model, inputs)
             if self.target_head is not None and model.training and "labels" in inputs and not return_outputs:
                 return self._target_loss(model, inputs, num_items_in_batch)
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
@@ -502,6 +576,68 @@ def _make_trainer_class():
             else:
                 loss = loss / max(targets.numel(), 1)
             return loss
+
+        def _target_logits(self, model, inputs, labels):
+            """Student logits at the completion targets (row-major) and the targets."""
+            if self.target_head is not None:
+                return self.target_head.logits(model, inputs, labels)
+            out = model(**inputs)
+            logits = out["logits"] if isinstance(out, dict) else out[0]
+            keep = labels[:, 1:] != -100
+            return logits[:, :-1][keep], labels[:, 1:][keep]
+
+        def _normalise(self, total, n_targets, num_items_in_batch):
+            if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+                total = total / num_items_in_batch
+                if self.args.average_tokens_across_devices:
+                    total = total * (self.accelerator.num_processes // self.get_tp_size())
+                return total
+            return total / max(n_targets, 1)
+
+        def _kd_loss(self, model, inputs, num_items_in_batch):
+            """kd_alpha * CE + (1 - kd_alpha) * KL(teacher top-k || student), per target token."""
+            from .objectives import kd_loss
+
+            idx, logp = inputs.pop("kd_idx"), inputs.pop("kd_logp")
+            labels = inputs.pop("labels")
+            logits, targets = self._target_logits(model, inputs, labels)
+            if logits.shape[0] != idx.shape[0]:
+                raise RuntimeError(f"teacher top-k rows {idx.shape[0]} != student targets {logits.shape[0]}")
+            a = self.kd.get("alpha", 0.5)
+            ce = torch.nn.functional.cross_entropy(logits.float(), targets.to(logits.device), reduction="sum")
+            kl = kd_loss(logits, idx.to(logits.device), logp.to(logits.device), self.kd.get("temperature", 1.0))
+            return self._normalise(a * ce + (1 - a) * kl, targets.numel(), num_items_in_batch)
+
+        def _on_policy_loss(self, model, inputs):
+            """GKD: completions sampled from the student (with probability lambda) or taken from
+            the traces; the teacher scores every completion token; generalized JSD per token."""
+            import random
+
+            from .objectives import completion_batch, generalized_jsd, sample_completions
+
+            ctx = self.teacher_ctx
+            prompts, comps = inputs["prompts"], inputs["completions"]
+            step = self.state.global_step
+            rng = random.Random(self.args.seed * 1_000_003 + step)
+            tok = self.processing_class
+            if rng.random() < self.kd.get("lambda", 0.5):
+                comps = sample_completions(self.accelerator.unwrap_model(model), prompts, tok.eos_token_id, tok.pad_token_id,
+                                           ctx["max_new_tokens"], generator_seed=self.args.seed * 7919 + step)
+                ctx["generated_tokens"] += sum(len(c) for c in comps)
+            comps = [c if c else [tok.eos_token_id] for c in comps]
+            batch = completion_batch(prompts, comps, tok.pad_token_id)
+            batch = {k: v.to(self.args.device) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            n_tok = int(batch["attention_mask"].sum())
+            self._tok_local += n_tok
+            ctx["forward_tokens"] += n_tok
+            with torch.no_grad():
+                t_logits = ctx["model"](**batch).logits
+            keep = labels[:, 1:] != -100
+            t_logits = t_logits[:, :-1][keep]
+            s_logits, targets = self._target_logits(model, batch, labels)
+            jsd = generalized_jsd(s_logits, t_logits, self.kd.get("beta", 0.5), self.kd.get("temperature", 1.0))
+            return jsd / max(targets.numel(), 1)
 
         def flush_tokens(self) -> None:
             """Add the tokens seen on all ranks since the last flush to the (checkpointed) state."""
@@ -729,7 +865,7 @@ def _train(
     # template (needs the tokenizer for 'auto' / 'chat'): build texts with the plain template for
     # the scratch tokenizer's vocabulary, then pick the template from the loaded tokenizer
     plain = NAMED_TEMPLATES["plain"] if cfg.template in ("auto", "chat") else NAMED_TEMPLATES[cfg.template]
-    vocab_texts = [plain.render_prompt(t.question) + plain.render_completion(t.output) for t in data]
+    vocab_texts = [plain.render_prompt(t.question) + plain.render_completion(target_text(t, cfg.target)) for t in data]
     model, tok = _load_student(student, vocab_texts, cfg)
     stored = PromptTemplate.load(student) if Path(student).is_dir() else None
     if cfg.template == "auto" and stored is not None:
@@ -777,6 +913,23 @@ def _train(
         raise UserError(f"every one of the {len(data)} examples is longer than cutoff_len {cfg.cutoff_len} tokens: "
                         "raise cutoff_len, or set overlong: truncate")
     mean_len = sum(len(r["input_ids"]) for r in rows) / len(rows)
+
+    # ---- a teacher model for the logit objectives ---------------------------------------------
+    teacher_ctx: dict[str, Any] | None = None
+    if cfg.objective in ("logit-kd", "on-policy"):
+        from .objectives import check_same_tokenizer, count_params, load_teacher
+
+        teacher, teacher_tok = load_teacher(str(cfg.teacher_model))
+        check_same_tokenizer(teacher_tok, tok, str(cfg.teacher_model), student)
+        teacher_ctx = {"model": teacher, "params": count_params(teacher), "forward_tokens": 0, "generated_tokens": 0,
+                       "topk_cached": None}
+        if cfg.objective == "logit-kd":
+            teacher_ctx.update(_attach_topk(rows, teacher, cfg, traces, work, progress))
+        else:
+            longest = max(sum(1 for x in r["labels"] if x != -100) for r in rows)
+            teacher_ctx["max_new_tokens"] = cfg.on_policy_max_new_tokens or int(1.5 * longest) + 16
+            for r in rows:
+                r["prompt_len"] = next(i for i, x in enumerate(r["labels"]) if x != -100)
     steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
     if cfg.max_tokens:
         max_steps = max(1, math.ceil(cfg.max_tokens / (mean_len * cfg.batch_size)))
@@ -795,6 +948,10 @@ def _train(
             "or position ids: use packing: auto (length-grouped padding)"
         )
     collator = PackingCollator(tok.pad_token_id, cfg.pack_length, mode, _hidden_size(model)) if mode else PaddingCollator(tok.pad_token_id)
+    if cfg.objective == "on-policy":
+        from .collate import PromptCompletionCollator
+
+        collator = PromptCompletionCollator()
 
     # ---- LoRA ----------------------------------------------------------------------------
     if cfg.lora.enabled:
@@ -817,7 +974,7 @@ def _train(
 
     # ---- run identity / resume -------------------------------------------------------------
     run_key = hashlib.sha256(json.dumps(
-        {"config": cfg.model_dump(mode="json", exclude={"threads", "logging_steps", "keep_checkpoints", "report_to", "lm_head",
+        {"config": cfg.model_dump(mode="json", exclude={"threads", "logging_steps", "keep_checkpoints", "report_to", "lm_head", "kd_cache",
                                                     "run_name", "push_to_hub", "hub_model_id", "hub_private_repo"}),
          "student": student, "data": fp, "world": world},
         sort_keys=True).encode()).hexdigest()
@@ -904,12 +1061,18 @@ def _train(
         data_collator=collator,
         processing_class=tok,
         mask_mode=mode,
+        objective=cfg.objective,
+        teacher_ctx=teacher_ctx,
+        kd={"alpha": cfg.kd_alpha, "temperature": cfg.kd_temperature, "lambda": cfg.on_policy_lambda,
+            "beta": cfg.on_policy_beta},
         target_head=head,
         n_params=n_trainable if cfg.lora.enabled else n_params,
         peak_flops=peak,
         callbacks=[_progress_callback(max_steps, progress), _progress_file(work / PROGRESS_FILE, max_steps, main)]
         + _tracker_callbacks(cfg, work, main),
     )
+    if teacher_ctx is not None:
+        teacher_ctx["model"].to(args.device)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
@@ -976,6 +1139,7 @@ def _train(
             "dropped_overlong_examples": n_dropped,
             "target": cfg.target,
             "objective": cfg.objective,
+            **_objective_summary(cfg, teacher_ctx, n_trainable if cfg.lora.enabled else n_params, total_tokens),
             "steps": state.global_step,
             "epochs": round(state.global_step * cfg.batch_size / len(rows), 4),
             "batch_size": cfg.batch_size,
@@ -992,7 +1156,8 @@ def _train(
             "peak_flops": peak,
             "final_loss": final_loss,
             "train_loss": output.training_loss,
-            "batching": f"packed ({mode} mask)" if mode else "padded, length-grouped",
+            "batching": ("prompt + completion rows, right-padded (on-policy)" if cfg.objective == "on-policy"
+                         else f"packed ({mode} mask)" if mode else "padded, length-grouped"),
             "attention": attention,
             "precision": precision,
             "lm_head": "target positions" if head is not None else "all positions",

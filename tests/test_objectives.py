@@ -1,0 +1,140 @@
+"""Objectives that use a teacher model's distributions: logit-kd and on-policy (GKD)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cotdistill.errors import UserError
+from cotdistill.objectives import generalized_jsd, kd_loss
+from cotdistill.train import TrainConfig, train
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "cotdistill", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def arith_traces(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("kd") / "gen"
+    r = _cli("generate", "--task", "arith", "--teacher", "lab", "--levels", "3", "--limit", "96", "--out", str(d))
+    assert r.returncode == 0, r.stderr
+    return d / "traces.jsonl"
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(arith_traces, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("teacher") / "model"
+    train([arith_traces], "scratch:llama-xs", out,
+          TrainConfig.scratch(max_steps=12, batch_size=16, threads=1, warmup_steps=0), progress=False)
+    return out
+
+
+def losses(d: Path) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_divergences_match_their_definitions():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(5, 11, generator=g), torch.randn(5, 11, generator=g)
+    ps, pt = s.softmax(-1), t.softmax(-1)
+    fwd = (pt * (pt.log() - ps.log())).sum()
+    rev = (ps * (ps.log() - pt.log())).sum()
+    assert generalized_jsd(s, t, beta=0.0).item() == pytest.approx(fwd.item(), rel=1e-5)
+    assert generalized_jsd(s, t, beta=1.0).item() == pytest.approx(rev.item(), rel=1e-5)
+    m = 0.5 * ps + 0.5 * pt
+    jsd = 0.5 * (pt * (pt.log() - m.log())).sum() + 0.5 * (ps * (ps.log() - m.log())).sum()
+    assert generalized_jsd(s, t, beta=0.5).item() == pytest.approx(jsd.item(), rel=1e-5)
+    # top-k KL over every token = the full forward KL; over the top 3 = KL to the renormalised top 3
+    lt = torch.log_softmax(t, -1)
+    vals, idx = lt.topk(11, -1)
+    assert kd_loss(s, idx, vals).item() == pytest.approx(fwd.item(), rel=1e-5)
+    vals3, idx3 = lt.topk(3, -1)
+    p3 = torch.softmax(vals3, -1)
+    manual = (p3 * (p3.log() - torch.log_softmax(s, -1).gather(-1, idx3))).sum()
+    assert kd_loss(s, idx3, vals3).item() == pytest.approx(manual.item(), rel=1e-5)
+
+
+def test_logit_kd_targets_line_up_with_the_teachers_table(teacher_dir, arith_traces, tmp_path):
+    """A student that IS its teacher (continued from the teacher's weights) has zero KL at the first
+    step when the table keeps every token: the stored rows and the packed batch's targets line up."""
+    vocab = json.loads((teacher_dir / "config.json").read_text())["vocab_size"]
+    cfg = TrainConfig.scratch(objective="logit-kd", teacher_model=str(teacher_dir), kd_alpha=0.0, kd_top_k=vocab,
+                              max_steps=1, batch_size=16, logging_steps=1, threads=1, precision="fp32",
+                              kd_cache=str(tmp_path / "topk"), warmup_steps=0)
+    res = train([arith_traces], str(teacher_dir), tmp_path / "self", cfg, progress=False)
+    assert losses(tmp_path / "self")[0] == pytest.approx(0.0, abs=1e-4)
+    assert res.summary["objective"] == "logit-kd" and res.summary["teacher_topk_reused"] is False
+
+
+def test_logit_kd_trains_and_every_later_run_reuses_the_stored_teacher_table(teacher_dir, arith_traces, tmp_path):
+    cfg = TrainConfig.scratch(objective="logit-kd", teacher_model=str(teacher_dir), max_steps=6, batch_size=16,
+                              logging_steps=1, threads=1, warmup_steps=0)
+    a = train([arith_traces], "scratch:llama-xxs", tmp_path / "a", cfg, progress=False).summary
+    b = train([arith_traces], "scratch:llama-xxs", tmp_path / "b", cfg.with_overrides(seed=7), progress=False).summary
+    assert Path(a["teacher_topk_file"]).parent == arith_traces.parent / "teacher-topk"
+    assert a["teacher_topk_reused"] is False and a["teacher_forward_tokens"] > 0
+    assert b["teacher_topk_reused"] is True and b["teacher_forward_tokens"] == 0
+    assert a["compute_flops"] > b["compute_flops"]  # the teacher's pass is counted once
+    la = losses(tmp_path / "a")
+    assert la[-1] < la[0]
+    sft = train([arith_traces], "scratch:llama-xxs", tmp_path / "sft", cfg.with_overrides(objective="sft"), progress=False)
+    assert losses(tmp_path / "sft") != la  # the objective changes what is learned
+
+
+def test_on_policy_samples_from_the_student_and_the_teacher_scores_them(teacher_dir, arith_traces, tmp_path):
+    base = dict(objective="on-policy", teacher_model=str(teacher_dir), max_steps=3, batch_size=8, logging_steps=1,
+                threads=1, warmup_steps=0)
+    on = train([arith_traces], "scratch:llama-xxs", tmp_path / "on", TrainConfig.scratch(**base, on_policy_lambda=1.0),
+               progress=False).summary
+    off = train([arith_traces], "scratch:llama-xxs", tmp_path / "off", TrainConfig.scratch(**base, on_policy_lambda=0.0),
+                progress=False).summary
+    assert on["generated_tokens"] > 0 and off["generated_tokens"] == 0
+    assert on["teacher_forward_tokens"] > 0 and on["on_policy_max_new_tokens"] > 0
+    assert on["compute_flops"] > 6 * on["params"] * on["train_tokens"]
+    assert all(x >= 0 for x in losses(tmp_path / "on") + losses(tmp_path / "off"))
+    # the model is a normal checkpoint
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "on")
+
+
+def test_teacher_objectives_refuse_a_missing_teacher_or_another_tokenizer(arith_traces, tmp_path, smollm2_path):
+    r = _cli("train", "--traces", str(arith_traces), "--student", "scratch:llama-xxs", "--out", str(tmp_path / "m"),
+             "--objective", "on-policy", "--max-steps", "2")
+    assert r.returncode == 2 and "--teacher-model" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("train", "--traces", str(arith_traces), "--student", "scratch:llama-xxs", "--out", str(tmp_path / "m"),
+             "--objective", "logit-kd", "--teacher-model", smollm2_path, "--max-steps", "2")
+    assert r.returncode == 2 and "tokenizer differs" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+    with pytest.raises(UserError, match="untrained scratch model"):
+        train([arith_traces], "scratch:llama-xxs", tmp_path / "m2",
+              TrainConfig.scratch(objective="logit-kd", teacher_model="scratch:llama-s", max_steps=1), progress=False)
+
+
+def test_objectives_are_a_study_factor_with_a_shared_teacher_table(teacher_dir, tmp_path):
+    from cotdistill.report import write_report
+    from cotdistill.study import expand_cells, load_study_config, run_study
+
+    base = {"name": "obj", "output_dir": str(tmp_path / "o"),
+            "tasks": [{"name": "arith", "options": {"steps": 2, "n_train": 64, "n_test": 12}}],
+            "teachers": ["lab"], "levels": [3], "students": ["scratch:llama-xxs"], "seeds": [0, 1],
+            "objectives": ["sft", "logit-kd", "on-policy"], "curate": {"decontaminate": False},
+            "train": {"max_steps": 2, "batch_size": 8, "threads": 1, "teacher_model": str(teacher_dir)},
+            "eval": {"max_new_tokens": 8}}
+    cfg = load_study_config(base)
+    assert len(expand_cells(cfg)) == 6
+    s = run_study(cfg, jobs=1, progress=False)
+    assert s.failed == 0
+    tables = list((tmp_path / "o" / "cache" / "teacher-topk").glob("teacher-topk-*.pt"))
+    assert len(tables) == 1  # both seeds' logit-kd cells read one table
+    text = write_report(tmp_path / "o")["md"].read_text()
+    assert "scratch:llama-xxs [logit-kd]" in text and "scratch:llama-xxs [on-policy]" in text
+    with pytest.raises(UserError, match="train.teacher_model"):
+        load_study_config({**base, "output_dir": str(tmp_path / "p"), "train": {"max_steps": 2}})

@@ -30,7 +30,7 @@ def collect(study: Path, zero_shot: list[Path]) -> list[dict]:
         marks = _read(cdir / "stages.json")
         rows.append({
             "task": r["task"], "teacher": r["teacher"].rsplit("#", 1)[-1], "level": r["level"], "format": r["format"],
-            "student": r["student"], "seed": r["seed"], "status": r.get("status", "ok"), "n": r.get("n"),
+            "student": r["student"], "objective": r.get("objective", "sft"), "seed": r["seed"], "status": r.get("status", "ok"), "n": r.get("n"),
             "accuracy": r.get("accuracy"), "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high"),
             "accuracy_lenient": m.get("accuracy_lenient"), "n_no_answer": m.get("n_no_answer"),
             "n_capped_without_answer": m.get("n_capped_without_answer"),

@@ -136,5 +136,8 @@ def test_objectives_are_a_study_factor_with_a_shared_teacher_table(teacher_dir, 
     assert len(tables) == 1  # both seeds' logit-kd cells read one table
     text = write_report(tmp_path / "o")["md"].read_text()
     assert "scratch:llama-xxs [logit-kd]" in text and "scratch:llama-xxs [on-policy]" in text
+    for obj in ("logit-kd", "on-policy"):  # each objective against the student's SFT, by a paired test
+        line = next(x for x in text.splitlines() if f"Objective {obj} against SFT for **scratch:llama-xxs**" in x)
+        assert "McNemar p" in line
     with pytest.raises(UserError, match="train.teacher_model"):
         load_study_config({**base, "output_dir": str(tmp_path / "p"), "train": {"max_steps": 2}})

@@ -413,6 +413,30 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
             findings.append(
                 f"Raw reasoning for **{st}** ({task}, {_short(teacher)}): {pct(curve['raw'].mean)}, which "
                 f"{verdict} the best granularity level {_lvl_name(br)} at {pct(curve[br].mean)} ({pts(diff)}, {p_of(t)}).")
+    # each non-SFT objective against the same student's SFT, level by level (same items, same seeds)
+    for key, info in per_student.items():
+        task, teacher, fmt, st = key
+        if " [" not in st:
+            continue
+        base_st, obj = st.partition(" [")[0], st.partition(" [")[2].rstrip("]")
+        base = per_student.get((task, teacher, fmt, base_st))
+        if base is None:
+            continue
+        parts = []
+        for lv in sorted(set(info["curve"]) & set(base["curve"]), key=_lvl_sort):
+            if lv == 0 and obj == "step-by-step":
+                continue
+            a, b = base["curve"][lv], info["curve"][lv]
+            if set(a.cells) == set(b.cells):
+                continue  # the shared answer-only reference
+            t = paired_test(d, a.cells, b.cells)
+            sig = t is not None and t["p"] < ALPHA
+            diff = b.mean - a.mean
+            verdict = "helped" if diff > 0 and sig else "hurt" if diff < 0 and sig else "not separated"
+            parts.append(f"{_lvl_name(lv)} {pct(b.mean)} vs {pct(a.mean)} ({pts(diff)}, {p_of(t)}: {verdict})")
+        if parts:
+            findings.append(f"Objective {obj} against SFT for **{base_st}** ({task}, {_short(teacher)}, {fmt}): "
+                            + "; ".join(parts) + ".")
     # students differ in their best level?
     for task in tasks:
         for teacher in teachers:

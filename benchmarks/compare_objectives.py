@@ -1,0 +1,95 @@
+"""Distillation objectives against SFT for the two quickstart students, on `arith`, offline.
+
+    python benchmarks/compare_objectives.py --out objectives-out \
+        --json benchmarks/results/objectives_arith.jsonl
+
+1. Level-3 `lab` traces of the quickstart's `arith` task (12,800 problems, 3 steps).
+2. A teacher model for the logit objectives: `scratch:llama-s` (d 256, 4 layers) trained on those
+   traces with `cotdistill train` (same character tokenizer as the students).
+3. A study over objectives [sft, logit-kd, on-policy] x students [scratch:llama-xxs,
+   scratch:llama-xs] x seeds, every cell with the quickstart recipe (400 steps x 32 examples) on
+   the same traces; the report compares each objective's curve with the student's SFT by paired
+   tests on the same 300 test items.
+
+Compute is counted per cell in FLOPs (`compute_flops` in each cell's train_summary.json): student
+forward+backward 6 N per trained token, teacher forward 2 N_t per scored token, sampling 2 N per
+generated token. The logit-kd table is one teacher pass over the traces, paid by the first cell
+that needs it and reused by every other; on-policy pays a teacher forward and student sampling
+at every step. Steps and examples are equal across objectives; compute is not, and is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+TASK = {"name": "arith", "options": {"steps": 3, "seed": 0, "n_train": 12800, "n_test": 300}}
+RECIPE = {"max_steps": 400, "batch_size": 32, "save_steps": 100}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="objectives-out")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--teacher-steps", type=int, default=400)
+    ap.add_argument("--objectives", default="sft,logit-kd,on-policy")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--json", default=None, help="write one row per cell here")
+    a = ap.parse_args()
+
+    from cotdistill.generate import GenerateConfig, generate
+    from cotdistill.report import write_report
+    from cotdistill.study import load_study_config, run_study
+    from cotdistill.tasks import get_task
+    from cotdistill.train import TrainConfig, is_complete, train
+
+    out = Path(a.out).resolve()
+    t0 = time.perf_counter()
+    traces = out / "teacher-data" / "traces.jsonl"
+    if not traces.exists():
+        exs = get_task("arith", **TASK["options"]).load("train")
+        generate(exs, traces.parent, GenerateConfig(teacher="lab", levels=[3]), progress=False)
+    teacher = out / "teacher"
+    t_teacher = time.perf_counter()
+    if not is_complete(teacher):
+        train([traces], "scratch:llama-s", teacher, TrainConfig.scratch(max_steps=a.teacher_steps, batch_size=32,
+                                                                       save_steps=100), progress=True, resume=True)
+    t_teacher = time.perf_counter() - t_teacher
+    cfg = load_study_config({
+        "name": "objectives-arith", "output_dir": str(out / "study"), "tasks": [TASK], "teachers": ["lab"],
+        "levels": [3], "formats": ["cot"], "students": ["scratch:llama-xxs", "scratch:llama-xs"],
+        "seeds": list(range(a.seeds)), "objectives": a.objectives.split(","),
+        "curate": {"keep": "correct", "decontaminate": False},
+        "train": {**RECIPE, "teacher_model": str(teacher)}, "eval": {},
+    })
+    t_study = time.perf_counter()
+    summary = run_study(cfg, jobs=a.jobs, progress=True)
+    t_study = time.perf_counter() - t_study
+    write_report(out / "study")
+    rows = []
+    for line in (out / "study" / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        s = json.loads((out / "study" / "cells" / r["cell"] / "model" / "train_summary.json").read_text()) \
+            if r.get("status", "ok") == "ok" else {}
+        rows.append({k: r.get(k) for k in ("student", "objective", "seed", "n", "accuracy", "ci_low", "ci_high",
+                                           "mean_output_tokens", "status", "error")}
+                    | {k: s.get(k) for k in ("train_tokens", "compute_flops", "teacher_forward_tokens", "generated_tokens",
+                                             "teacher_params", "params", "train_wall_s")})
+    meta = {"command": "python benchmarks/compare_objectives.py " + " ".join(
+                f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if v is not None),
+            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "teacher_train_s": round(t_teacher, 1), "study_wall_s": round(t_study, 1),
+            "total_wall_s": round(time.perf_counter() - t0, 1), "failed_cells": summary.failed}
+    print(json.dumps(meta))
+    for r in rows:
+        print(json.dumps(r))
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text("".join(json.dumps(r) + "\n" for r in [{"meta": meta}] + rows))
+
+
+if __name__ == "__main__":
+    main()

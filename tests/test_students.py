@@ -84,3 +84,49 @@ def test_cli_trains_and_evaluates_smollm2(smollm2_path, shared_data, tmp_path):
     assert m["n"] == 3 and m["template"] == "saved"
     rows = [json.loads(x) for x in (ev / "predictions.jsonl").read_text().splitlines()]
     assert all(r["output"] and 0 < r["output_tokens"] <= 48 for r in rows)
+
+
+@pytest.mark.slow
+def test_smollm2_learns_a_reasoning_teachers_thinking_and_is_graded_after_it(smollm2_path, tmp_path):
+    """The reasoning path on a real pretrained student: long `lab:think` traces, trained as
+    <think>reasoning</think> response through SmolLM2's own chat template (3 steps), then evaluated
+    with the cap taken from the training lengths and the answer read after the thinking."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    gen = tmp_path / "gen"
+    r = subprocess.run([sys.executable, "-m", "cotdistill.cli", "generate", "--task", "arith", "--teacher", "lab:think",
+                        "--levels", "3", "--limit", "12", "--out", str(gen)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    model = tmp_path / "model"
+    r = subprocess.run([sys.executable, "-m", "cotdistill.cli", "train", "--traces", str(gen / "traces.jsonl"),
+                        "--student", "smollm2-135m", "--target", "reasoning+response", "--out", str(model),
+                        "--max-steps", "3", "--batch-size", "4", "--lr", "1e-4", "--threads", "2", "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((model / "train_summary.json").read_text())
+    assert summary["target"] == "reasoning+response" and summary["dropped_overlong_examples"] == 0
+    from transformers import AutoTokenizer
+
+    from cotdistill.collate import encode_example
+    from cotdistill.template import PromptTemplate
+    from cotdistill.traces import read_traces
+    from cotdistill.train import target_text
+
+    tok, tpl = AutoTokenizer.from_pretrained(model), PromptTemplate.load(model)
+    t = read_traces(gen / "traces.jsonl")[0]
+    enc = encode_example(tpl.render_prompt(t.question, tok), tpl.render_completion(target_text(t, "reasoning+response")),
+                         tok, 4096, add_special_tokens=False)
+    learned = tok.decode([i for i, lab in zip(enc["input_ids"], enc["labels"]) if lab != -100])
+    assert learned.startswith("<think>") and "</think>" in learned and t.reasoning.strip()[:40] in learned
+    assert "<|im_start|>" not in learned and "user" not in learned.split("<think>")[0]  # the prompt carries no loss
+    ev = tmp_path / "eval"
+    r = subprocess.run([sys.executable, "-m", "cotdistill.cli", "evaluate", "--model", str(model), "--task", "arith",
+                        "--limit", "3", "--out", str(ev), "--threads", "2", "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((ev / "metrics.json").read_text())
+    assert m["max_new_tokens"] == int(1.5 * summary["longest_completion_tokens"]) + 16
+    assert "mean_reasoning_words" in m and "n_unclosed_reasoning" in m
+    rows = [json.loads(x) for x in (ev / "predictions.jsonl").read_text().splitlines()]
+    for row in rows:  # an answer is only ever read after a closed thinking block
+        if "<think>" in row["output"] and "</think>" not in row["output"]:
+            assert row["pred"] is None and row["rule"] == "unclosed_reasoning"

@@ -141,3 +141,32 @@ def test_objectives_are_a_study_factor_with_a_shared_teacher_table(teacher_dir, 
         assert "McNemar p" in line
     with pytest.raises(UserError, match="train.teacher_model"):
         load_study_config({**base, "output_dir": str(tmp_path / "p"), "train": {"max_steps": 2}})
+
+
+def test_orpo_terms_match_their_definition():
+    from cotdistill.objectives import preference_terms
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(7, 13, generator=g)
+    targets = torch.randint(0, 13, (7,), generator=g)
+    rows = torch.tensor([0, 0, 0, 1, 1, 2, 2])  # chosen rows 0, 1; row 2 = a rejected sample paired with row 1
+    nll, ratio = preference_terms(logits, targets, rows, n_chosen=2, pairs=[1])
+    lp = torch.log_softmax(logits, -1)[torch.arange(7), targets]
+    assert nll.item() == pytest.approx(-lp[:5].mean().item(), rel=1e-5)
+    def log_odds(x):
+        m = x.mean()
+        return m - torch.log1p(-torch.exp(m))
+    want = -torch.nn.functional.logsigmoid(log_odds(lp[3:5]) - log_odds(lp[5:7]))
+    assert ratio.item() == pytest.approx(want.item(), rel=1e-5)
+    assert preference_terms(logits[:5], targets[:5], rows[:5], n_chosen=2, pairs=[])[1].item() == 0.0
+
+
+def test_preference_pairs_the_trace_with_the_students_own_wrong_samples(arith_traces, tmp_path):
+    r = _cli("train", "--traces", str(arith_traces), "--student", "scratch:llama-xxs", "--out", str(tmp_path / "p"),
+             "--objective", "preference", "--orpo-lambda", "0.2", "--max-steps", "3", "--batch-size", "8", "--threads", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((tmp_path / "p" / "train_summary.json").read_text())
+    # an untrained student never writes the right answer line: every example gets a rejected sample
+    assert s["preference_pairs"] == 3 * 8 and s["generated_tokens"] > 0 and s["orpo_lambda"] == 0.2
+    assert s["compute_flops"] > 6 * s["params"] * s["train_tokens"]
+    assert all(x > 0 for x in losses(tmp_path / "p"))

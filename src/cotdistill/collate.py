@@ -184,8 +184,11 @@ class PromptCompletionCollator:
     takes the completion and builds the rows itself)."""
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"prompts": [list(f["input_ids"][: f["prompt_len"]]) for f in features],
-                "completions": [list(f["input_ids"][f["prompt_len"]:]) for f in features]}
+        batch = {"prompts": [list(f["input_ids"][: f["prompt_len"]]) for f in features],
+                 "completions": [list(f["input_ids"][f["prompt_len"]:]) for f in features]}
+        if features and "gold" in features[0]:  # preference: the student's samples are graded
+            batch["golds"] = [(f["gold"], f["task"]) for f in features]
+        return batch
 
 
 class PaddingCollator:

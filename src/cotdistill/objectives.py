@@ -34,6 +34,8 @@ from .collate import IGNORE
 from .errors import UserError
 
 TEACHER_OBJECTIVES = ("logit-kd", "on-policy")
+# ``preference`` (ORPO, Hong et al. 2024, as ORPO-Distill uses it) needs no teacher model: the
+# teacher's trace is the chosen completion, the student's own wrong sample the rejected one.
 
 
 # ------------------------------------------------------------------------------------------
@@ -237,3 +239,27 @@ def completion_batch(prompts: list[list[int]], completions: list[list[int]], pad
         labels[r, len(p):n] = torch.tensor(c, dtype=torch.long) if c else labels[r, len(p):n]
         att[r, :n] = 1
     return {"input_ids": ids, "attention_mask": att, "labels": labels}
+
+
+# ------------------------------------------------------------------------------------------
+# preference: ORPO, the teacher's trace over the student's own wrong sample
+# ------------------------------------------------------------------------------------------
+def preference_terms(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, n_chosen: int,
+                     pairs: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """ORPO's two terms from target logits (row-major) of ``n_chosen`` chosen rows followed by one
+    rejected row per entry of ``pairs`` (the chosen row index it is paired with): the mean NLL over
+    the chosen rows' tokens, and the mean ``-log sigmoid(log odds(chosen) - log odds(rejected))``
+    with ``odds = p / (1 - p)`` and ``p`` the geometric mean token probability (0 without pairs)."""
+    token_lp = -F.cross_entropy(logits.float(), targets, reduction="none")
+    n_rows = n_chosen + len(pairs)
+    sums = torch.zeros(n_rows, device=token_lp.device).index_add(0, rows, token_lp)
+    counts = torch.zeros(n_rows, device=token_lp.device).index_add(0, rows, torch.ones_like(token_lp))
+    chosen = rows < n_chosen
+    nll = -token_lp[chosen].sum() / chosen.sum().clamp(min=1)
+    if not pairs:
+        return nll, torch.zeros((), device=nll.device)
+    mean_lp = (sums / counts.clamp(min=1)).clamp(max=-1e-6)  # log p < 0 so that 1 - p > 0
+    log_odds = mean_lp - torch.log1p(-torch.exp(mean_lp))
+    c = log_odds[torch.tensor(pairs, device=log_odds.device)]
+    r = log_odds[n_chosen:]
+    return nll, -F.logsigmoid(c - r).mean()

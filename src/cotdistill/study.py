@@ -92,10 +92,11 @@ class StudyConfig(BaseModel):
     formats: list[Literal["cot", "subq", "rar", "sym"]] = Field(default_factory=lambda: ["cot"])
     students: list[str] = Field(..., min_length=1, description="HF model names/paths or scratch:<family>-<size>")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    objectives: list[Literal["sft", "step-by-step", "logit-kd", "on-policy"]] = Field(
+    objectives: list[Literal["sft", "step-by-step", "logit-kd", "on-policy", "preference"]] = Field(
         default_factory=lambda: ["sft"], min_length=1,
         description="training objectives compared as a factor: sft, step-by-step (label and rationale as two prefixed "
-                    "tasks), logit-kd and on-policy (both need train.teacher_model)")
+                    "tasks), logit-kd and on-policy (both need train.teacher_model), preference (ORPO against the "
+                    "student's own wrong samples)")
     generate: GenerateOptions = Field(default_factory=dict, description="keyword arguments of cotdistill.generate.generate")
     curate: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of cotdistill.curate.curate")
     train: dict[str, Any] = Field(default_factory=dict, description="fields of cotdistill.train.TrainConfig")

@@ -100,7 +100,7 @@ class TrainConfig(BaseModel):
     # data
     cutoff_len: int = Field(4096, ge=8, description="longest example in tokens (prompt + completion + EOS); see overlong")
     overlong: Literal["drop", "truncate"] = Field("drop", description="an example longer than cutoff_len: drop it (counted in the summary), or truncate the middle of its completion keeping the final answer and EOS")
-    objective: Literal["sft", "step-by-step", "logit-kd", "on-policy"] = Field("sft", description="sft: learn the rationale and answer; step-by-step (Hsieh et al. 2023): two prefixed tasks, '[label] ' -> 'The answer is X.' and '[rationale] ' -> the rationale, equally weighted; the model answers the '[label] ' task at test time, without writing a rationale; logit-kd: CE on the traces plus KL to a teacher model's stored top-k token distribution; on-policy: the student samples, a teacher model scores every token (generalized JSD, as GKD)")
+    objective: Literal["sft", "step-by-step", "logit-kd", "on-policy", "preference"] = Field("sft", description="sft: learn the rationale and answer; step-by-step (Hsieh et al. 2023): two prefixed tasks, '[label] ' -> 'The answer is X.' and '[rationale] ' -> the rationale, equally weighted; the model answers the '[label] ' task at test time, without writing a rationale; logit-kd: CE on the traces plus KL to a teacher model's stored top-k token distribution; on-policy: the student samples, a teacher model scores every token (generalized JSD, as GKD); preference: ORPO with the teacher's trace preferred over the student's own wrong sample, sampled afresh at every step")
     teacher_model: str | None = Field(None, description="logit-kd / on-policy: a local teacher model (directory, .gguf or short name) that shares the student's tokenizer")
     kd_alpha: float = Field(0.5, ge=0, le=1, description="logit-kd: weight of the cross-entropy on the traces; 1 - kd_alpha weighs the KL to the teacher")
     kd_top_k: int = Field(20, ge=1, description="logit-kd: teacher tokens kept per position (renormalised)")
@@ -108,7 +108,8 @@ class TrainConfig(BaseModel):
     kd_cache: str | None = Field(None, description="logit-kd: directory of the stored teacher top-k tables (default: beside the first trace file, else the run directory)")
     on_policy_lambda: float = Field(0.5, ge=0, le=1, description="on-policy: fraction of steps whose completions the student samples (the rest use the traces), GKD's lambda")
     on_policy_beta: float = Field(0.5, ge=0, le=1, description="on-policy: generalized JSD interpolation: 0 = forward KL(teacher||student), 1 = reverse KL(student||teacher)")
-    on_policy_max_new_tokens: int | None = Field(None, ge=1, description="on-policy: sampling cap (default 1.5 x the longest training completion + 16)")
+    on_policy_max_new_tokens: int | None = Field(None, ge=1, description="on-policy / preference: sampling cap (default 1.5 x the longest training completion + 16)")
+    orpo_lambda: float = Field(0.1, ge=0, description="preference: weight of ORPO's odds-ratio term (chosen = the teacher's trace, rejected = the student's own wrong sample) next to the NLL of the chosen")
     target: Literal["response", "reasoning+response"] = Field("response", description="what the student learns from a reasoning teacher's trace: the final response only, or its reasoning in <think> tags followed by the response")
     template: Literal["auto", "plain", "qa", "alpaca", "chat"] = Field("auto", description="auto: the tokenizer's chat template when it has one, else plain 'Question: …\\nAnswer:'")
     packing: Literal["auto", "on", "off"] = Field("auto", description="auto: pack when the model reproduces unpacked logits with a 4-D mask, else length-grouped padding")
@@ -411,6 +412,19 @@ def _attach_topk(rows: list[dict[str, Any]], teacher: Any, cfg: TrainConfig, tra
             "topk_s": round(time.perf_counter() - t0, 2)}
 
 
+def _sample_correct(tok: Any, sample: list[int], gold: tuple[str, str]) -> bool:
+    """Is a student's sampled completion right (strict answer line, as evaluation grades)?"""
+    from .evaluate import score_output
+    from .tasks import get_task
+    from .tasks.base import Example
+
+    answer, task = gold
+    text = tok.decode(sample, skip_special_tokens=True)
+    finish = "eos" if sample and sample[-1] == tok.eos_token_id else "length"
+    ex = Example(id="sample", task=task, split="train", question="", answer=answer, answer_type=get_task(task).answer_type)
+    return bool(score_output(text, finish, ex)["correct"])
+
+
 def _objective_summary(cfg: TrainConfig, ctx: dict[str, Any] | None, n_params: int, trained_tokens: int) -> dict[str, Any]:
     """Compute as FLOPs: student forward+backward 6 N per trained token, teacher forward 2 N_t
     per scored token (the top-k table when this run computed it), sampling 2 N per generated token."""
@@ -420,6 +434,9 @@ def _objective_summary(cfg: TrainConfig, ctx: dict[str, Any] | None, n_params: i
     flops += 2 * ctx["params"] * ctx["forward_tokens"] + 2 * n_params * ctx["generated_tokens"]
     out: dict[str, Any] = {"teacher_model": cfg.teacher_model, "teacher_params": ctx["params"],
                            "teacher_forward_tokens": ctx["forward_tokens"], "compute_flops": flops}
+    if cfg.objective == "preference":
+        return {"compute_flops": flops, "orpo_lambda": cfg.orpo_lambda, "generated_tokens": ctx["generated_tokens"],
+                "preference_pairs": ctx["pairs"], "sample_max_new_tokens": ctx["max_new_tokens"]}
     if cfg.objective == "logit-kd":
         out.update({"kd_alpha": cfg.kd_alpha, "kd_top_k": cfg.kd_top_k, "kd_temperature": cfg.kd_temperature,
                     "teacher_topk_file": ctx.get("topk_file"), "teacher_topk_reused": ctx.get("topk_cached")})
@@ -558,6 +575,8 @@ def _make_trainer_class():
                 return self._kd_loss(model, inputs, num_items_in_batch)
             if self.objective == "on-policy" and model.training:
                 return self._on_policy_loss(model, inputs)
+            if self.objective == "preference" and model.training:
+                return self._preference_loss(model, inputs)
             if self.target_head is not None and model.training and "labels" in inputs and not return_outputs:
                 return self._target_loss(model, inputs, num_items_in_batch)
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
@@ -638,6 +657,31 @@ def _make_trainer_class():
             s_logits, targets = self._target_logits(model, batch, labels)
             jsd = generalized_jsd(s_logits, t_logits, self.kd.get("beta", 0.5), self.kd.get("temperature", 1.0))
             return jsd / max(targets.numel(), 1)
+
+        def _preference_loss(self, model, inputs):
+            """ORPO (Hong et al. 2024) as ORPO-Distill uses it: NLL of the teacher's trace plus
+            orpo_lambda x -log sigmoid(log odds(trace) - log odds(student's wrong sample)); the
+            student's samples are drawn afresh every step (an example it gets right adds no pair)."""
+            from .objectives import completion_batch, preference_terms, sample_completions
+
+            ctx = self.teacher_ctx
+            prompts, comps, golds = inputs["prompts"], inputs["completions"], inputs["golds"]
+            tok = self.processing_class
+            step = self.state.global_step
+            samples = sample_completions(self.accelerator.unwrap_model(model), prompts, tok.eos_token_id, tok.pad_token_id,
+                                         ctx["max_new_tokens"], generator_seed=self.args.seed * 7919 + step)
+            ctx["generated_tokens"] += sum(len(c) for c in samples)
+            wrong = [i for i, s in enumerate(samples) if s and not _sample_correct(tok, s, golds[i])]
+            ctx["pairs"] += len(wrong)
+            batch = completion_batch(prompts + [prompts[i] for i in wrong], comps + [samples[i] for i in wrong],
+                                     tok.pad_token_id)
+            batch = {k: v.to(self.args.device) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            self._tok_local += int(batch["attention_mask"].sum())
+            logits, targets = self._target_logits(model, batch, labels)
+            rows = (labels[:, 1:] != -100).nonzero()[:, 0]
+            nll, ratio = preference_terms(logits, targets, rows, n_chosen=len(prompts), pairs=wrong)
+            return nll + self.kd.get("orpo_lambda", 0.1) * ratio
 
         def flush_tokens(self) -> None:
             """Add the tokens seen on all ranks since the last flush to the (checkpointed) state."""
@@ -901,13 +945,15 @@ def _train(
     else:
         pairs = [(template.render_prompt(t.question, tok), template.render_completion(target_text(t, cfg.target)))
                  for t in data]
-    for prompt_text, completion_text in pairs:
+    for i, (prompt_text, completion_text) in enumerate(pairs):
         enc = encode_example(prompt_text, completion_text, tok, cfg.cutoff_len, add_special_tokens=add_special,
                              overlong=cfg.overlong)
         if enc is None:
             n_dropped += 1
             continue
         n_trunc += enc.pop("truncated")
+        if cfg.objective == "preference":  # the student's own samples are graded against the gold answer
+            enc["gold"], enc["task"] = data[i].gold, data[i].task
         rows.append(enc)
     if not rows:
         raise UserError(f"every one of the {len(data)} examples is longer than cutoff_len {cfg.cutoff_len} tokens: "
@@ -916,6 +962,12 @@ def _train(
 
     # ---- a teacher model for the logit objectives ---------------------------------------------
     teacher_ctx: dict[str, Any] | None = None
+    if cfg.objective == "preference":
+        longest = max(sum(1 for x in r["labels"] if x != -100) for r in rows)
+        teacher_ctx = {"model": None, "params": 0, "forward_tokens": 0, "generated_tokens": 0, "pairs": 0,
+                       "max_new_tokens": cfg.on_policy_max_new_tokens or int(1.5 * longest) + 16}
+        for r in rows:
+            r["prompt_len"] = next(i for i, x in enumerate(r["labels"]) if x != -100)
     if cfg.objective in ("logit-kd", "on-policy"):
         from .objectives import check_same_tokenizer, count_params, load_teacher
 
@@ -948,7 +1000,7 @@ def _train(
             "or position ids: use packing: auto (length-grouped padding)"
         )
     collator = PackingCollator(tok.pad_token_id, cfg.pack_length, mode, _hidden_size(model)) if mode else PaddingCollator(tok.pad_token_id)
-    if cfg.objective == "on-policy":
+    if cfg.objective in ("on-policy", "preference"):
         from .collate import PromptCompletionCollator
 
         collator = PromptCompletionCollator()
@@ -1064,14 +1116,14 @@ def _train(
         objective=cfg.objective,
         teacher_ctx=teacher_ctx,
         kd={"alpha": cfg.kd_alpha, "temperature": cfg.kd_temperature, "lambda": cfg.on_policy_lambda,
-            "beta": cfg.on_policy_beta},
+            "beta": cfg.on_policy_beta, "orpo_lambda": cfg.orpo_lambda},
         target_head=head,
         n_params=n_trainable if cfg.lora.enabled else n_params,
         peak_flops=peak,
         callbacks=[_progress_callback(max_steps, progress), _progress_file(work / PROGRESS_FILE, max_steps, main)]
         + _tracker_callbacks(cfg, work, main),
     )
-    if teacher_ctx is not None:
+    if teacher_ctx is not None and teacher_ctx["model"] is not None:
         teacher_ctx["model"].to(args.device)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -1156,7 +1208,7 @@ def _train(
             "peak_flops": peak,
             "final_loss": final_loss,
             "train_loss": output.training_loss,
-            "batching": ("prompt + completion rows, right-padded (on-policy)" if cfg.objective == "on-policy"
+            "batching": (f"prompt + completion rows, right-padded ({cfg.objective})" if cfg.objective in ("on-policy", "preference")
                          else f"packed ({mode} mask)" if mode else "padded, length-grouped"),
             "attention": attention,
             "precision": precision,

@@ -27,13 +27,14 @@ def register(app: typer.Typer) -> None:
         lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA (peft) instead of full fine-tuning."),
         save_steps: Optional[int] = typer.Option(None, "--save-steps", help="Checkpoint interval in steps."),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
-        objective: Optional[str] = typer.Option(None, "--objective", help="sft (default), step-by-step, logit-kd or on-policy (the last two need --teacher-model)."),
+        objective: Optional[str] = typer.Option(None, "--objective", help="sft (default), step-by-step, logit-kd, on-policy (these two need --teacher-model) or preference."),
         target: Optional[str] = typer.Option(None, "--target", help="What a reasoning teacher's trace teaches: response, or reasoning+response (<think> tags)."),
         teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="logit-kd / on-policy: local teacher model sharing the student's tokenizer."),
         kd_alpha: Optional[float] = typer.Option(None, "--kd-alpha", help="logit-kd: weight of the cross-entropy (1 - it weighs the KL to the teacher)."),
         kd_top_k: Optional[int] = typer.Option(None, "--kd-top-k", help="logit-kd: teacher tokens kept per position."),
         on_policy_lambda: Optional[float] = typer.Option(None, "--on-policy-lambda", help="on-policy: fraction of steps on student samples."),
         on_policy_beta: Optional[float] = typer.Option(None, "--on-policy-beta", help="on-policy: 0 forward KL, 1 reverse KL, between: generalized JSD."),
+        orpo_lambda: Optional[float] = typer.Option(None, "--orpo-lambda", help="preference: weight of ORPO's odds-ratio term."),
         teachers: Optional[str] = typer.Option(None, "--teachers", help="Keep the traces of these teachers (comma-separated)."),
         levels: Optional[str] = typer.Option(None, "--levels", help="Keep the traces of these levels, e.g. 3, 1-6, human."),
         formats: Optional[str] = typer.Option(None, "--formats", help="Keep the traces of these formats: cot, subq, rar, sym (or BSM, RaR, SYM)."),
@@ -56,7 +57,7 @@ def register(app: typer.Typer) -> None:
             save_steps=save_steps, threads=threads, report_to=report_to, run_name=run_name,
             push_to_hub=push_to_hub, hub_model_id=hub_model_id, objective=objective, target=target,
             teacher_model=teacher_model, kd_alpha=kd_alpha, kd_top_k=kd_top_k, on_policy_lambda=on_policy_lambda,
-            on_policy_beta=on_policy_beta,
+            on_policy_beta=on_policy_beta, orpo_lambda=orpo_lambda,
         )
         if epochs is not None and max_steps is None:
             data = base.model_dump()

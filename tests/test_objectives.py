@@ -98,6 +98,12 @@ def test_on_policy_samples_from_the_student_and_the_teacher_scores_them(teacher_
     assert on["teacher_forward_tokens"] > 0 and on["on_policy_max_new_tokens"] > 0
     assert on["compute_flops"] > 6 * on["params"] * on["train_tokens"]
     assert all(x >= 0 for x in losses(tmp_path / "on") + losses(tmp_path / "off"))
+    # a warm start: the first half of the steps are SFT on the traces (no samples, no teacher)
+    warm = train([arith_traces], "scratch:llama-xxs", tmp_path / "warm",
+                 TrainConfig.scratch(**{**base, "max_steps": 4}, on_policy_lambda=1.0, on_policy_warmup=0.5),
+                 progress=False).summary
+    assert warm["on_policy_warmup_steps"] == 2
+    assert 0 < warm["teacher_forward_tokens"] < warm["train_tokens"] and warm["generated_tokens"] > 0
     # the model is a normal checkpoint
     from transformers import AutoModelForCausalLM
 
@@ -130,6 +136,15 @@ def test_objectives_are_a_study_factor_with_a_shared_teacher_table(teacher_dir, 
             "eval": {"max_new_tokens": 8}}
     cfg = load_study_config(base)
     assert len(expand_cells(cfg)) == 6
+    from cotdistill.study import stage_keys
+
+    plain = load_study_config({**base, "objectives": ["sft"], "train": {k: v for k, v in base["train"].items()
+                                                                          if k != "teacher_model"}})
+    for c in expand_cells(plain):  # the teacher does not touch the SFT cells' keys: a cached grid is reused
+        assert stage_keys(plain, c) == stage_keys(cfg, c)
+    kd = next(c for c in expand_cells(cfg) if c.objective == "logit-kd")
+    other = load_study_config({**base, "train": {**base["train"], "teacher_model": str(teacher_dir) + "-other"}})
+    assert stage_keys(other, kd)["train"] != stage_keys(cfg, kd)["train"]
     s = run_study(cfg, jobs=1, progress=False)
     assert s.failed == 0
     tables = list((tmp_path / "o" / "cache" / "teacher-topk").glob("teacher-topk-*.pt"))

@@ -431,6 +431,22 @@ def raw_cell(cell: Cell) -> Cell:
     return dataclasses.replace(cell, level=RAW, format="cot")
 
 
+# training settings only some objectives read: they are part of a cell's key only when it reads them
+OBJECTIVE_FIELDS = {
+    "logit-kd": {"teacher_model", "kd_alpha", "kd_top_k", "kd_temperature"},
+    "on-policy": {"teacher_model", "kd_temperature", "on_policy_lambda", "on_policy_beta", "on_policy_max_new_tokens",
+                  "on_policy_warmup"},
+    "preference": {"orpo_lambda", "on_policy_max_new_tokens"},
+}
+NOT_IDENTITY = {"kd_cache"}  # where the teacher table is stored, not what is learned
+
+
+def _train_identity(train: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    used = OBJECTIVE_FIELDS.get(cell.objective, set())
+    other = set().union(*OBJECTIVE_FIELDS.values()) - used
+    return {k: v for k, v in train.items() if k not in other and k not in NOT_IDENTITY}
+
+
 def stage_keys(cfg: StudyConfig, cell: Cell) -> dict[str, str]:
     """Content hash of each stage's inputs (a stage reruns exactly when its key changes)."""
     task = cell.task.model_dump(exclude={"test_size", "test_split"})
@@ -440,7 +456,7 @@ def stage_keys(cfg: StudyConfig, cell: Cell) -> dict[str, str]:
                         **({"rewrite_with": cfg.rewrite_with, "source": stage_keys(cfg, raw_cell(cell))["generate"]}
                            if is_rewrite(cfg, cell) else {})})
     cur = content_hash({"gen": gen, "curate": cfg.curate})
-    trn = content_hash({"cur": cur, "student": cell.student, "seed": cell.seed, "train": cfg.train,
+    trn = content_hash({"cur": cur, "student": cell.student, "seed": cell.seed, "train": _train_identity(cfg.train, cell),
                         **({"objective": cell.objective} if cell.objective != "sft" else {})})  # sft keys unchanged
     # an unset max_new_tokens means "auto" (from the trained model's lengths; it was 512 before)
     ev = content_hash({"train": trn, "eval": {"max_new_tokens": "auto", **cfg.eval}, "task": cell.task.model_dump(), "data_dir": cfg.data_dir})

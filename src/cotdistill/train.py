@@ -107,6 +107,7 @@ class TrainConfig(BaseModel):
     kd_temperature: float = Field(1.0, gt=0, description="logit-kd / on-policy: softmax temperature of both distributions")
     kd_cache: str | None = Field(None, description="logit-kd: directory of the stored teacher top-k tables (default: beside the first trace file, else the run directory)")
     on_policy_lambda: float = Field(0.5, ge=0, le=1, description="on-policy: fraction of steps whose completions the student samples (the rest use the traces), GKD's lambda")
+    on_policy_warmup: float = Field(0.0, ge=0, lt=1, description="on-policy: fraction of the steps trained by plain SFT on the traces before sampling starts (GKD assumes a student that already writes sensible samples; a scratch student needs a warm start)")
     on_policy_beta: float = Field(0.5, ge=0, le=1, description="on-policy: generalized JSD interpolation: 0 = forward KL(teacher||student), 1 = reverse KL(student||teacher)")
     on_policy_max_new_tokens: int | None = Field(None, ge=1, description="on-policy / preference: sampling cap (default 1.5 x the longest training completion + 16)")
     orpo_lambda: float = Field(0.1, ge=0, description="preference: weight of ORPO's odds-ratio term (chosen = the teacher's trace, rejected = the student's own wrong sample) next to the NLL of the chosen")
@@ -442,6 +443,7 @@ def _objective_summary(cfg: TrainConfig, ctx: dict[str, Any] | None, n_params: i
                     "teacher_topk_file": ctx.get("topk_file"), "teacher_topk_reused": ctx.get("topk_cached")})
     else:
         out.update({"on_policy_lambda": cfg.on_policy_lambda, "on_policy_beta": cfg.on_policy_beta,
+                    "on_policy_warmup_steps": ctx.get("warmup_steps", 0),
                     "generated_tokens": ctx["generated_tokens"], "on_policy_max_new_tokens": ctx.get("max_new_tokens")})
     return out
 
@@ -637,6 +639,13 @@ def _make_trainer_class():
             ctx = self.teacher_ctx
             prompts, comps = inputs["prompts"], inputs["completions"]
             step = self.state.global_step
+            if step < self.kd.get("warmup_steps", 0):  # warm start: SFT on the traces, no teacher
+                tok = self.processing_class
+                batch = {k: v.to(self.args.device) for k, v in completion_batch(prompts, comps, tok.pad_token_id).items()}
+                labels = batch.pop("labels")
+                self._tok_local += int(batch["attention_mask"].sum())
+                logits, targets = self._target_logits(model, batch, labels)
+                return torch.nn.functional.cross_entropy(logits.float(), targets)
             rng = random.Random(self.args.seed * 1_000_003 + step)
             tok = self.processing_class
             if rng.random() < self.kd.get("lambda", 0.5):
@@ -992,6 +1001,9 @@ def _train(
     else:
         max_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
+    if teacher_ctx is not None and cfg.objective == "on-policy":
+        teacher_ctx["warmup_steps"] = int(cfg.on_policy_warmup * max_steps)
+
     # ---- packing mode (verified on the model) ---------------------------------------------
     mode = packing_mode(model) if cfg.packing != "off" else None
     if cfg.packing == "on" and mode is None:
@@ -1116,7 +1128,8 @@ def _train(
         objective=cfg.objective,
         teacher_ctx=teacher_ctx,
         kd={"alpha": cfg.kd_alpha, "temperature": cfg.kd_temperature, "lambda": cfg.on_policy_lambda,
-            "beta": cfg.on_policy_beta, "orpo_lambda": cfg.orpo_lambda},
+            "beta": cfg.on_policy_beta, "orpo_lambda": cfg.orpo_lambda,
+            "warmup_steps": (teacher_ctx or {}).get("warmup_steps", 0)},
         target_head=head,
         n_params=n_trainable if cfg.lora.enabled else n_params,
         peak_flops=peak,

@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         kd_top_k: Optional[int] = typer.Option(None, "--kd-top-k", help="logit-kd: teacher tokens kept per position."),
         on_policy_lambda: Optional[float] = typer.Option(None, "--on-policy-lambda", help="on-policy: fraction of steps on student samples."),
         on_policy_beta: Optional[float] = typer.Option(None, "--on-policy-beta", help="on-policy: 0 forward KL, 1 reverse KL, between: generalized JSD."),
+        on_policy_warmup: Optional[float] = typer.Option(None, "--on-policy-warmup", help="on-policy: fraction of steps of SFT on the traces before the student samples."),
         orpo_lambda: Optional[float] = typer.Option(None, "--orpo-lambda", help="preference: weight of ORPO's odds-ratio term."),
         teachers: Optional[str] = typer.Option(None, "--teachers", help="Keep the traces of these teachers (comma-separated)."),
         levels: Optional[str] = typer.Option(None, "--levels", help="Keep the traces of these levels, e.g. 3, 1-6, human."),
@@ -57,7 +58,7 @@ def register(app: typer.Typer) -> None:
             save_steps=save_steps, threads=threads, report_to=report_to, run_name=run_name,
             push_to_hub=push_to_hub, hub_model_id=hub_model_id, objective=objective, target=target,
             teacher_model=teacher_model, kd_alpha=kd_alpha, kd_top_k=kd_top_k, on_policy_lambda=on_policy_lambda,
-            on_policy_beta=on_policy_beta, orpo_lambda=orpo_lambda,
+            on_policy_beta=on_policy_beta, on_policy_warmup=on_policy_warmup, orpo_lambda=orpo_lambda,
         )
         if epochs is not None and max_steps is None:
             data = base.model_dump()

@@ -728,8 +728,15 @@ def _train(cfg: StudyConfig, cell: Cell, traces_path: Path, model_dir: Path, log
         return train_candidate(cand, _train_examples(cfg, cell.task), cell.student, model_dir, conf)
     # a mixed level spec (mix:3-6, union, ...) trains on its mixture by design; a plain level on one cell
     mixed = isinstance(cell.level, str) and cell.level not in ("human", RAW)
-    res = train_fn(read_traces(traces_path), cell.student, model_dir, conf, resume=resume, progress=False,
-                   overwrite=not resume, mix=mixed)
+    from .train import OtherRunError
+
+    try:
+        res = train_fn(read_traces(traces_path), cell.student, model_dir, conf, resume=resume, progress=False,
+                       overwrite=not resume, mix=mixed)
+    except OtherRunError:  # the interrupted attempt was made by other code: start the cell over
+        print("train: the interrupted attempt does not match this code's settings; starting over", flush=True)
+        res = train_fn(read_traces(traces_path), cell.student, model_dir, conf, resume=False, progress=False,
+                       overwrite=True, mix=mixed)
     info: dict[str, Any] = {}
     summ = getattr(res, "summary", None)
     if isinstance(summ, dict):

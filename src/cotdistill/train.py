@@ -212,6 +212,11 @@ class TrainConfig(BaseModel):
         return self.validated(data, source="training options")
 
 
+class OtherRunError(UserError):
+    """``resume`` found an interrupted run of other settings (or of an older version of this
+    code) in ``<out>.partial``."""
+
+
 @dataclass
 class TrainResult:
     model_dir: Path
@@ -1052,7 +1057,7 @@ def _train(
                 shutil.rmtree(work, ignore_errors=True)
         elif resume:
             if old_key is not None and old_key != run_key:
-                raise UserError(
+                raise OtherRunError(
                     f"{work} holds an interrupted run with a different config, student or data: "
                     "rerun with the original settings, or pass --overwrite to start over"
                 )

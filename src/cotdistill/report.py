@@ -437,10 +437,12 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
         if parts:
             findings.append(f"Objective {obj} against SFT for **{base_st}** ({task}, {_short(teacher)}, {fmt}): "
                             + "; ".join(parts) + ".")
+    # students compared with each other: under SFT (another objective is compared with its own SFT above)
+    sft_students = [st for st in students if " [" not in st]
     # students differ in their best level?
     for task in tasks:
         for teacher in teachers:
-            bests = {st: per_student[(task, teacher, "cot", st)]["best"] for st in students
+            bests = {st: per_student[(task, teacher, "cot", st)]["best"] for st in sft_students
                      if (task, teacher, "cot", st) in per_student}
             if len(bests) > 1:
                 supported = all(per_student[(task, teacher, "cot", st)].get("best_supported") for st in bests)
@@ -463,7 +465,7 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
     # where do the students differ most? (same test items: paired test across students)
     for task in tasks:
         for teacher in teachers:
-            sts = [st for st in students if (task, teacher, "cot", st) in per_student]
+            sts = [st for st in sft_students if (task, teacher, "cot", st) in per_student]
             if len(sts) < 2:
                 continue
             gaps = []
@@ -493,7 +495,7 @@ def build_report(study_dir: str | os.PathLike) -> dict[str, Any]:
     for task in tasks:
         for teacher in teachers:
             mpts = []
-            for st in students:
+            for st in sft_students:
                 info = per_student.get((task, teacher, "cot", st))
                 if not info or 0 not in info["curve"]:
                     continue

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from .collate import IGNORE
 from .errors import UserError
 
-TEACHER_OBJECTIVES = ("logit-kd", "on-policy")
 # ``preference`` (ORPO, Hong et al. 2024, as ORPO-Distill uses it) needs no teacher model: the
 # teacher's trace is the chosen completion, the student's own wrong sample the rejected one.
 
@@ -90,10 +89,6 @@ def check_same_tokenizer(teacher_tok: Any, student_tok: Any, teacher: str, stude
     if teacher_tok.eos_token_id != student_tok.eos_token_id:
         raise UserError(f"teacher_model {teacher}: its EOS id {teacher_tok.eos_token_id} differs from the "
                         f"student's {student_tok.eos_token_id}; use a teacher that shares the student's tokenizer")
-
-
-def count_params(model: Any) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 # ------------------------------------------------------------------------------------------
@@ -212,10 +207,11 @@ def sample_completions(model: Any, prompts: list[list[int]], eos_id: int, pad_id
         for r, p in enumerate(prompts):  # left padding
             ids[r, T - len(p):] = torch.tensor(p)
             att[r, T - len(p):] = 1
-        torch.manual_seed(generator_seed)
-        out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), do_sample=True, temperature=1.0,
-                             top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, eos_token_id=eos_id,
-                             pad_token_id=pad_id)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the training RNG is untouched
+            torch.manual_seed(generator_seed)
+            out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), do_sample=True, temperature=1.0,
+                                 top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, eos_token_id=eos_id,
+                                 pad_token_id=pad_id)
     finally:
         model.train(was_training)
     comps = []

@@ -595,13 +595,7 @@ def _make_trainer_class():
             labels = inputs.pop("labels")
             logits, targets = self.target_head.logits(model, inputs, labels)
             loss = torch.nn.functional.cross_entropy(logits.float(), targets.to(logits.device), reduction="sum")
-            if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
-                loss = loss / num_items_in_batch
-                if self.args.average_tokens_across_devices:
-                    loss = loss * (self.accelerator.num_processes // self.get_tp_size())
-            else:
-                loss = loss / max(targets.numel(), 1)
-            return loss
+            return self._normalise(loss, targets.numel(), num_items_in_batch)
 
         def _target_logits(self, model, inputs, labels):
             """Student logits at the completion targets (row-major) and the targets."""
@@ -983,7 +977,8 @@ def _train(
         for r in rows:
             r["prompt_len"] = next(i for i, x in enumerate(r["labels"]) if x != -100)
     if cfg.objective in ("logit-kd", "on-policy"):
-        from .objectives import check_same_tokenizer, count_params, load_teacher
+        from .objectives import check_same_tokenizer, load_teacher
+        from .students import count_params
 
         teacher, teacher_tok = load_teacher(str(cfg.teacher_model))
         check_same_tokenizer(teacher_tok, tok, str(cfg.teacher_model), student)

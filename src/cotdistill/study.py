@@ -662,17 +662,23 @@ def _generate(cfg: StudyConfig, cell: Cell, gen_dir: Path, log) -> int:
     return len(res.traces)
 
 
+def _generate_cached(cfg: StudyConfig, cell: Cell, log) -> tuple[Path, bool]:
+    """A cell's traces from the shared generate cache, generating them under its lock when absent;
+    returns (traces.jsonl, generated now)."""
+    gen_dir = Path(cfg.output_dir) / "cache" / "generate" / stage_keys(cfg, cell)["generate"]
+    with _Lock(gen_dir.with_suffix(".lock")):
+        if (gen_dir / "DONE").exists():
+            return gen_dir / "traces.jsonl", False
+        t0 = time.time()
+        n = _generate(cfg, cell, gen_dir, log)
+        (gen_dir / "DONE").write_text(json.dumps({"traces": n, "wall_s": round(time.time() - t0, 2)}))
+        print(f"generate: {n} traces ({cell.teacher}, level {cell.level}) in {time.time() - t0:.1f}s", flush=True)
+    return gen_dir / "traces.jsonl", True
+
+
 def _raw_traces(cfg: StudyConfig, cell: Cell, log) -> Path:
     """The teacher's raw traces (generated once, shared with the study's ``raw`` cells)."""
-    rc = raw_cell(cell)
-    raw_dir = Path(cfg.output_dir) / "cache" / "generate" / stage_keys(cfg, rc)["generate"]
-    with _Lock(raw_dir.with_suffix(".lock")):
-        if not (raw_dir / "DONE").exists():
-            t0 = time.time()
-            n = _generate(cfg, rc, raw_dir, log)
-            (raw_dir / "DONE").write_text(json.dumps({"traces": n, "wall_s": round(time.time() - t0, 2)}))
-            print(f"generate: {n} raw traces of {cell.teacher} in {time.time() - t0:.1f}s", flush=True)
-    return raw_dir / "traces.jsonl"
+    return _generate_cached(cfg, raw_cell(cell), log)[0]
 
 
 def _curate(cfg: StudyConfig, cell: Cell, src: Path, out: Path, log) -> dict[str, Any]:
@@ -821,17 +827,10 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
         with _redirect_to(cdir / "log.txt") as log:
             print(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} cell {cell.id}", flush=True)
             # generate (shared cache)
-            gen_dir = root / "cache" / "generate" / keys["generate"]
-            gen_path = gen_dir / "traces.jsonl"
-            done_mark = gen_dir / "DONE"
-            with _Lock(gen_dir.with_suffix(".lock")):
-                if not done_mark.exists():
-                    _status(cdir, "running", "generate")
-                    t0 = time.time()
-                    n = _generate(cfg, cell, gen_dir, log)
-                    done_mark.write_text(json.dumps({"traces": n, "wall_s": round(time.time() - t0, 2)}))
-                    ran.append("generate")
-                    print(f"generate: {n} traces in {time.time() - t0:.1f}s", flush=True)
+            _status(cdir, "running", "generate")
+            gen_path, generated = _generate_cached(cfg, cell, log)
+            if generated:
+                ran.append("generate")
             # curate (shared cache)
             stage = "curate"
             cur_path = root / "cache" / "curate" / f"{keys['curate']}.jsonl"

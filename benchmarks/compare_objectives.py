@@ -17,6 +17,9 @@ forward+backward 6 N per trained token, teacher forward 2 N_t per scored token, 
 generated token. The logit-kd table is one teacher pass over the traces, paid by the first cell
 that needs it and reused by every other; on-policy pays a teacher forward and student sampling
 at every step. Steps and examples are equal across objectives; compute is not, and is reported.
+`--equal-compute logit-kd` adds the equal-compute arm: SFT trained for as many steps as the
+objective's mean compute per cell buys (the teacher table charged in full to every cell), tested
+against the objective's cells on the same (seed, test item) pairs.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ def main() -> None:
     ap.add_argument("--on-policy-warmup", type=float, default=0.5,
                     help="on-policy: fraction of steps of SFT before the student samples (a scratch student's "
                          "samples are noise at first)")
+    ap.add_argument("--equal-compute", default="",
+                    help="objectives (comma-separated) also compared with SFT at equal compute: SFT trained for the "
+                         "steps the objective's mean compute per cell buys, the logit-kd teacher table charged in "
+                         "full to every cell")
     ap.add_argument("--json", default=None, help="write one row per cell here")
     a = ap.parse_args()
 
@@ -83,22 +90,76 @@ def main() -> None:
         r = json.loads(line)
         s = json.loads((out / "study" / "cells" / r["cell"] / "model" / "train_summary.json").read_text()) \
             if r.get("status", "ok") == "ok" else {}
-        rows.append({k: r.get(k) for k in ("student", "objective", "seed", "n", "accuracy", "ci_low", "ci_high",
+        rows.append({k: r.get(k) for k in ("cell", "student", "objective", "seed", "n", "accuracy", "ci_low", "ci_high",
                                            "mean_output_tokens", "status", "error")}
                     | {k: s.get(k) for k in ("train_tokens", "compute_flops", "teacher_forward_tokens", "generated_tokens",
                                              "teacher_params", "params", "train_wall_s")})
+    t_equal = time.perf_counter()
+    equal = [equal_compute(out, rows, obj, student, a.jobs)
+             for obj in filter(None, a.equal_compute.split(",")) for student in cfg.students]
+    t_equal = time.perf_counter() - t_equal
     meta = {"command": "python benchmarks/compare_objectives.py " + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if v is not None),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "teacher": a.teacher, "teacher_steps": a.teacher_steps, "teacher_accuracy": teacher_eval["accuracy"],
             "teacher_train_s": round(t_teacher, 1), "study_wall_s": round(t_study, 1),
+            "equal_compute_wall_s": round(t_equal, 1),
             "total_wall_s": round(time.perf_counter() - t0, 1), "failed_cells": summary.failed}
     print(json.dumps(meta))
-    for r in rows:
+    for r in rows + equal:
         print(json.dumps(r))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text("".join(json.dumps(r) + "\n" for r in [{"meta": meta}] + rows))
+        Path(a.json).write_text("".join(json.dumps(r) + "\n" for r in [{"meta": meta}] + rows + equal))
+
+
+def equal_compute(out: Path, rows: list[dict], objective: str, student: str, jobs: int) -> dict:
+    """SFT for ``student`` trained with the compute ``objective`` used per cell (mean over seeds),
+    against the objective's cells by an exact McNemar test on the same (seed, test item) pairs."""
+    from cotdistill.evaluate import read_predictions
+    from cotdistill.stats import mcnemar_exact
+    from cotdistill.study import load_study_config, run_study
+
+    cells = [r for r in rows if r["student"] == student and r["status"] == "ok"]
+    sft = [r for r in cells if r["objective"] == "sft"]
+    obj = [r for r in cells if r["objective"] == objective]
+    per_step = sum(r["compute_flops"] for r in sft) / len(sft) / RECIPE["max_steps"]
+    # the logit-kd table is one teacher pass over the traces, paid by the first cell and reused:
+    # every cell is charged the whole pass here (the objective's least favourable count)
+    table = max((2 * (r["teacher_params"] or 0) * (r["teacher_forward_tokens"] or 0) for r in obj), default=0)
+    charged = [r["compute_flops"] + (table if objective == "logit-kd" and not r["teacher_forward_tokens"] else 0)
+               for r in obj]
+    steps = round(sum(charged) / len(charged) / per_step)
+    slug = student.replace(":", "-")
+    cfg = load_study_config({
+        "name": f"equal-compute-{objective}-{slug}", "output_dir": str(out / f"equal-compute-{objective}-{slug}"),
+        "tasks": [TASK], "teachers": ["lab"], "levels": [3], "formats": ["cot"], "students": [student],
+        "seeds": sorted(r["seed"] for r in obj), "objectives": ["sft"],
+        "curate": {"keep": "correct", "decontaminate": False},
+        "train": {**RECIPE, "max_steps": steps}, "eval": {},
+    })
+    run_study(cfg, jobs=jobs, progress=True)
+    study = out / "study"
+    eq = {json.loads(x)["seed"]: json.loads(x) for x in (Path(cfg.output_dir) / "results.jsonl").read_text().splitlines()}
+    ours, theirs, accs = [], [], []
+    for r in obj:
+        mine = {p["id"]: bool(p["correct"]) for p in
+                read_predictions(study / "cells" / r["cell"] / "eval" / "predictions.jsonl")}
+        other = {p["id"]: bool(p["correct"]) for p in
+                 read_predictions(Path(cfg.output_dir) / "cells" / eq[r["seed"]]["cell"] / "eval" / "predictions.jsonl")}
+        ids = sorted(set(mine) & set(other))
+        ours += [mine[i] for i in ids]
+        theirs += [other[i] for i in ids]
+        accs.append(eq[r["seed"]]["accuracy"])
+    test = mcnemar_exact(ours, theirs)
+    return {"arm": "equal-compute", "student": student, "objective": objective, "sft_steps": steps,
+            "objective_steps": RECIPE["max_steps"], "objective_compute_flops": round(sum(charged) / len(charged)),
+            "sft_compute_flops": round(sum(json.loads((Path(cfg.output_dir) / "cells" / eq[s]["cell"] / "model" /
+                                                        "train_summary.json").read_text())["compute_flops"]
+                                           for s in eq) / len(eq)),
+            "objective_accuracy": sum(ours) / len(ours), "sft_accuracy": sum(theirs) / len(theirs),
+            "sft_accuracy_per_seed": accs, "pairs": len(ours), "only_objective": test["only_a"],
+            "only_sft": test["only_b"], "mcnemar_p": test["p_value"]}
 
 
 if __name__ == "__main__":

@@ -72,3 +72,20 @@ def test_stages_and_core_never_import_the_orchestration_layer():
             if any(m == u or m.startswith(u + ".") for u in UPPER):
                 bad.append(f"{name} imports {m}")
     assert not bad, bad
+
+
+CORE = ("answers", "collate", "decoding", "runtime", "students", "stats", "store", "fileio", "errors", "artifacts",
+        "progress", "paths", "template")
+STAGES = ("cotdistill.generate", "cotdistill.curate", "cotdistill.train", "cotdistill.evaluate",
+          "cotdistill.teachers", "cotdistill.prompts")
+
+
+def test_the_core_never_imports_a_stage():
+    bad = []
+    for name, path in _modules().items():
+        if name not in {f"cotdistill.{x}" for x in CORE}:
+            continue
+        for m in _imports(name, path, False):
+            if any(m == u or m.startswith(u + ".") for u in STAGES):
+                bad.append(f"{name} imports {m}")
+    assert not bad, bad

@@ -185,3 +185,36 @@ def test_preference_pairs_the_trace_with_the_students_own_wrong_samples(arith_tr
     assert s["preference_pairs"] == 3 * 8 and s["generated_tokens"] > 0 and s["orpo_lambda"] == 0.2
     assert s["compute_flops"] > 6 * s["params"] * s["train_tokens"]
     assert all(x > 0 for x in losses(tmp_path / "p"))
+
+
+def test_select_races_objectives_as_candidates_and_names_the_winners_objective(teacher_dir, tmp_path):
+    out = tmp_path / "sel"
+    args = ["select", "--task", "arith", "--task-option", "steps=3", "--task-option", "n_train=200",
+            "--student", "scratch:llama-xxs", "--levels", "3", "--objectives", "sft,logit-kd", "--budget", "60%",
+            "--val-size", "20", "--max-steps", "8", "--drop-z", "1e9", "--threads", "1", "--out", str(out)]
+    # logit-kd without a teacher model: refused before --out exists
+    r = _cli(*args)
+    assert r.returncode == 2 and "train.teacher_model" in r.stderr and "--teacher-model" in r.stderr
+    assert not out.exists()
+    r = _cli(*args, "--teacher-model", str(teacher_dir))
+    assert r.returncode == 0, r.stderr[-2000:]
+    sel = json.loads((out / "selection.json").read_text())
+    assert sel["candidates"] == ["lab/L3/cot", "lab/L3/cot/logit-kd"]
+    scores = {s["candidate"]: s for rd in sel["rounds"] for s in rd["scores"]}
+    assert set(scores) == set(sel["candidates"])
+    # the logit-kd candidate really trained against the teacher: its compute counts the teacher's forward passes
+    sft, kd = scores["lab/L3/cot"], scores["lab/L3/cot/logit-kd"]
+    n = json.loads(next(out.glob("runs/*/r0-*/model/train_summary.json")).read_text())["params"]
+    assert sft["compute_flops"] == 6 * n * sft["train_tokens"]
+    assert kd["compute_flops"] > 6 * n * kd["train_tokens"]
+    kd_summary = json.loads(next(p for p in out.glob("runs/*/r0-*/model/train_summary.json")
+                                 if json.loads(p.read_text())["objective"] == "logit-kd").read_text())
+    assert kd_summary["teacher_model"] == str(teacher_dir)
+    assert list((out / "cache" / "teacher-topk").glob("teacher-topk-*.pt"))
+    w = sel["winner"]
+    assert w["objective"] == ("logit-kd" if w["candidate"].endswith("/logit-kd") else "sft")
+    text = (out / "summary.md").read_text()
+    assert "Objectives compared: sft, logit-kd" in text and "train FLOPs" in text
+    if w["objective"] == "logit-kd":
+        said = " ".join(r.stdout.split())  # the console wraps long lines
+        assert "--objective logit-kd" in said and f"--teacher-model {teacher_dir}" in said

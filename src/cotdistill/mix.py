@@ -112,14 +112,16 @@ def is_pseudo(level: Any = None, teacher: str | None = None) -> bool:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One supervision choice: teacher (or union), level (or mix/curriculum), format."""
+    """One supervision choice: teacher (or union), level (or mix/curriculum), format, and the
+    training objective (named only when it is not ``sft``: ``lab/L3/cot/logit-kd``)."""
 
     teacher: str
     level: Any
     format: str = "cot"
+    objective: str = "sft"
 
     @classmethod
-    def parse(cls, teacher: str, level: Any, fmt: str = "cot") -> "Candidate":
+    def parse(cls, teacher: str, level: Any, fmt: str = "cot", objective: str = "sft") -> "Candidate":
         kind, _ = parse_level_spec(level)
         teacher_members(teacher)
         if kind == "plain" and isinstance(level, str) and level.strip().isdigit():
@@ -132,7 +134,11 @@ class Candidate:
             raise UserError(f"format {fmt!r}: use cot, subq, rar or sym")
         if level == 0 or level == "human":
             fmt = "cot"
-        return cls(teacher, level, fmt)
+        from .train import OBJECTIVES
+
+        if objective not in OBJECTIVES:
+            raise UserError(f"objective {objective!r}: use {', '.join(OBJECTIVES)}")
+        return cls(teacher, level, fmt, objective)
 
     @property
     def kind(self) -> str:
@@ -151,7 +157,8 @@ class Candidate:
     @property
     def name(self) -> str:
         lv = f"L{self.level}" if not isinstance(self.level, str) or self.level == "human" else self.level
-        return f"{self.teacher}/{lv}/{self.format}"
+        name = f"{self.teacher}/{lv}/{self.format}"
+        return name if self.objective == "sft" else f"{name}/{self.objective}"
 
     @property
     def slug(self) -> str:
@@ -259,56 +266,24 @@ def mix_levels(examples: Sequence[Any], levels: tuple, source: TraceSource, teac
     return out
 
 
-def load_scorer(model_dir: str | os.PathLike) -> tuple[Any, Any, Any, bool, int]:
-    """A trained checkpoint for scoring: (tokenizer, model in eval mode, its prompt template,
-    whether prompts take the tokenizer's special tokens, the pad id)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .template import PromptTemplate
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.eval()
-    template = PromptTemplate.load(model_dir) or PromptTemplate()
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    return tok, model, template, template.kind != "chat", pad
-
-
 def student_losses(model_dir: str | os.PathLike, examples: Sequence[Any], source: TraceSource, teacher: str,
                    level: Any, fmt: str = "cot", batch_size: int = 64) -> dict[str, float]:
     """Mean token loss (nats) of the model on each item's level-``level`` target (rationale + answer
     + EOS, as training sees it) after the item's prompt: the student's own difficulty."""
-    import torch
+    from .runtime import StudentRuntime
 
-    tok, model, template, add_special, pad = load_scorer(model_dir)
+    rt = StudentRuntime.load(Path(model_dir))
     members = teacher_members(teacher)
     for m in set(members):
         source.prepare(m, examples, level, fmt)
-    rows = []
+    requests = []
     for e in examples:
         t = _member_for(e.id, members) if len(members) > 1 else members[0]
         text = source.rationale(t, e, level, fmt)
         if text is None:
             text = f"The answer is {e.answer}."
-        p = tok(template.render_prompt(e.question, tok), add_special_tokens=add_special)["input_ids"]
-        c = tok(template.render_completion(text), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        rows.append((e.id, p, c))
-    out: dict[str, float] = {}
-    with torch.no_grad():
-        for b in range(0, len(rows), batch_size):
-            batch = rows[b:b + batch_size]
-            seqs = [p + c for _, p, c in batch]
-            M = max(len(x) for x in seqs)
-            x = torch.tensor([q + [pad] * (M - len(q)) for q in seqs])
-            att = torch.tensor([[1] * len(q) + [0] * (M - len(q)) for q in seqs])
-            logp = torch.log_softmax(model(input_ids=x, attention_mask=att).logits.float(), dim=-1)
-            for j, (eid, p, c) in enumerate(batch):
-                s0, s1 = len(p), len(p) + len(c)
-                tgt = x[j, s0:s1]
-                lp = logp[j, s0 - 1:s1 - 1].gather(-1, tgt[:, None]).squeeze(-1)
-                out[eid] = float(-lp.mean())
-    return out
+        requests.append((rt.prompt_ids(e.question), rt.completion_ids(text, eos=True)))
+    return {e.id: -lp / n for e, (lp, n) in zip(examples, rt.loglikelihood(requests, batch_size=batch_size))}
 
 
 def loss_mix_table(cand: Candidate, examples: Sequence[Any], student: str, work_dir: str | os.PathLike, config: Any,
@@ -484,7 +459,8 @@ def train_pieces(pieces: list[Piece], student: str, out_dir: str | os.PathLike, 
     """Train the pieces one after another (each continues from the previous weights) into ``out_dir``.
 
     Finished pieces are kept in ``<out_dir>.pieces/`` so an interrupted chain resumes. Returns
-    ``{"train_tokens", "steps", "wall_s", "final_loss"}`` summed over the pieces."""
+    ``{"train_tokens", "steps", "wall_s", "final_loss", "compute_flops"}`` summed over the pieces
+    (compute as in the run summaries: teacher forward passes and sampling included)."""
     from .train import is_complete, load_result, train
 
     out = Path(out_dir)
@@ -493,7 +469,7 @@ def train_pieces(pieces: list[Piece], student: str, out_dir: str | os.PathLike, 
     work = out.with_name(out.name + ".pieces")
     work.mkdir(parents=True, exist_ok=True)
     cur = init or student
-    tot = {"train_tokens": 0, "steps": 0, "wall_s": 0.0, "final_loss": None, "pieces": []}
+    tot = {"train_tokens": 0, "steps": 0, "wall_s": 0.0, "final_loss": None, "compute_flops": 0, "pieces": []}
     for j, p in enumerate(pieces):
         pdir = work / f"p{j}"
         if not p.traces:
@@ -507,6 +483,7 @@ def train_pieces(pieces: list[Piece], student: str, out_dir: str | os.PathLike, 
         tot["steps"] += int(res.steps)
         tot["wall_s"] += float(res.wall_s)
         tot["final_loss"] = res.final_loss
+        tot["compute_flops"] += int(res.summary.get("compute_flops") or 0)
         tot["pieces"].append({"steps": p.steps, "schedule": p.schedule, "level": p.level,
                               "train_tokens": int(res.train_tokens)})
         cur = str(pdir)

@@ -77,6 +77,7 @@ from .fileio import atomic_write_json
 from .stats import wilson_ci
 from .artifacts import check as check_out, claim
 from .errors import GenerateOptions, UserError, drop_masked_secrets, validation_error
+from .train import TEACHER_MODEL_OBJECTIVES, Objective
 from .mix import (Candidate, TraceSource, build_traces, is_loss_mix, loss_mix_table, mix_levels, parse_level_spec,
                   segment_pieces, student_losses, train_pieces)
 
@@ -103,6 +104,10 @@ class SelectConfig(BaseModel):
     levels: list[Union[int, str]] = Field(default_factory=lambda: [0, 2, 3, 4, 6], min_length=1,
                                           description="0..6, 'human', 'mix:A-B', 'mix:A-B:loss', 'mix:difficulty', 'curriculum:A-B'")
     formats: list[Literal["cot", "subq", "rar", "sym"]] = Field(default_factory=lambda: ["cot"], min_length=1)
+    objectives: list[Objective] = Field(
+        default_factory=lambda: ["sft"], min_length=1,
+        description="training objectives crossed with the supervision candidates: sft, step-by-step, logit-kd and "
+                    "on-policy (both need train.teacher_model), preference")
     budget: float = Field(0.4, gt=0, allow_inf_nan=False,
                           description="training tokens; a value <= 1 is a fraction of the full grid's tokens")
     out: str = Field(..., description="output directory")
@@ -198,14 +203,26 @@ def _validated(data: dict[str, Any], source: str = "select") -> SelectConfig:
 
 
 def candidates(cfg: SelectConfig) -> list[Candidate]:
-    """The crossed candidates (level 0 / human have a single format)."""
+    """The crossed candidates (level 0 / human have a single format), each with every objective."""
     out: dict[str, Candidate] = {}
-    for t in cfg.teachers:
-        for lv in cfg.levels:
-            for f in cfg.formats:
-                c = Candidate.parse(t, lv, f)
-                out.setdefault(c.name, c)
+    for o in cfg.objectives:
+        for t in cfg.teachers:
+            for lv in cfg.levels:
+                for f in cfg.formats:
+                    c = Candidate.parse(t, lv, f, o)
+                    out.setdefault(c.name, c)
     return list(out.values())
+
+
+def candidate_config(base: Any, cand: Candidate, out: Path) -> Any:
+    """The training config of one candidate: the base config with the candidate's objective
+    (logit-kd stores its teacher tables in ``out/cache/teacher-topk`` unless told otherwise)."""
+    if cand.objective == base.objective:
+        return base
+    over: dict[str, Any] = {"objective": cand.objective}
+    if cand.objective == "logit-kd" and not base.kd_cache:
+        over["kd_cache"] = str(out / "cache" / "teacher-topk")
+    return base.with_overrides(**over)
 
 
 def _train_config(cfg: SelectConfig):
@@ -248,50 +265,32 @@ def load_examples(cfg: SelectConfig) -> list[Any]:
 # scoring
 # ------------------------------------------------------------------------------------------
 def score_model(model_dir: str | os.PathLike, examples: list[Any], max_new_tokens: int = 256,
-                batch_size: int = 100, answer_marker: str = "The answer is") -> dict[str, Any]:
-    """Greedy-decode ``examples`` exactly as ``cotdistill evaluate`` does (the same runtime:
-    continuous batching, outputs to EOS or ``max_new_tokens``, strict answer-line scoring; an
-    output cut by the cap has no answer) and score: accuracy (Wilson 95 % interval) and the mean
-    probability of the gold answer ``" {gold}."`` after the model's own rationale up to
-    ``answer_marker`` (normal-approximation 95 % interval). Returns also ``predictions`` (id,
-    output, finish, pred, correct, p_gold)."""
-    import torch
+                batch_size: int = 100, answer_marker: str = "The answer is", device: str | None = "auto") -> dict[str, Any]:
+    """Greedy-decode ``examples`` exactly as ``cotdistill evaluate`` does (the same runtime,
+    :class:`cotdistill.runtime.StudentRuntime`: continuous batching, outputs to EOS or
+    ``max_new_tokens``, strict answer-line scoring; an output cut by the cap has no answer) and
+    score: accuracy (Wilson 95 % interval) and the mean probability of the gold answer
+    ``" {gold}."`` after the model's own rationale up to ``answer_marker`` (normal-approximation
+    95 % interval). Returns also ``predictions`` (id, output, finish, pred, correct, p_gold)."""
+    from .evaluate import score_output
+    from .runtime import StudentRuntime
 
-    from .evaluate import HFGenerator, score_output
-    from .mix import load_scorer
-
-    tok, model, template, add_special, pad = load_scorer(Path(model_dir))
-    gen = HFGenerator(model, tok, template, "greedy", max_new_tokens)
-    prompts = [gen.prompt_ids(e.question) for e in examples]
-    done: dict[int, Any] = {}
-    with torch.no_grad():
-        for i, g in gen.stream(prompts, batch_size):
-            done[i] = g
+    rt = StudentRuntime.load(Path(model_dir), device=device, max_new_tokens=max_new_tokens)
+    prompts = [rt.prompt_ids(e.question) for e in examples]
+    gens = rt.generate_until(prompts, batch_size=batch_size)
+    # probability of the gold answer after the model's own rationale
+    requests = []
+    for e, p, g in zip(examples, prompts, gens):
+        o = g.output
+        k = o.find(answer_marker)
+        head = o[:k + len(answer_marker)] if k >= 0 else (o.rstrip(". ") + (" " if o else "") + answer_marker).strip()
+        requests.append((p + rt.completion_ids(head), rt.tok(f" {e.answer}.", add_special_tokens=False)["input_ids"]))
+    lps = rt.loglikelihood(requests, batch_size=batch_size)
     preds: list[dict[str, Any]] = []
-    with torch.no_grad():
-        for b in range(0, len(examples), batch_size):
-            idx = list(range(b, min(b + batch_size, len(examples))))
-            # probability of the gold answer after the model's own rationale
-            seqs, spans = [], []
-            for i in idx:
-                e, p, o = examples[i], prompts[i], done[i].output
-                k = o.find(answer_marker)
-                head = o[:k + len(answer_marker)] if k >= 0 else (o.rstrip(". ") + (" " if o else "") + answer_marker).strip()
-                ctx = p + tok(template.render_completion(head), add_special_tokens=False)["input_ids"]
-                tgt = tok(f" {e.answer}.", add_special_tokens=False)["input_ids"]
-                seqs.append(ctx + tgt)
-                spans.append((len(ctx), len(ctx) + len(tgt)))
-            M = max(len(s) for s in seqs)
-            x = torch.tensor([s + [pad] * (M - len(s)) for s in seqs])
-            a = torch.tensor([[1] * len(s) + [0] * (M - len(s)) for s in seqs])
-            logp = torch.log_softmax(model(input_ids=x, attention_mask=a).logits.float(), dim=-1)
-            for j, i in enumerate(idx):
-                e, g = examples[i], done[i]
-                s0, s1 = spans[j]
-                lp = sum(float(logp[j, t - 1, x[j, t]]) for t in range(s0, s1))
-                sc = score_output(g.output, g.finish, e)
-                preds.append({"id": e.id, "output": g.output, "finish": g.finish, "pred": sc["pred"],
-                              "correct": bool(sc["correct"]), "p_gold": math.exp(lp)})
+    for e, g, (lp, _) in zip(examples, gens, lps):
+        sc = score_output(g.output, g.finish, e)
+        preds.append({"id": e.id, "output": g.output, "finish": g.finish, "pred": sc["pred"],
+                      "correct": bool(sc["correct"]), "p_gold": math.exp(lp)})
     n = len(preds)
     k = sum(p["correct"] for p in preds)
     lo, hi = wilson_ci(k, n)
@@ -429,9 +428,9 @@ def _tokens_per_example(traces: list[Any], student: str) -> float:
     if student.startswith("scratch:"):
         return sum(len(plain.render_prompt(t.question)) + len(plain.render_completion(t.output)) + 1
                    for t in sample) / max(len(sample), 1)
-    from transformers import AutoTokenizer
+    from .students import load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(student)
+    tok = load_tokenizer(student)
     return sum(len(tok(plain.render_prompt(t.question) + plain.render_completion(t.output))["input_ids"]) + 1
                for t in sample) / max(len(sample), 1)
 
@@ -529,6 +528,10 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
         raise UserError("select: field 'train.max_tokens': a token budget gives every candidate a different number of "
                         "steps, and select compares candidates at equal steps; give train.max_steps (--max-steps) for "
                         "the length of a full run instead")
+    needs = [o for o in cfg.objectives if o in TEACHER_MODEL_OBJECTIVES]
+    if needs and not full.teacher_model:
+        raise UserError(f"select: field 'train.teacher_model': objective {needs[0]} needs a local teacher model that "
+                        "shares the student's tokenizer (--teacher-model DIR)")
     screening_batch(cfg, full)
     cands = candidates(cfg)
     examples = load_examples(cfg)
@@ -645,16 +648,16 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
                             pieces = segment_pieces(c, train_ex, source, done_steps, target, batch_size=bs, total_steps=max_steps,
                                                     first=done_steps == 0, decay=last or cfg.cooldown == "every",
                                                     mix_table=mix_tables.get(c.name))
-                            info = train_pieces(pieces, cfg.student, rdir / "model", base, cfg.seed + 1000 * r,
-                                                init=model_of.get(c.name))
+                            info = train_pieces(pieces, cfg.student, rdir / "model", candidate_config(base, c, out),
+                                                cfg.seed + 1000 * r, init=model_of.get(c.name))
                         else:
                             pieces = segment_pieces(c, train_ex, source, 0, target, batch_size=bs, total_steps=target, first=True,
                                                     decay=True, mix_table=mix_tables.get(c.name))
                             if c.kind != "curriculum":
                                 for p in pieces:
                                     p.schedule = "cosine"
-                            info = train_pieces(pieces, cfg.student, rdir / "model", base.with_overrides(max_steps=target),
-                                                cfg.seed)
+                            info = train_pieces(pieces, cfg.student, rdir / "model",
+                                                candidate_config(base, c, out).with_overrides(max_steps=target), cfg.seed)
                         sc = score_model(rdir / "model", val_ex, max_new_tokens=int(val_len[c.name] * 1.5) + 16,
                                          batch_size=cfg.eval_batch_size)
                         tmp = rdir / ".val_predictions.jsonl.tmp"
@@ -663,6 +666,7 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
                                 f.write(json.dumps(p) + "\n")
                         os.replace(tmp, rdir / "val_predictions.jsonl")
                         sc.update({"train_tokens": info["train_tokens"], "steps_this_round": info["steps"],
+                                   "compute_flops": info.get("compute_flops"),
                                    "wall_s": round(info["wall_s"], 2), "round_wall_s": round(time.time() - t_c, 2)})
                         atomic_write_json(score_path, sc)
                     work["tokens"] += sc["train_tokens"]
@@ -759,6 +763,7 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
                    "halving": f"successive halving (eta {cfg.eta})"}[cfg.schedule],
         "candidates": [c.name for c in cands],
         "winner": {"candidate": winner.name, "teacher": winner.teacher, "level": winner.level, "format": winner.format,
+                   "objective": winner.objective,
                    "not_separated_from": close, "leader": leader.name,
                    "chosen_by": "trend" if forecast and winner.name != leader.name else "leader",
                    "forecast": {k: round(v, 4) for k, v in forecast.items()},
@@ -798,7 +803,7 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
 _RUNTIME_FIELDS = ("threads", "eval_batch_size", "out", "final")
 # fields added after a selection directory may have been written, with the value that reproduces
 # what such a directory was trained with
-_ADDED_FIELDS = {"screen_batch": 1.0}
+_ADDED_FIELDS = {"screen_batch": 1.0, "objectives": ["sft"]}
 
 
 def _claim_out_dir(out: Path, cfg: SelectConfig) -> None:
@@ -853,6 +858,18 @@ def summary_markdown(res: dict[str, Any]) -> str:
              f"ranked by {SCORE_NAMES[cfg['score']]} on "
              f"{res['validation']['size']} validation items carved from the training split (the test split is not used).",
              ""]
+    objectives = cfg.get("objectives") or ["sft"]
+    multi = len(objectives) > 1
+    if multi:
+        lines += [f"Objectives compared: {', '.join(objectives)}. Candidates train on equal steps and examples; their "
+                  "compute differs and is shown per candidate as FLOPs: 6 N per trained token, plus 2 N(teacher) per "
+                  "token the teacher scores and 2 N per token the student samples.", ""]
+    if res["winner"].get("objective", "sft") != "sft":
+        w0 = res["winner"]
+        tm = (cfg.get("train") or {}).get("teacher_model")
+        lines += [f"Train the winner with `--objective {w0['objective']}`"
+                  + (f" and `--teacher-model {tm}`" if tm and w0["objective"] in TEACHER_MODEL_OBJECTIVES else "")
+                  + ".", ""]
     if res.get("grid_train_wall_est_s"):
         lines += [f"Wall time: {res['wall_s']:.0f} s for the whole selection (training {res['train_wall_s']:.0f} s, the rest "
                   f"validation decoding and setup); the full grid's training alone would take about "
@@ -868,8 +885,9 @@ def summary_markdown(res: dict[str, Any]) -> str:
         eq = (f" of {scr['max_steps']} (= {rd['steps'] * scr['batch_size'] / scr['train_batch_size']:.0f} of "
               f"{scr['train_max_steps']} at batch {scr['train_batch_size']})") if small else ""
         lines += [f"## Round {rd['round']}: step {rd['steps']}{eq} ({rd['schedule']}{', decayed' if rd['decayed'] else ''})", "",
-                  "| candidate | val accuracy [95 % CI] | P(gold) [95 % CI] | hybrid [95 % CI] | z below leader | train tokens | kept |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| candidate | val accuracy [95 % CI] | P(gold) [95 % CI] | hybrid [95 % CI] | z below leader | train tokens | "
+                  + ("train FLOPs | " if multi else "") + "kept |",
+                  "|---|---|---|---|---|---|" + ("---|" if multi else "") + "---|"]
         for s in rd["scores"]:
             hy = f"{s['hybrid']:.3f} [{s['hybrid_low']:.3f}, {s['hybrid_high']:.3f}]" if "hybrid" in s else "—"
             z = s.get("z_below_leader")
@@ -881,7 +899,8 @@ def summary_markdown(res: dict[str, Any]) -> str:
                         "no (leader, lower trend)" if s["candidate"] == res["winner"]["leader"] else kept)
             lines.append(f"| {s['candidate']} | {100 * s['accuracy']:.1f} [{100 * s['ci_low']:.1f}, {100 * s['ci_high']:.1f}] | "
                          f"{s['p_gold']:.3f} [{s['p_gold_low']:.3f}, {s['p_gold_high']:.3f}] | {hy} | {zs} | "
-                         f"{s['train_tokens']:,} | {kept} |")
+                         f"{s['train_tokens']:,} | " + (f"{s['compute_flops']:.3g} | " if multi and s.get("compute_flops")
+                                                         else "— | " if multi else "") + f"{kept} |")
         lines.append("")
     w = res["winner"]
     close = w.get("not_separated_from") or []
@@ -925,6 +944,7 @@ def config_from_study(study_dir: str | os.PathLike, student: str | None = None, 
     slug = "".join(ch if ch.isalnum() or ch in ".-" else "-" for ch in student)
     data = {"task": tk["name"], "task_options": tk.get("options") or {}, "data_dir": s.get("data_dir"),
             "student": student, "teachers": s["teachers"], "levels": s["levels"], "formats": s["formats"],
+            "objectives": s.get("objectives") or ["sft"],
             "seed": seed, "train": s.get("train") or {}, "generate": drop_masked_secrets(s.get("generate")),
             "out": str(sd / "select" / f"{slug}__s{seed}")}
     data.update({k: v for k, v in over.items() if v is not None and k != "train"})
@@ -959,20 +979,19 @@ def select_vs_grid(study_dir: str | os.PathLike, tolerance: float = 0.02) -> dic
 
         def mine(g: dict[str, Any]) -> bool:
             return (g["task"] == c["task"] and g["student"] == c["student"]
-                    and (not raced or _cell_name(g["teacher"], g["level"], g["format"]) in raced))
+                    and (not raced or _grid_name(g) in raced))
 
         cells = [g for g in grid if mine(g) and g["seed"] == c["seed"]]
         if not cells:
             continue
         best = max(cells, key=lambda g: g["accuracy"])
         w = sel["winner"]
-        chosen = next((g for g in cells if str(g["level"]) == str(w["level"]) and g["teacher"] == w["teacher"]
-                       and g["format"] == w["format"]), None)
+        chosen = next((g for g in cells if _grid_name(g) == w["candidate"]), None)
         grid_tok = sum(float(g.get("train_tokens") or 0) for g in cells)
         row = {"task": c["task"], "student": c["student"], "seed": c["seed"], "selection": str(sp.parent),
                "method": f"{c.get('schedule', 'halving')}/{c.get('score', 'soft')}/{c.get('final', 'leader')}",
                "not_separated_from": [x["candidate"] for x in w.get("not_separated_from") or []],
-               "chosen": w["candidate"], "grid_best": _cell_name(best["teacher"], best["level"], best["format"]),
+               "chosen": w["candidate"], "grid_best": _grid_name(best),
                "grid_best_accuracy": best["accuracy"],
                "chosen_accuracy": chosen["accuracy"] if chosen else None,
                "gap": round(best["accuracy"] - chosen["accuracy"], 6) if chosen else None,
@@ -991,13 +1010,13 @@ def select_vs_grid(study_dir: str | os.PathLike, tolerance: float = 0.02) -> dic
         by_cell: dict[str, dict[int, float]] = {}
         for g in grid:
             if mine(g):
-                by_cell.setdefault(_cell_name(g["teacher"], g["level"], g["format"]), {})[g["seed"]] = g["accuracy"]
+                by_cell.setdefault(_grid_name(g), {})[g["seed"]] = g["accuracy"]
         common = set.intersection(*(set(v) for v in by_cell.values()))  # seeds every cell has
         n_seeds = len(common)
         if n_seeds > 1:
             means = {k: sum(v[seed] for seed in common) / n_seeds for k, v in by_cell.items()}
             best_m = max(means, key=means.get)
-            key = _cell_name(w["teacher"], w["level"], w["format"])
+            key = w["candidate"]
             row.update({"n_seeds": n_seeds, "grid_best_mean": best_m, "grid_best_mean_accuracy": means[best_m],
                         "chosen_mean_accuracy": means.get(key),
                         "gap_mean": round(means[best_m] - means[key], 6) if key in means else None})
@@ -1039,7 +1058,7 @@ def grid_reproducibility(grid: list[dict[str, Any]], tolerance: float = 0.02) ->
         by_seed: dict[int, dict[str, float]] = {}
         for g in grid:
             if g["task"] == task and g["student"] == student:
-                by_seed.setdefault(g["seed"], {})[_cell_name(g["teacher"], g["level"], g["format"])] = g["accuracy"]
+                by_seed.setdefault(g["seed"], {})[_grid_name(g)] = g["accuracy"]
         # seeds with every cell (a seed still running, or with a failed cell, would judge on fewer)
         every = set().union(*(set(c) for c in by_seed.values())) if by_seed else set()
         seeds = sorted(s for s, cells in by_seed.items() if len(cells) > 1 and set(cells) == every)
@@ -1058,12 +1077,17 @@ def grid_reproducibility(grid: list[dict[str, Any]], tolerance: float = 0.02) ->
     return out
 
 
-def _cell_name(teacher: str, level: Any, fmt: str) -> str:
-    """A grid cell's name as select names candidates (lab/L3/cot, lab/mix:3-4/cot)."""
+def _cell_name(teacher: str, level: Any, fmt: str, objective: str | None = "sft") -> str:
+    """A grid cell's name as select names candidates (lab/L3/cot, lab/mix:3-4/cot, lab/L3/cot/logit-kd)."""
+    objective = objective or "sft"
     try:
-        return Candidate.parse(teacher, level, fmt).name
+        return Candidate.parse(teacher, level, fmt, objective).name
     except UserError:
-        return f"{teacher}/L{level}/{fmt}"
+        return f"{teacher}/L{level}/{fmt}" + ("" if objective == "sft" else f"/{objective}")
+
+
+def _grid_name(g: dict[str, Any]) -> str:
+    return _cell_name(g["teacher"], g["level"], g["format"], g.get("objective"))
 
 
 def select_vs_grid_markdown(study_dir: str | os.PathLike) -> str:

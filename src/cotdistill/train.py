@@ -34,7 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -72,6 +72,13 @@ class LoraSettings(BaseModel):
     target_modules: str | list[str] = "all-linear"
 
 
+# the training objectives (one home: train, study and select take this type)
+Objective = Literal["sft", "step-by-step", "logit-kd", "on-policy", "preference"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+# objectives that read a local teacher model (train.teacher_model)
+TEACHER_MODEL_OBJECTIVES = ("logit-kd", "on-policy")
+
+
 class TrainConfig(BaseModel):
     """Training hyper-parameters. Defaults reproduce the paper (arXiv 2502.18001): full
     fine-tuning, AdamW, lr 5e-5, 3 epochs, cosine, no warmup, effective batch 64, cutoff 4096,
@@ -100,7 +107,7 @@ class TrainConfig(BaseModel):
     # data
     cutoff_len: int = Field(4096, ge=8, description="longest example in tokens (prompt + completion + EOS); see overlong")
     overlong: Literal["drop", "truncate"] = Field("drop", description="an example longer than cutoff_len: drop it (counted in the summary), or truncate the middle of its completion keeping the final answer and EOS")
-    objective: Literal["sft", "step-by-step", "logit-kd", "on-policy", "preference"] = Field("sft", description="sft: learn the rationale and answer; step-by-step (Hsieh et al. 2023): two prefixed tasks, '[label] ' -> 'The answer is X.' and '[rationale] ' -> the rationale, equally weighted; the model answers the '[label] ' task at test time, without writing a rationale; logit-kd: CE on the traces plus KL to a teacher model's stored top-k token distribution; on-policy: the student samples, a teacher model scores every token (generalized JSD, as GKD); preference: ORPO with the teacher's trace preferred over the student's own wrong sample, sampled afresh at every step")
+    objective: Objective = Field("sft", description="sft: learn the rationale and answer; step-by-step (Hsieh et al. 2023): two prefixed tasks, '[label] ' -> 'The answer is X.' and '[rationale] ' -> the rationale, equally weighted; the model answers the '[label] ' task at test time, without writing a rationale; logit-kd: CE on the traces plus KL to a teacher model's stored top-k token distribution; on-policy: the student samples, a teacher model scores every token (generalized JSD, as GKD); preference: ORPO with the teacher's trace preferred over the student's own wrong sample, sampled afresh at every step")
     teacher_model: str | None = Field(None, description="logit-kd / on-policy: a local teacher model (directory, .gguf or short name) that shares the student's tokenizer")
     kd_alpha: float = Field(0.5, ge=0, le=1, description="logit-kd: weight of the cross-entropy on the traces; 1 - kd_alpha weighs the KL to the teacher")
     kd_top_k: int = Field(20, ge=1, description="logit-kd: teacher tokens kept per position (renormalised)")
@@ -152,7 +159,7 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _teacher_needed(self):
-        if self.objective in ("logit-kd", "on-policy") and not self.teacher_model:
+        if self.objective in TEACHER_MODEL_OBJECTIVES and not self.teacher_model:
             raise ValueError(f"objective {self.objective} needs teacher_model (--teacher-model): a local model sharing the "
                              "student's tokenizer (e.g. a scratch teacher trained first with cotdistill train)")
         return self
@@ -976,7 +983,7 @@ def _train(
                        "max_new_tokens": cfg.on_policy_max_new_tokens or int(1.5 * longest) + 16}
         for r in rows:
             r["prompt_len"] = next(i for i, x in enumerate(r["labels"]) if x != -100)
-    if cfg.objective in ("logit-kd", "on-policy"):
+    if cfg.objective in TEACHER_MODEL_OBJECTIVES:
         from .objectives import check_same_tokenizer, load_teacher
         from .students import count_params
 

@@ -65,6 +65,8 @@ def register(app: typer.Typer) -> None:
         teachers: Optional[List[str]] = typer.Option(None, "--teachers", help="Teacher specs, comma-separated or repeated; union:a+b for a union."),
         levels: Optional[List[str]] = typer.Option(None, "--levels", help="Levels: 0..6, human, mix:A-B, mix:difficulty, curriculum:A-B (comma-separated)."),
         formats: Optional[List[str]] = typer.Option(None, "--formats", help="Formats among cot, subq, rar, sym (comma-separated)."),
+        objectives: Optional[List[str]] = typer.Option(None, "--objectives", help="Training objectives crossed with the candidates: sft (default), step-by-step, logit-kd, on-policy, preference (comma-separated)."),
+        teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="logit-kd / on-policy: a local model sharing the student's tokenizer (train.teacher_model)."),
         budget: Optional[str] = typer.Option(None, "--budget", help="Training tokens (3000000, 3M) or a share of the full grid (40%, 0.4). Default 40%."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output directory (selection.json, summary.md, traces.jsonl)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Training seed and validation carve (default 0)."),
@@ -99,9 +101,12 @@ def register(app: typer.Typer) -> None:
             train = TrainConfig.from_yaml(train_config).model_dump(exclude_unset=True)
         if max_steps is not None:
             train["max_steps"] = max_steps
+        if teacher_model is not None:
+            train["teacher_model"] = teacher_model
         flags = {
             "task": task, "student": student, "teachers": _split(teachers),
             "levels": [_level(x) for x in _split(levels)] if levels else None, "formats": _split(formats),
+            "objectives": _split(objectives),
             "budget": _budget(budget), "out": str(out) if out else None, "seed": seed,
             "data_dir": str(data_dir) if data_dir else None, "schedule": schedule, "eta": eta, "drop_z": drop_z, "drop_min_gap": drop_min_gap, "cooldown": cooldown, "mode": mode, "score": score, "screen_batch": screen_batch, "final": final,
             "val_size": val_size, "first_steps": first_steps, "threads": threads,
@@ -125,5 +130,12 @@ def register(app: typer.Typer) -> None:
             cfg = _validated(data, source=str(config) if config else "select")
         res = run_select(cfg, progress=True, console=err_console)
         console.print(summary_markdown(res))
+        how = ""
+        obj = res["winner"].get("objective", "sft")
+        if obj != "sft":
+            how = f" --objective {obj}"
+            tm = (res["config"].get("train") or {}).get("teacher_model")
+            if tm and obj in ("logit-kd", "on-policy"):
+                how += f" --teacher-model {tm}"
         console.print(f"wrote {Path(cfg.out) / 'selection.json'}, summary.md and traces.jsonl "
-                      f"(train the winner: cotdistill train --traces {Path(cfg.out) / 'traces.jsonl'} ...)")
+                      f"(train the winner: cotdistill train --traces {Path(cfg.out) / 'traces.jsonl'}{how} ...)")

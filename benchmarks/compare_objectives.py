@@ -18,8 +18,9 @@ generated token. The logit-kd table is one teacher pass over the traces, paid by
 that needs it and reused by every other; on-policy pays a teacher forward and student sampling
 at every step. Steps and examples are equal across objectives; compute is not, and is reported.
 `--equal-compute logit-kd` adds the equal-compute arm: SFT trained for as many steps as the
-objective's mean compute per cell buys (the teacher table charged in full to every cell), tested
-against the objective's cells on the same (seed, test item) pairs.
+objective's mean compute per cell buys (the teacher table charged in full to every cell, or with
+`--table-charge shared` split over the cells that read it), tested against the objective's cells
+on the same (seed, test item) pairs.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def main() -> None:
                     help="objectives (comma-separated) also compared with SFT at equal compute: SFT trained for the "
                          "steps the objective's mean compute per cell buys, the logit-kd teacher table charged in "
                          "full to every cell")
+    ap.add_argument("--table-charge", choices=["full", "shared"], default="full",
+                    help="equal compute: charge the logit-kd teacher table in full to every cell (full), or split "
+                         "over the cells that read it (shared)")
     ap.add_argument("--json", default=None, help="write one row per cell here")
     a = ap.parse_args()
 
@@ -95,7 +99,7 @@ def main() -> None:
                     | {k: s.get(k) for k in ("train_tokens", "compute_flops", "teacher_forward_tokens", "generated_tokens",
                                              "teacher_params", "params", "train_wall_s")})
     t_equal = time.perf_counter()
-    equal = [equal_compute(out, rows, obj, student, a.jobs)
+    equal = [equal_compute(out, rows, obj, student, a.jobs, a.table_charge)
              for obj in filter(None, a.equal_compute.split(",")) for student in cfg.students]
     t_equal = time.perf_counter() - t_equal
     meta = {"command": "python benchmarks/compare_objectives.py " + " ".join(
@@ -113,7 +117,7 @@ def main() -> None:
         Path(a.json).write_text("".join(json.dumps(r) + "\n" for r in [{"meta": meta}] + rows + equal))
 
 
-def equal_compute(out: Path, rows: list[dict], objective: str, student: str, jobs: int) -> dict:
+def equal_compute(out: Path, rows: list[dict], objective: str, student: str, jobs: int, charge: str = "full") -> dict:
     """SFT for ``student`` trained with the compute ``objective`` used per cell (mean over seeds),
     against the objective's cells by an exact McNemar test on the same (seed, test item) pairs."""
     from cotdistill.evaluate import read_predictions
@@ -126,11 +130,17 @@ def equal_compute(out: Path, rows: list[dict], objective: str, student: str, job
     per_step = sum(r["compute_flops"] for r in sft) / len(sft) / RECIPE["max_steps"]
     # the logit-kd table is one teacher pass over the traces, paid by the first cell and reused:
     # every cell is charged the whole pass here (the objective's least favourable count)
-    table = max((2 * (r["teacher_params"] or 0) * (r["teacher_forward_tokens"] or 0) for r in obj), default=0)
-    charged = [r["compute_flops"] + (table if objective == "logit-kd" and not r["teacher_forward_tokens"] else 0)
-               for r in obj]
+    # (one table serves every student: the same traces and tokenizer; whichever cell computed it)
+    table = max((2 * (r["teacher_params"] or 0) * (r["teacher_forward_tokens"] or 0) for r in rows
+                 if r["objective"] == objective and r["status"] == "ok"), default=0)
+    readers = sum(1 for r in rows if r["objective"] == objective and r["status"] == "ok")
+    if objective == "logit-kd":  # first take the table out of the cell that paid it, then charge it
+        share = table if charge == "full" else table / readers
+        charged = [r["compute_flops"] - (table if r["teacher_forward_tokens"] else 0) + share for r in obj]
+    else:
+        charged = [r["compute_flops"] for r in obj]
     steps = round(sum(charged) / len(charged) / per_step)
-    slug = student.replace(":", "-")
+    slug = student.replace(":", "-") + ("" if charge == "full" or objective != "logit-kd" else "-shared-table")
     cfg = load_study_config({
         "name": f"equal-compute-{objective}-{slug}", "output_dir": str(out / f"equal-compute-{objective}-{slug}"),
         "tasks": [TASK], "teachers": ["lab"], "levels": [3], "formats": ["cot"], "students": [student],
@@ -152,7 +162,8 @@ def equal_compute(out: Path, rows: list[dict], objective: str, student: str, job
         theirs += [other[i] for i in ids]
         accs.append(eq[r["seed"]]["accuracy"])
     test = mcnemar_exact(ours, theirs)
-    return {"arm": "equal-compute", "student": student, "objective": objective, "sft_steps": steps,
+    return {"arm": "equal-compute", "student": student, "objective": objective, "table_charge": charge,
+            "sft_steps": steps,
             "objective_steps": RECIPE["max_steps"], "objective_compute_flops": round(sum(charged) / len(charged)),
             "sft_compute_flops": round(sum(json.loads((Path(cfg.output_dir) / "cells" / eq[s]["cell"] / "model" /
                                                         "train_summary.json").read_text())["compute_flops"]

@@ -130,3 +130,33 @@ def test_smollm2_learns_a_reasoning_teachers_thinking_and_is_graded_after_it(smo
     for row in rows:  # an answer is only ever read after a closed thinking block
         if "<think>" in row["output"] and "</think>" not in row["output"]:
             assert row["pred"] is None and row["rule"] == "unclosed_reasoning"
+
+
+@pytest.mark.slow
+def test_smollm2_teaches_a_smaller_model_built_with_its_tokenizer(smollm2_path, tmp_path):
+    """logit-kd with SmolLM2 as the teacher of a fresh small model that uses SmolLM2's tokenizer
+    (`scratch:llama-xxs@smollm2-135m`); a character-tokenizer student is refused in one line."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    gen = tmp_path / "gen"
+    r = subprocess.run([sys.executable, "-m", "cotdistill.cli", "generate", "--task", "arith", "--teacher", "lab",
+                        "--levels", "3", "--limit", "8", "--out", str(gen)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    base = [sys.executable, "-m", "cotdistill.cli", "train", "--traces", str(gen / "traces.jsonl"), "--objective",
+            "logit-kd", "--teacher-model", "smollm2-135m", "--max-steps", "2", "--batch-size", "4", "--threads", "2",
+            "--quiet"]
+    r = subprocess.run([*base, "--student", "scratch:llama-xxs", "--out", str(tmp_path / "char")],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 2 and "tokenizer differs" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    model = tmp_path / "model"
+    r = subprocess.run([*base, "--student", "scratch:llama-xxs@smollm2-135m", "--out", str(model)],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((model / "train_summary.json").read_text())
+    assert s["objective"] == "logit-kd" and s["teacher_params"] > 100e6 and s["teacher_forward_tokens"] > 0
+    assert s["compute_flops"] >= 6 * s["params"] * s["train_tokens"] + 2 * s["teacher_params"] * s["teacher_forward_tokens"]
+    from transformers import AutoTokenizer
+
+    from cotdistill.students import load_tokenizer
+
+    assert AutoTokenizer.from_pretrained(model).get_vocab() == load_tokenizer("smollm2-135m").get_vocab()
+    assert json.loads((model / "config.json").read_text())["num_hidden_layers"] == 1

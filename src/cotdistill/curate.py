@@ -240,7 +240,8 @@ _TYPE_BY_TASK = {"gsm8k": "number", "svamp": "number", "arith": "number", "aqua"
 
 
 def _answer_type(t: Trace) -> str:
-    return _task_answer_type(t.task) or _gold_answer_type(t.gold)
+    """The trace's own answer type; traces written before it was recorded: the task's, else a guess from the gold."""
+    return t.answer_type or _task_answer_type(t.task) or _gold_answer_type(t.gold)
 
 
 @functools.lru_cache(maxsize=None)

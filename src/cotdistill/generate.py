@@ -422,7 +422,7 @@ def _collect(jobs: list[Request], teacher: Teacher, store: Store | None, mem: di
             pred, ok = answers.correct(output, ex.answer, ex.answer_type, choices=ex.choices)
         usage = rec.get("usage") or None
         traces.append(Trace(
-            id=ex.id, task=ex.task, question=ex.question, gold=ex.answer,
+            id=ex.id, task=ex.task, question=ex.question, gold=ex.answer, answer_type=ex.answer_type,
             teacher=rec.get("trace_teacher") or teacher.name, level=j.level, format=j.fmt, sample=j.sample,
             output=output, pred=pred, correct=ok, usage=usage, reasoning=rec.get("reasoning") or None,
             finish_reason=rec.get("finish_reason"),

@@ -344,7 +344,7 @@ def phase_bounds(levels: list[int], total_steps: int) -> list[int]:
 
 def _trace(example: Any, teacher: str, level: Any, fmt: str, output: str, tag: str) -> Trace:
     return Trace(id=example.id, task=example.task, question=example.question, gold=str(example.answer),
-                 teacher=teacher, level=level, format=fmt if level not in (0, "human") else "cot",
+                 answer_type=getattr(example, "answer_type", None), teacher=teacher, level=level, format=fmt if level not in (0, "human") else "cot",
                  output=output, pred=str(example.answer), correct=True, source=tag)
 
 

@@ -345,7 +345,8 @@ def _import_rows(name, rows, spec: FileSpec, index: _TaskIndex, keep_test, out, 
             s.correct += bool(ok)
             unreadable += pred is None
         t = Trace(
-            id=tid, task=spec.task, question=question, gold=gold, teacher=spec.teacher,
+            id=tid, task=spec.task, question=question, gold=gold, answer_type=atype if gold else None,
+            teacher=spec.teacher,
             level=spec.level, format=spec.format, output=out_text, pred=pred,
             correct=ok if gold else None, source=f"{name}#{r}",
         )

@@ -425,7 +425,7 @@ def _tokens_per_example(traces: list[Any], student: str) -> float:
 
     plain = NAMED_TEMPLATES["plain"]
     sample = traces[:512]
-    if student.startswith("scratch:"):
+    if student.startswith("scratch:") and "@" not in student:
         return sum(len(plain.render_prompt(t.question)) + len(plain.render_completion(t.output)) + 1
                    for t in sample) / max(len(sample), 1)
     from .students import load_tokenizer

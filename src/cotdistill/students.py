@@ -49,15 +49,23 @@ class ScratchSpec:
     d_model: int
     layers: int
     heads: int
+    tokenizer: str | None = None  # a pretrained model whose tokenizer the student uses (else characters)
 
     @property
     def name(self) -> str:
-        return f"scratch:{self.family}-d{self.d_model}-l{self.layers}-h{self.heads}"
+        tail = f"@{self.tokenizer}" if self.tokenizer else ""
+        return f"scratch:{self.family}-d{self.d_model}-l{self.layers}-h{self.heads}{tail}"
 
 
 def parse_scratch(spec: str) -> ScratchSpec:
-    """Parse ``scratch:llama-xs`` or ``scratch:gemma-d192-l3-h4``."""
+    """Parse ``scratch:llama-xs`` or ``scratch:gemma-d192-l3-h4``, optionally with ``@TOKENIZER``
+    (``scratch:llama-xs@smollm2-135m``: a fresh model with a pretrained model's tokenizer, e.g. a
+    smaller student for that model as a logit-kd / on-policy teacher)."""
     body = spec.split(":", 1)[1] if ":" in spec else spec
+    body, at, tokenizer = body.partition("@")
+    if at and not tokenizer.strip():
+        raise UserError(f"scratch student {spec!r}: give the tokenizer's model after '@' "
+                        "(e.g. scratch:llama-xs@smollm2-135m)")
     m = re.fullmatch(r"(\w+?)-(xxs|xs|s|m)", body)
     if m:
         fam, size = m.groups()
@@ -75,7 +83,7 @@ def parse_scratch(spec: str) -> ScratchSpec:
         raise UserError(f"unknown scratch family {fam!r} in {spec!r}; choose one of {', '.join(FAMILIES)}")
     if d % h:
         raise UserError(f"scratch student {spec!r}: d_model {d} must be divisible by heads {h}")
-    return ScratchSpec(fam, d, l, h)
+    return ScratchSpec(fam, d, l, h, tokenizer.strip() or None)
 
 
 def is_scratch(spec: str) -> bool:
@@ -139,12 +147,19 @@ def build_scratch_config(spec: ScratchSpec, tokenizer, max_positions: int = MAX_
 
 
 def make_scratch_student(spec: str | ScratchSpec, texts: Iterable[str], seed: int = 0):
-    """Return ``(model, tokenizer)`` for a freshly initialised scratch student."""
+    """Return ``(model, tokenizer)`` for a freshly initialised scratch student: a character
+    tokenizer built from ``texts``, or the tokenizer of the spec's ``@`` model."""
     import torch
     from transformers import AutoModelForCausalLM
 
     sp = parse_scratch(spec) if isinstance(spec, str) else spec
-    tok = build_char_tokenizer(texts)
+    if sp.tokenizer:
+        tok = load_tokenizer(sp.tokenizer)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        tok.padding_side = "right"
+    else:
+        tok = build_char_tokenizer(texts)
     cfg = build_scratch_config(sp, tok)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
@@ -319,6 +334,12 @@ def load_tokenizer(name_or_path: str):
     without loading its weights."""
     from transformers import AutoTokenizer
 
+    if is_scratch(name_or_path):
+        sp = parse_scratch(name_or_path)
+        if not sp.tokenizer:
+            raise UserError(f"{name_or_path!r} builds its character tokenizer from the training data; "
+                            "train it first, or name a tokenizer with '@' (scratch:llama-xs@smollm2-135m)")
+        return load_tokenizer(sp.tokenizer)
     src = resolve_student(name_or_path)
     try:
         if src.kind == "gguf":

@@ -31,6 +31,8 @@ class Trace(BaseModel):
     task: str
     question: str
     gold: str
+    # how the gold is compared (number, choice, bool, math, text): set by whoever made the trace
+    answer_type: str | None = None
     teacher: str
     level: Level
     format: Literal["cot", "subq", "rar", "sym"] = "cot"

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import answers
 from .artifacts import check as check_out, claim
-from .progress import PlainProgress, on_terminal
+from .progress import Progress, Reporter
 # the student runtime (loading, prompts, decoding, log-likelihoods) is shared with select and mix
 from .runtime import (DTYPES, Generation, HFGenerator, StudentRuntime, _model_label, hub_reachable,  # noqa: F401
                       load_model, parse_decoding, resolve_device, resolve_template)
@@ -313,7 +313,7 @@ def _evaluate(
     max_new_tokens: int | Literal["auto"] = "auto",
     batch_size: int | Literal["auto"] = "auto",
     limit: int | None = None,
-    progress: bool = True,
+    progress: Progress = True,
     *,
     tokenizer: Any = None,
     template: str | PromptTemplate | None = None,
@@ -473,7 +473,7 @@ def _evaluate(
         # longest prompts first: less padding per prefill batch, and memory trouble shows at once
         enc.sort(key=lambda x: -len(x[1]))
         longest = len(enc[0][1])
-        with _progress(progress, len(examples), len(done), task_label) as advance:
+        with Reporter(progress, "evaluate", task_label, len(examples), completed=len(done), unit="items") as rep:
             pending: list[dict] = []
             t0 = last_flush = time.perf_counter()
             if backend == "vllm":
@@ -493,7 +493,7 @@ def _evaluate(
                     if pred_path is not None:  # appended as items finish: a rerun resumes
                         _append(pred_path, pending)
                     new_rows.extend(pending)
-                    advance(len(pending))
+                    rep.update(advance=len(pending))
                     pending, last_flush = [], now
             gen_s = time.perf_counter() - t0
 
@@ -584,36 +584,6 @@ def auto_max_new_tokens(model_dir: str | os.PathLike | None) -> tuple[int, str]:
 def _auto_rows(longest_prompt: int, max_new_tokens: int) -> int:
     """Rows decoded at once for batch_size 'auto': rows x (prompt + new tokens) <= 64k tokens, at most 96."""
     return max(1, min(AUTO_MAX_ROWS, AUTO_TOKEN_BUDGET // (longest_prompt + max_new_tokens)))
-
-
-class _progress:
-    """Rich progress bar over items (counts, rate, ETA); a no-op when disabled."""
-
-    def __init__(self, enabled: bool, total: int, completed: int, label: str):
-        self.enabled, self.total, self.completed, self.label = enabled, total, completed, label
-
-    def __enter__(self):
-        self.plain = None
-        if not self.enabled:
-            return lambda k: None
-        if not on_terminal():  # a log (nohup, Slurm, | tee): plain lines
-            self.plain = PlainProgress(f"evaluate {self.label}", self.total, completed=self.completed, unit="items")
-            self.plain.__enter__()
-            return lambda k: self.plain.update(advance=k)
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.p = Progress(TextColumn("[bold]evaluate[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False)
-        self.p.__enter__()
-        tid = self.p.add_task(self.label, total=self.total, completed=self.completed)
-        return lambda k: self.p.advance(tid, k)
-
-    def __exit__(self, *exc):
-        if self.plain is not None:
-            self.plain.__exit__(*exc)
-        elif self.enabled:
-            self.p.__exit__(*exc)
-        return False
 
 
 # ------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from .prompts import EXEMPLARS, answer_only, build_messages, build_rewrite_messa
 from .store import Store, content_key
 from .teachers.base import Request, Result, Teacher, TeacherConfig, make_teacher
 from .artifacts import claim
-from .progress import PlainProgress, on_terminal
+from .progress import Progress, Reporter
 from .traces import Trace, read_traces, write_traces
 
 CALLS_FILE = "calls.jsonl"
@@ -251,7 +251,7 @@ def generate(
     config: GenerateConfig | None = None,
     *,
     teacher: Teacher | str | None = None,
-    progress: bool = True,
+    progress: Progress = True,
     console: Any = None,
     wait_for_lock: bool = False,
     **overrides: Any,
@@ -347,15 +347,18 @@ def _generate(examples, out: Path, config: GenerateConfig, teacher, progress, co
         else:
             mem[req.key] = {"key": req.key, **rec}
 
-    prog = _Progress(len(unique), cached, counts, enabled=progress and bool(pending), console=console, teacher=teacher.name,
-                     cost=(lambda: _cost(config, counts["prompt"], counts["completion"])) if config.prices() else None)
+    prog = Reporter(progress if pending else False, "generate", teacher.name, len(unique), completed=cached,
+                    unit="calls", console=console)
+    priced = bool(config.prices())
 
     async def run() -> None:
         agen = teacher.stream(pending)
         try:
             async for req, res in agen:
                 record(req, res)
-                prog.update()
+                prog.update(done=cached + counts["done"] + counts["failed"], answered=counts["done"],
+                            failed=counts["failed"], cached=cached, tokens=counts["prompt"] + counts["completion"],
+                            **({"cost": f"${_cost(config, counts['prompt'], counts['completion']):.4f}"} if priced else {}))
         finally:
             await agen.aclose()
 
@@ -464,59 +467,3 @@ def summarize(traces: list[Trace], config: GenerateConfig, failed: list[dict[str
             "cost": _cost(config, c["prompt_tokens"], c["completion_tokens"]),
         })
     return rows
-
-
-class _Progress:
-    """A rich progress bar with done / failed / cached counts, tokens and ETA (no-op when disabled)."""
-
-    def __init__(self, total: int, cached: int, counts: dict[str, int], enabled: bool, console: Any, teacher: str,
-                 cost: Any = None):
-        self.enabled = enabled
-        self.cost = cost  # () -> USD so far, or None without prices
-        self.counts = counts
-        self.cached = cached
-        self.total = total
-        self.plain = None
-        if not enabled:
-            return
-        if not on_terminal(console):  # a log (nohup, Slurm, | tee): plain lines
-            self.plain = PlainProgress(f"generate {teacher}", total, completed=cached, unit="calls")
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.p = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("done {task.fields[done]} · failed {task.fields[failed]} · cached {task.fields[cached]} · "
-                       "tokens {task.fields[tokens]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console or Console(stderr=True), transient=False,
-        )
-        self.task = self.p.add_task(f"generate {teacher}", total=total, completed=cached, done=0, failed=0,
-                                    cached=cached, tokens=0)
-
-    def __enter__(self) -> "_Progress":
-        if self.plain is not None:
-            self.plain.__enter__()
-        elif self.enabled:
-            self.p.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.plain is not None:
-            self.plain.__exit__(*exc)
-        elif self.enabled:
-            self.p.stop()
-
-    def update(self) -> None:
-        if not self.enabled:
-            return
-        c = self.counts
-        if self.plain is not None:
-            self.plain.update(done=self.cached + c["done"] + c["failed"],
-                              extra=f"done {c['done']} · failed {c['failed']} · cached {self.cached} · "
-                                    f"tokens {c['prompt'] + c['completion']:,}"
-                                    + (f" · cost ${self.cost():.4f}" if self.cost else ""))
-            return
-        self.p.update(self.task, completed=self.cached + c["done"] + c["failed"], done=c["done"], failed=c["failed"],
-                      tokens=f"{c['prompt'] + c['completion']:,}" + (f" · cost ${self.cost():.4f}" if self.cost else ""))

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .fileio import atomic_write_text, load_yaml_mapping
 from .errors import UserError, validation_error
+from .progress import Progress
 from .template import NAMED_TEMPLATES, PromptTemplate
 from .traces import Trace, composition, require_one_cell
 
@@ -783,64 +784,55 @@ def _tracker_callbacks(cfg: TrainConfig, work: Path, main: bool) -> list:
     return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(work / "tensorboard")))]
 
 
-def _progress_callback(total_steps: int, enabled: bool):
+def _progress_callback(total_steps: int, progress: Any):
+    """Training progress through :class:`cotdistill.progress.Reporter`: a callable ``progress``
+    receives an event per step (``info``: loss, tokens_per_s at each log step); ``True`` shows a
+    rich bar on a terminal and, in a log, one plain line per log step:
+    ``train: 20/400 steps  loss 0.2310  41,210 tok/s  elapsed 12 s  eta 228 s``."""
     from transformers import TrainerCallback
 
-    class RichProgress(TrainerCallback):
+    from .progress import Reporter
+
+    class ProgressCallback(TrainerCallback):
         def __init__(self):
-            self.prog = None
-            self.task = None
-            self.last = ""
-            self.plain = None
+            self.rep = None
+            self.start = (0.0, 0)
+
+        def line(self, ev) -> str:
+            if "loss" not in ev.info:
+                return f"train: {ev.done}/{ev.total} steps"
+            t0, s0 = self.start
+            done = ev.done - s0
+            el = time.perf_counter() - t0
+            eta = el / done * (ev.total - ev.done) if done else float("nan")
+            rate = f"  {ev.info['tokens_per_s']:,.0f} tok/s" if ev.info.get("tokens_per_s") is not None else ""
+            return f"train: {ev.done}/{ev.total} steps  loss {ev.info['loss']:.4f}{rate}  elapsed {el:.0f} s  eta {eta:.0f} s"
 
         def on_train_begin(self, args, state, control, **kw):
-            if not enabled or not state.is_world_process_zero:
+            if not progress or not state.is_world_process_zero:
                 return
-            import sys
-
-            if not sys.stderr.isatty():  # nohup, Slurm, | tee: plain lines at each log step
-                self.plain = (time.perf_counter(), state.global_step)
-                print(f"train: {state.global_step}/{total_steps} steps", file=sys.stderr, flush=True)
-                return
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
-            self.prog = Progress(
-                TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"), transient=False,
-            )
-            self.prog.start()
-            self.task = self.prog.add_task("train", total=total_steps, completed=state.global_step, info="")
+            self.start = (time.perf_counter(), state.global_step)
+            self.rep = Reporter(progress, "train", "", total_steps, completed=state.global_step, unit="steps",
+                                plain_line=self.line)
+            self.rep.__enter__()
 
         def on_step_end(self, args, state, control, **kw):
-            if self.prog is not None:
-                self.prog.update(self.task, completed=state.global_step)
+            if self.rep is not None:
+                self.rep.update(done=state.global_step)
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if self.plain is not None and logs and "loss" in logs:
-                import sys
-
-                t0, s0 = self.plain
-                done = state.global_step - s0
-                el = time.perf_counter() - t0
-                eta = el / done * (total_steps - state.global_step) if done else float("nan")
-                rate = f"  {logs['tokens_per_s']:,.0f} tok/s" if "tokens_per_s" in logs else ""
-                print(f"train: {state.global_step}/{total_steps} steps  loss {logs['loss']:.4f}{rate}  "
-                      f"elapsed {el:.0f} s  eta {eta:.0f} s", file=sys.stderr, flush=True)
-            if self.prog is not None and logs and "loss" in logs:
-                info = f"loss {logs['loss']:.4f}"
-                if "tokens_per_s" in logs:
-                    info += f"  {logs['tokens_per_s']:,.0f} tok/s"
-                self.prog.update(self.task, info=info)
+            if self.rep is not None and logs and "loss" in logs:
+                self.rep.update(done=state.global_step, loss=float(logs["loss"]),
+                                tokens_per_s=logs.get("tokens_per_s"))
+                self.rep.print_plain()
 
         def on_train_end(self, args, state, control, **kw):
-            if self.prog is not None:
-                self.prog.update(self.task, completed=state.global_step)
-                self.prog.stop()
-                self.prog = None
+            if self.rep is not None:
+                self.rep.update(done=state.global_step)
+                self.rep.__exit__(None, None, None)
+                self.rep = None
 
-    return RichProgress()
+    return ProgressCallback()
 
 
 # ------------------------------------------------------------------------------------------
@@ -860,7 +852,7 @@ def _train(
     out_dir: str | os.PathLike,
     config: TrainConfig | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: Progress = True,
     overwrite: bool = False,
     mix: bool = False,
     _stack: Any = None,

@@ -53,11 +53,12 @@ def run_cotdistill(model_dir: str, items, max_new_tokens: int, dtype: str, out: 
 def run_single(model_dir: str, items, max_new_tokens: int) -> tuple[float, dict]:
     import torch
 
-    from cotdistill.evaluate import HFGenerator, load_model, resolve_template, score_output
+    from cotdistill.evaluate import score_output
+    from cotdistill.runtime import StudentRuntime, load_model, resolve_template
 
     model, tok = load_model(model_dir, "cpu", "float32")
     tpl, _ = resolve_template(None, Path(model_dir), tok)
-    gen = HFGenerator(model, tok, tpl, "greedy", max_new_tokens, cache_implementation="dynamic")
+    gen = StudentRuntime(model, tok, tpl, "greedy", max_new_tokens, cache_implementation="dynamic")
     rows = {}
     t0 = time.perf_counter()
     for ex in items:
@@ -77,7 +78,7 @@ def run_lm_eval(model_dir: str, items, max_new_tokens: int, batch_size: int, wor
     from lm_eval.tasks import TaskManager
 
     from cotdistill import answers
-    from cotdistill.evaluate import load_model, resolve_template
+    from cotdistill.runtime import load_model, resolve_template
 
     _, tok = load_model(model_dir, "cpu", "float32")
     tpl, _ = resolve_template(None, Path(model_dir), tok)

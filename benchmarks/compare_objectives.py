@@ -48,8 +48,8 @@ def main() -> None:
                          "samples are noise at first)")
     ap.add_argument("--equal-compute", default="",
                     help="objectives (comma-separated) also compared with SFT at equal compute: SFT trained for the "
-                         "steps the objective's mean compute per cell buys, the logit-kd teacher table charged in "
-                         "full to every cell")
+                         "steps the objective's mean compute per cell buys (the logit-kd teacher table charged as "
+                         "--table-charge says)")
     ap.add_argument("--table-charge", choices=["full", "shared"], default="full",
                     help="equal compute: charge the logit-kd teacher table in full to every cell (full), or split "
                          "over the cells that read it (shared)")
@@ -127,12 +127,18 @@ def equal_compute(out: Path, rows: list[dict], objective: str, student: str, job
     cells = [r for r in rows if r["student"] == student and r["status"] == "ok"]
     sft = [r for r in cells if r["objective"] == "sft"]
     obj = [r for r in cells if r["objective"] == objective]
+    if not sft or not obj:
+        raise SystemExit(f"--equal-compute {objective}: {student} needs finished sft and {objective} cells "
+                         "(give both in --objectives)")
     per_step = sum(r["compute_flops"] for r in sft) / len(sft) / RECIPE["max_steps"]
-    # the logit-kd table is one teacher pass over the traces, paid by the first cell and reused:
-    # every cell is charged the whole pass here (the objective's least favourable count)
-    # (one table serves every student: the same traces and tokenizer; whichever cell computed it)
+    # the logit-kd table is one teacher pass over the traces, paid by the first cell that needs it
+    # and reused by the rest (one table serves every student: the same traces and tokenizer);
+    # --table-charge full charges the whole pass to every cell, shared splits it over the readers
     table = max((2 * (r["teacher_params"] or 0) * (r["teacher_forward_tokens"] or 0) for r in rows
                  if r["objective"] == objective and r["status"] == "ok"), default=0)
+    if objective == "logit-kd" and not table:
+        raise SystemExit("--equal-compute logit-kd: no cell of this study computed the teacher table (it was "
+                         "cached before), so its cost is unknown; run the study into a fresh --out")
     readers = sum(1 for r in rows if r["objective"] == objective and r["status"] == "ok")
     if objective == "logit-kd":  # first take the table out of the cell that paid it, then charge it
         share = table if charge == "full" else table / readers
@@ -148,7 +154,8 @@ def equal_compute(out: Path, rows: list[dict], objective: str, student: str, job
         "curate": {"keep": "correct", "decontaminate": False},
         "train": {**RECIPE, "max_steps": steps}, "eval": {},
     })
-    run_study(cfg, jobs=jobs, progress=True)
+    if run_study(cfg, jobs=jobs, progress=True).failed:
+        raise SystemExit(f"equal-compute SFT cells failed: see {cfg.output_dir}/results.jsonl")
     study = out / "study"
     eq = {json.loads(x)["seed"]: json.loads(x) for x in (Path(cfg.output_dir) / "results.jsonl").read_text().splitlines()}
     ours, theirs, accs = [], [], []

@@ -39,11 +39,21 @@ def smollm2_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def smollm2(smollm2_path):
-    """``(model, tokenizer)`` of SmolLM2-135M-Instruct, loaded once per test session (fp32)."""
-    from cotdistill.students import load_pretrained
+def smollm2_cache(smollm2_path, tmp_path_factory) -> Path:
+    """A converted-GGUF cache of this test session's own (the fixture below converts into it)."""
+    return tmp_path_factory.mktemp("gguf-cache")
 
-    model, tok = load_pretrained("smollm2-135m")
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_cache):
+    """``(model, tokenizer)`` of SmolLM2-135M-Instruct, converted from its GGUF once per test
+    session (fp32) into ``smollm2_cache``."""
+    from unittest import mock
+
+    from cotdistill.students import GGUF_CACHE_ENV, load_pretrained
+
+    with mock.patch.dict(os.environ, {GGUF_CACHE_ENV: str(smollm2_cache)}):
+        model, tok = load_pretrained("smollm2-135m")
     model.eval()
     return model, tok
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "cotdistill"
 UPPER = ("cotdistill.study", "cotdistill.select", "cotdistill.report", "cotdistill.mix", "cotdistill.cli")
-LOWER = ("answers", "collate", "decoding", "stats", "store", "fileio", "errors", "artifacts", "progress", "paths",
+LOWER = ("answers", "collate", "decoding", "runtime", "stats", "store", "fileio", "errors", "artifacts", "progress", "paths",
          "template", "traces", "paper", "tasks", "teachers", "students", "prompts", "generate", "curate", "train",
          "evaluate")
 

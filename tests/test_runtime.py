@@ -51,8 +51,8 @@ def test_loglikelihood_is_the_models_own_loss_and_batch_invariant(model_dir, ite
         assert n == m == len(cont) and a == pytest.approx(b, abs=1e-3) and a < 0
     # against transformers' own loss on the continuation tokens
     ctx, cont = reqs[0]
-    ids = torch.tensor([ctx + cont])
-    labels = torch.tensor([[-100] * len(ctx) + cont])
+    ids = torch.tensor([ctx + cont], device=rt.device)
+    labels = torch.tensor([[-100] * len(ctx) + cont], device=rt.device)
     with torch.no_grad():
         loss = rt.model(input_ids=ids, labels=labels).loss.item()
     assert -batched[0][0] / batched[0][1] == pytest.approx(loss, rel=1e-4)

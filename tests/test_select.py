@@ -665,3 +665,23 @@ def test_select_prints_plain_progress_with_an_eta_and_reports_wall_time_beside_t
     assert re.search(r"select: round 1, .* scored \(1/2\) · spent \d+ % of the budget · eta \d+ s", err), err
     assert res["train_wall_s"] > 0 and res["grid_train_wall_est_s"] > res["train_wall_s"]
     assert "Wall time:" in summary_markdown(res) and "the full grid's training alone would take about" in summary_markdown(res)
+
+
+def test_objectives_default_to_the_training_objective_and_old_selections_resume(tmp_path):
+    from cotdistill.select import _claim_out_dir
+
+    base = dict(task="arith", student="scratch:llama-xxs", out=str(tmp_path / "s"))
+    cfg = _validated({**base, "train": {"objective": "step-by-step"}})
+    assert cfg.objectives == ["step-by-step"] and [c.name for c in candidates(cfg)][0].endswith("/step-by-step")
+    assert _validated(base).objectives == ["sft"]
+    with pytest.raises(UserError, match="train.objective"):
+        _validated({**base, "objectives": ["sft"], "train": {"objective": "step-by-step"}})
+    # a selection directory written before `objectives` existed trained train.objective: it resumes
+    out = tmp_path / "s"
+    out.mkdir()
+    old = cfg.model_dump(mode="json", exclude={"threads", "eval_batch_size", "out", "final", "objectives"})
+    (out / "settings.json").write_text(json.dumps(old))
+    _claim_out_dir(out, cfg)
+    with pytest.raises(UserError, match="objectives"):
+        _claim_out_dir(out, _validated({**base, "objectives": ["sft", "step-by-step"],
+                                        "train": {"objective": "step-by-step"}}))

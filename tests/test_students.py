@@ -60,6 +60,28 @@ def test_loaded_gguf_student_is_a_plain_model(smollm2, tmp_path):
     assert 134e6 < sum(p.numel() for p in model.parameters()) < 136e6
 
 
+def test_a_gguf_student_is_converted_once_then_loaded_from_its_plain_copy(smollm2, smollm2_cache, monkeypatch):
+    import torch
+    import transformers
+
+    from cotdistill.students import GGUF_CACHE_ENV, load_pretrained, load_tokenizer
+
+    model, tok = smollm2  # converted from the GGUF into smollm2_cache
+    monkeypatch.setenv(GGUF_CACHE_ENV, str(smollm2_cache))
+    copies = [d for d in smollm2_cache.iterdir() if (d / "COMPLETE").is_file()]
+    assert len(copies) == 1 and (copies[0] / "config.json").is_file()
+    # a second load reads the copy: no conversion (from_config is how a GGUF is rebuilt)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_config",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("converted again")))
+    again, tok2 = load_pretrained("smollm2-135m")
+    a, b = model.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert again.lm_head.weight.data_ptr() == again.model.embed_tokens.weight.data_ptr()
+    assert tok2.get_vocab() == tok.get_vocab() and tok2.chat_template == tok.chat_template
+    assert again.name_or_path.endswith(".gguf") and again.config._name_or_path.endswith(".gguf")
+    assert load_tokenizer("smollm2-135m").get_vocab() == tok.get_vocab()
+
+
 @pytest.mark.slow
 def test_cli_trains_and_evaluates_smollm2(smollm2_path, shared_data, tmp_path):
     """As a user runs it: `cotdistill train --student smollm2-135m` on real released SVAMP traces

@@ -25,10 +25,9 @@ import contextlib
 import json
 import math
 import os
-import re
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -44,7 +43,7 @@ from .fileio import atomic_write_text, load_yaml_mapping
 from .errors import UserError, validation_error
 from .stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_ci
 from .tasks.base import Example
-from .template import NAMED_TEMPLATES, PromptTemplate
+from .template import PromptTemplate
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
@@ -415,7 +414,7 @@ def _evaluate(
     if backend == "vllm":
         gen: Any = VLLMGenerator(str(model), tok, tpl, cfg.decoding, cfg.max_new_tokens, dtype=dtype)
     else:
-        gen = HFGenerator(mdl, tok, tpl, cfg.decoding, cfg.max_new_tokens, cache_implementation=cfg.cache)
+        gen = StudentRuntime(mdl, tok, tpl, cfg.decoding, cfg.max_new_tokens, cache_implementation=cfg.cache)
 
     # ---- output dir and resume
     run_sig = {

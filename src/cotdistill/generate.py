@@ -347,7 +347,7 @@ def _generate(examples, out: Path, config: GenerateConfig, teacher, progress, co
         else:
             mem[req.key] = {"key": req.key, **rec}
 
-    prog = Reporter(progress if pending else False, "generate", teacher.name, len(unique), completed=cached,
+    prog = Reporter(progress if pending or callable(progress) else False, "generate", teacher.name, len(unique), completed=cached,
                     unit="calls", console=console)
     priced = bool(config.prices())
 

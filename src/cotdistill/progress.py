@@ -82,9 +82,8 @@ class PlainProgress:
 # ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ProgressEvent:
-    """What a long library step reports: ``stage`` (``evaluate``, ``generate``, ``train``,
-    ``download``), what it runs on (``label``: a task, a teacher), ``done`` of ``total`` ``unit``
-    (items, calls, steps, files), the step's own figures in ``info`` (e.g. ``loss``,
+    """What a long library step reports: ``stage`` (``evaluate``, ``generate``, ``train``), what
+    it runs on (``label``: a task, a teacher), ``done`` of ``total`` ``unit`` (items, calls, steps), the step's own figures in ``info`` (e.g. ``loss``,
     ``tokens_per_s``, ``failed``), and ``finished`` on the last event."""
 
     stage: str

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from .errors import UserError
-from .students import hub_reachable  # noqa: F401  (re-exported)
+from .students import hub_reachable  # used by load_model; evaluate re-exports it
 from .template import NAMED_TEMPLATES, PromptTemplate
 
 
@@ -277,6 +277,8 @@ class StudentRuntime:
         with torch.inference_mode():
             for b in range(0, len(requests), batch_size):
                 batch = [(list(c), list(x)) for c, x in requests[b:b + batch_size]]
+                if any(not c for c, _ in batch):
+                    raise ValueError("loglikelihood: every context needs at least one token (the prompt)")
                 seqs = [c + x for c, x in batch]
                 M = max(len(q) for q in seqs)
                 x = torch.tensor([q + [pad] * (M - len(q)) for q in seqs], device=dev)

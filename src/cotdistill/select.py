@@ -107,7 +107,7 @@ class SelectConfig(BaseModel):
     objectives: list[Objective] = Field(
         default_factory=lambda: ["sft"], min_length=1,
         description="training objectives crossed with the supervision candidates: sft, step-by-step, logit-kd and "
-                    "on-policy (both need train.teacher_model), preference")
+                    "on-policy (both need train.teacher_model), preference (default: train.objective, else sft)")
     budget: float = Field(0.4, gt=0, allow_inf_nan=False,
                           description="training tokens; a value <= 1 is a fraction of the full grid's tokens")
     out: str = Field(..., description="output directory")
@@ -196,6 +196,13 @@ def screening_config(cfg: SelectConfig, full: Any, full_steps: int) -> tuple[Any
 
 
 def _validated(data: dict[str, Any], source: str = "select") -> SelectConfig:
+    train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    if train.get("objective") is not None:
+        if data.get("objectives") is None:
+            data = {**data, "objectives": [train["objective"]]}
+        elif train["objective"] not in data["objectives"]:
+            raise UserError(f"{source}: field 'train.objective' ({train['objective']}) is not among objectives "
+                            f"{data['objectives']}: give the objectives in one place (objectives / --objectives)")
     try:
         return SelectConfig.model_validate(data)
     except ValidationError as e:
@@ -558,7 +565,9 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
         if c.kind == "mix" and is_loss_mix(c.level):
             # difficulty from this student's own loss: a probe trained on the coarse level (its tokens count)
             with _quiet(out / "log.txt"):
-                mix_tables[c.name], probe = loss_mix_table(c, train_ex, cfg.student, out / "probes" / c.slug,
+                # the probe trains with SFT whatever the candidate's objective: one per supervision
+                probe_dir = out / "probes" / Candidate(c.teacher, c.level, c.format).slug
+                mix_tables[c.name], probe = loss_mix_table(c, train_ex, cfg.student, probe_dir,
                                                            base.with_overrides(max_steps=max_steps), source)
             probe_tokens[c.name] = probe["train_tokens"]
         elif c.kind == "mix":
@@ -817,7 +826,8 @@ def _claim_out_dir(out: Path, cfg: SelectConfig) -> None:
         except (OSError, ValueError):
             before = None
         if isinstance(before, dict):
-            before = {**_ADDED_FIELDS, **before}
+            train_obj = (before.get("train") or {}).get("objective") or "sft"
+            before = {**_ADDED_FIELDS, "objectives": [train_obj], **before}
         if isinstance(before, dict) and before != now:
             diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             raise UserError(f"select: {out} holds a selection made with other settings ({', '.join(diff)}); "
@@ -863,7 +873,8 @@ def summary_markdown(res: dict[str, Any]) -> str:
     if multi:
         lines += [f"Objectives compared: {', '.join(objectives)}. Candidates train on equal steps and examples; their "
                   "compute differs and is shown per candidate as FLOPs: 6 N per trained token, plus 2 N(teacher) per "
-                  "token the teacher scores and 2 N per token the student samples.", ""]
+                  "token the teacher scores and 2 N per token the student samples. A logit-kd teacher table is "
+                  "paid by the round that computes it and read free by later ones.", ""]
     if res["winner"].get("objective", "sft") != "sft":
         w0 = res["winner"]
         tm = (cfg.get("train") or {}).get("teacher_model")

@@ -295,38 +295,97 @@ def describe_student(spec: str) -> str:
         return ns.hub if ns else str(spec)
 
 
+GGUF_CACHE_ENV = "COTDISTILL_GGUF_CACHE"
+
+
+def gguf_cache_dir(src: StudentSource) -> Path:
+    """Where the plain (dequantized) copy of a GGUF model is kept: ``$COTDISTILL_GGUF_CACHE``, else
+    ``~/.cache/cotdistill/gguf``, one directory per GGUF file (path, size, mtime) and transformers
+    version. Converting a GGUF file re-reads and dequantizes it (SmolLM2-135M: about 40 s on 2 CPU
+    cores); a converted copy loads like any model directory."""
+    import hashlib
+
+    import transformers
+
+    f = (Path(src.path) / str(src.gguf_file)).resolve()
+    st = f.stat()
+    key = hashlib.sha256(f"{f}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}".encode()).hexdigest()[:16]
+    root = Path(os.environ.get(GGUF_CACHE_ENV) or "~/.cache/cotdistill/gguf").expanduser()
+    return root / f"{f.stem}-{key}"
+
+
+def _gguf_cached(src: StudentSource) -> Path | None:
+    try:
+        d = gguf_cache_dir(src)
+    except OSError:
+        return None
+    return d if (d / "COMPLETE").is_file() else None
+
+
 def _load_gguf(src: StudentSource, **kwargs):
     """Load a GGUF causal LM through transformers (dequantized), as a plain model that trains
-    and saves like any other."""
+    and saves like any other. The first load keeps a plain copy (:func:`gguf_cache_dir`); later
+    loads read that copy."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:
-        import gguf  # noqa: F401
-    except ImportError:
-        raise UserError(f"student {src.spec!r} is a GGUF file: `pip install gguf` to load it") from None
     dtype = kwargs.pop("dtype", None)
     kwargs.pop("local_files_only", None)
-    try:
-        tok = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
-        q = AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file, dtype=torch.float32, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise UserError(f"cannot load GGUF student {Path(src.path) / str(src.gguf_file)}: {str(e).splitlines()[0]}") from None
-    # the loaded model is marked as quantized (not serialisable): rebuild it plain from its config
-    cfg = q.config
-    if hasattr(cfg, "quantization_config"):
-        delattr(cfg, "quantization_config")
-    cfg._name_or_path = str(Path(src.path) / str(src.gguf_file))
     extra = {"attn_implementation": kwargs["attn_implementation"]} if kwargs.get("attn_implementation") else {}
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, **extra)
-    model.load_state_dict(q.state_dict())
-    model.tie_weights()
-    model.generation_config = q.generation_config
+    label = str(Path(src.path) / str(src.gguf_file))
+    cached = _gguf_cached(src)
+    model = None
+    if cached is not None:
+        try:
+            tok = AutoTokenizer.from_pretrained(cached)
+            model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32, **kwargs)
+        except (OSError, ValueError, KeyError, RuntimeError):
+            model = None  # a damaged copy: convert again
+    if model is None:
+        try:
+            import gguf  # noqa: F401
+        except ImportError:
+            raise UserError(f"student {src.spec!r} is a GGUF file: `pip install gguf` to load it") from None
+        try:
+            tok = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
+            q = AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file, dtype=torch.float32, **kwargs)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise UserError(f"cannot load GGUF student {label}: {str(e).splitlines()[0]}") from None
+        # the loaded model is marked as quantized (not serialisable): rebuild it plain from its config
+        cfg = q.config
+        if hasattr(cfg, "quantization_config"):
+            delattr(cfg, "quantization_config")
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, **extra)
+        model.load_state_dict(q.state_dict())
+        model.tie_weights()
+        model.generation_config = q.generation_config
+        del q
+        _keep_plain_copy(src, model, tok)
+    model.config._name_or_path = label
     if dtype is not None and dtype != "auto":
         model.to(dtype)
-    model.name_or_path = cfg._name_or_path
-    del q
+    model.name_or_path = label
     return model, tok
+
+
+def _keep_plain_copy(src: StudentSource, model, tok) -> None:
+    """Save the converted model beside the others (atomically; a failure only costs the next load time)."""
+    import shutil
+    import tempfile
+
+    try:
+        d = gguf_cache_dir(src)
+        d.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.", dir=d.parent))
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "COMPLETE").write_text("converted from " + str(Path(src.path) / str(src.gguf_file)) + "\n")
+        try:
+            os.replace(tmp, d)
+        except OSError:  # another process kept its copy first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def load_tokenizer(name_or_path: str):
@@ -343,8 +402,12 @@ def load_tokenizer(name_or_path: str):
     src = resolve_student(name_or_path)
     try:
         if src.kind == "gguf":
+            cached = _gguf_cached(src)
+            if cached is not None:
+                return AutoTokenizer.from_pretrained(cached)
             return AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
-        return AutoTokenizer.from_pretrained(src.path)
+        offline = src.kind == "hub" and not hub_reachable()  # the local cache only: no minutes of retries
+        return AutoTokenizer.from_pretrained(src.path, local_files_only=offline)
     except (OSError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"cannot load the tokenizer of student {name_or_path!r}: {first}") from None

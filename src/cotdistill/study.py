@@ -578,7 +578,8 @@ def _estimate(cfg, cell: Cell, keys, done, cache) -> tuple[int | None, int | Non
     if n is None or mean_tokens is None:
         return calls, None
     seen = _examples_seen(cfg.train, n)
-    scale = 1.0 if cell.student.startswith("scratch:") else 0.3  # chars -> subword tokens, roughly
+    char_level = cell.student.startswith("scratch:") and "@" not in cell.student
+    scale = 1.0 if char_level else 0.3  # chars -> subword tokens, roughly
     return calls, int(seen * mean_tokens * scale)
 
 

@@ -411,7 +411,7 @@ def _attach_topk(rows: list[dict[str, Any]], teacher: Any, cfg: TrainConfig, tra
     last = [0.0]
 
     def report(done: int, total: int) -> None:
-        if progress and (time.perf_counter() - last[0] > 30 or done == total):
+        if progress is True and (time.perf_counter() - last[0] > 30 or done == total):
             last[0] = time.perf_counter()
             print(f"teacher top-{cfg.kd_top_k}: {done}/{total} examples", flush=True)
 
@@ -977,8 +977,15 @@ def _train(
             r["prompt_len"] = next(i for i, x in enumerate(r["labels"]) if x != -100)
     if cfg.objective in TEACHER_MODEL_OBJECTIVES:
         from .objectives import check_same_tokenizer, load_teacher
-        from .students import count_params
+        from .students import count_params, is_scratch, load_tokenizer
 
+        if not is_scratch(str(cfg.teacher_model)):  # the tokenizers first: a mismatch fails before any weights load
+            try:
+                early = load_tokenizer(str(cfg.teacher_model))
+            except UserError:
+                early = None  # load_teacher names the problem
+            if early is not None:
+                check_same_tokenizer(early, tok, str(cfg.teacher_model), student)
         teacher, teacher_tok = load_teacher(str(cfg.teacher_model))
         check_same_tokenizer(teacher_tok, tok, str(cfg.teacher_model), student)
         teacher_ctx = {"model": teacher, "params": count_params(teacher), "forward_tokens": 0, "generated_tokens": 0,

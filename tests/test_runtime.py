@@ -3,7 +3,6 @@ trainer's loss; the lm-eval style interface keeps prompt order and its settings.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -68,4 +67,3 @@ def test_generate_until_keeps_prompt_order_and_restores_its_cap(model_dir, items
     # the same prompt alone gives the same output (order kept, greedy batch-invariant)
     for q, g in zip(qs[:3], gens[:3]):
         assert rt.generate_until([q], max_new_tokens=6)[0] == g
-    assert math.isfinite(sum(g.output_tokens for g in gens))

@@ -812,7 +812,7 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
 _RUNTIME_FIELDS = ("threads", "eval_batch_size", "out", "final")
 # fields added after a selection directory may have been written, with the value that reproduces
 # what such a directory was trained with
-_ADDED_FIELDS = {"screen_batch": 1.0, "objectives": ["sft"]}
+_ADDED_FIELDS = {"screen_batch": 1.0}  # (objectives: the recorded train.objective, below)
 
 
 def _claim_out_dir(out: Path, cfg: SelectConfig) -> None:

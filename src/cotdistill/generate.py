@@ -29,7 +29,8 @@ from pydantic import Field, field_validator
 from . import answers
 from .fileio import atomic_write_text
 from .errors import UserError, redact
-from .prompts import EXEMPLARS, answer_only, build_messages, build_rewrite_messages, parse_formats, parse_levels
+from .prompts import EXEMPLARS, answer_only, build_messages, build_rewrite_messages
+from .spec import parse_formats, parse_levels
 from .store import Store, content_key
 from .teachers.base import Request, Result, Teacher, TeacherConfig, make_teacher
 from .artifacts import claim

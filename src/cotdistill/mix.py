@@ -38,132 +38,16 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import UserError, protect_secrets
+from .spec import MIX_ALIASES, Candidate, is_pseudo, parse_level_spec, teacher_members  # noqa: F401  (re-exported)
 from .traces import Trace
 
-MIX_ALIASES = {"mix:difficulty": "mix:3-6", "mix:difficulty:steps": "mix:3-6", "mix:difficulty:loss": "mix:3-6:loss"}
 PROBE_FRACTION = 0.1  # share of the run's steps the loss-difficulty probe trains
-
-
-# ------------------------------------------------------------------------------------------
-# candidate names
-# ------------------------------------------------------------------------------------------
-def parse_level_spec(level: Any) -> tuple[str, Any]:
-    """``3`` -> ("plain", 3); ``"mix:3-6"`` -> ("mix", (3, 6)); ``"curriculum:1-6"`` -> ("curriculum", [1..6])."""
-    if isinstance(level, bool):
-        raise UserError(f"level {level!r}: use 0..6, 'human', 'mix:A-B', 'mix:difficulty' or 'curriculum:A-B'")
-    if isinstance(level, int):
-        if not 0 <= level <= 6:
-            raise UserError(f"level {level}: use 0..6 (0 = answer only)")
-        return "plain", level
-    s = str(level).strip().lower()
-    if s.isdigit():
-        return parse_level_spec(int(s))
-    if s == "human":
-        return "plain", "human"
-    s = MIX_ALIASES.get(s, s)
-    m = re.fullmatch(r"mix:(\d)-(\d)(?::(steps|loss))?", s)
-    if m:
-        a, b = int(m.group(1)), int(m.group(2))
-        if not (0 <= a < b <= 6):
-            raise UserError(f"level {level!r}: mix:A-B needs 0 <= A < B <= 6 (A for easy items, B for hard ones)")
-        return "mix", ((a, b, "loss") if m.group(3) == "loss" else (a, b))
-    m = re.fullmatch(r"curriculum:(\d)-(\d)", s)
-    if m:
-        a, b = int(m.group(1)), int(m.group(2))
-        if not (0 <= a < b <= 6):
-            raise UserError(f"level {level!r}: curriculum:A-B needs 0 <= A < B <= 6 (coarse to fine)")
-        return "curriculum", list(range(a, b + 1))
-    m = re.fullmatch(r"curriculum:(\d(?:,\d)+)", s)
-    if m:
-        lv = [int(x) for x in m.group(1).split(",")]
-        if any(not 0 <= x <= 6 for x in lv):
-            raise UserError(f"level {level!r}: curriculum levels must be 0..6")
-        return "curriculum", lv
-    raise UserError(
-        f"level {level!r} is not available; use 0..6, 'human', 'mix:A-B', 'mix:A-B:loss', 'mix:difficulty', "
-        "'curriculum:A-B' or 'curriculum:A,B,C'"
-    )
-
-
-def teacher_members(teacher: str) -> list[str]:
-    """``"union:lab+replay:f.jsonl"`` -> ["lab", "replay:f.jsonl"]; a plain teacher -> [teacher]."""
-    t = teacher.strip()
-    if not t.startswith("union:"):
-        return [t]
-    members = [m.strip() for m in t[len("union:"):].split("+") if m.strip()]
-    if len(members) < 2:
-        raise UserError(f"teacher {teacher!r}: a union names at least two teachers, e.g. union:lab+replay:FILE")
-    return members
-
-
-def is_pseudo(level: Any = None, teacher: str | None = None) -> bool:
-    """True for names this module handles (mix/curriculum levels, union teachers)."""
-    if teacher is not None and str(teacher).startswith("union:"):
-        return True
-    return isinstance(level, str) and level.split(":")[0].lower() in ("mix", "curriculum")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One supervision choice: teacher (or union), level (or mix/curriculum), format, and the
-    training objective (named only when it is not ``sft``: ``lab/L3/cot/logit-kd``)."""
-
-    teacher: str
-    level: Any
-    format: str = "cot"
-    objective: str = "sft"
-
-    @classmethod
-    def parse(cls, teacher: str, level: Any, fmt: str = "cot", objective: str = "sft") -> "Candidate":
-        kind, _ = parse_level_spec(level)
-        teacher_members(teacher)
-        if kind == "plain" and isinstance(level, str) and level.strip().isdigit():
-            level = int(level)
-        if kind != "plain":
-            level = MIX_ALIASES.get(str(level).strip().lower(), str(level).strip().lower())
-            if level.endswith(":steps"):
-                level = level[:-len(":steps")]  # the default difficulty
-        if fmt not in ("cot", "subq", "rar", "sym"):
-            raise UserError(f"format {fmt!r}: use cot, subq, rar or sym")
-        if level == 0 or level == "human":
-            fmt = "cot"
-        from .train import OBJECTIVES
-
-        if objective not in OBJECTIVES:
-            raise UserError(f"objective {objective!r}: use {', '.join(OBJECTIVES)}")
-        return cls(teacher, level, fmt, objective)
-
-    @property
-    def kind(self) -> str:
-        return parse_level_spec(self.level)[0]
-
-    @property
-    def levels(self) -> list[Any]:
-        """Every plain level this candidate's traces use."""
-        kind, v = parse_level_spec(self.level)
-        if kind == "plain":
-            return [v]
-        if kind == "mix":
-            return list(v[:2])
-        return list(dict.fromkeys(v))
-
-    @property
-    def name(self) -> str:
-        lv = f"L{self.level}" if not isinstance(self.level, str) or self.level == "human" else self.level
-        name = f"{self.teacher}/{lv}/{self.format}"
-        return name if self.objective == "sft" else f"{name}/{self.objective}"
-
-    @property
-    def slug(self) -> str:
-        s = re.sub(r"[^A-Za-z0-9.]+", "-", self.name).strip("-")[:60]
-        return f"{s}-{hashlib.sha256(self.name.encode()).hexdigest()[:6]}"
 
 
 # ------------------------------------------------------------------------------------------

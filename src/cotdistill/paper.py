@@ -44,6 +44,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .paths import load_json_any
+from .spec import FORMAT_ALIASES
 from .traces import Trace
 
 TEACHERS = {
@@ -73,7 +74,6 @@ _TASK_ALIASES = [
     ("gsm", "gsm8k"),
     ("cqa", "csqa"),
 ]
-_FORMATS = {"bsm": "subq", "rar": "rar", "sym": "sym", "symbolic": "sym"}
 # leftovers of the authors' prompt templates ("<Solution Path>"), not HTML-ish math like "<5>"
 _TEMPLATE_LEFTOVER = re.compile(r"<(?:Solution Path|[A-Z][a-z]+(?: [A-Z]?[a-z]+){1,3})>")
 _ANSWER_IS = re.compile(r"answer is", re.I)
@@ -136,7 +136,7 @@ def parse_file_name(name: str) -> list[FileSpec]:
     if teacher is None or lv is None:
         return []
     fm = re.search(r"(?:^|_|\d)(bsm|rar|symbolic|sym)(?:_|$)", rest)
-    fmt = _FORMATS[fm.group(1)] if fm else "cot"
+    fmt = FORMAT_ALIASES[fm.group(1)] if fm else "cot"
     rk = "output"
     if is_math:
         rk = {"gpt-4o": "chatgpt_output", "gemini-1.5-flash": "gemini_output", "llama-3-70b": "llama_output"}[teacher]

@@ -77,9 +77,9 @@ from .fileio import atomic_write_json
 from .stats import wilson_ci
 from .artifacts import check as check_out, claim
 from .errors import GenerateOptions, UserError, drop_masked_secrets, validation_error
-from .train import TEACHER_MODEL_OBJECTIVES, Objective
-from .mix import (Candidate, TraceSource, build_traces, is_loss_mix, loss_mix_table, mix_levels, parse_level_spec,
-                  segment_pieces, student_losses, train_pieces)
+from .spec import TEACHER_MODEL_OBJECTIVES, Candidate, FormatField, ObjectiveField, parse_level_spec, teacher_members
+from .mix import (TraceSource, build_traces, is_loss_mix, loss_mix_table, mix_levels, segment_pieces, student_losses,
+                  train_pieces)
 
 SELECTION = "selection.json"
 PLAN_MARGIN = 0.985
@@ -103,8 +103,8 @@ class SelectConfig(BaseModel):
                                 description="teacher specs; 'union:a+b' for a union of teachers")
     levels: list[Union[int, str]] = Field(default_factory=lambda: [0, 2, 3, 4, 6], min_length=1,
                                           description="0..6, 'human', 'mix:A-B', 'mix:A-B:loss', 'mix:difficulty', 'curriculum:A-B'")
-    formats: list[Literal["cot", "subq", "rar", "sym"]] = Field(default_factory=lambda: ["cot"], min_length=1)
-    objectives: list[Objective] = Field(
+    formats: list[FormatField] = Field(default_factory=lambda: ["cot"], min_length=1)
+    objectives: list[ObjectiveField] = Field(
         default_factory=lambda: ["sft"], min_length=1,
         description="training objectives crossed with the supervision candidates: sft, step-by-step, logit-kd and "
                     "on-policy (both need train.teacher_model), preference (default: train.objective, else sft)")
@@ -571,8 +571,6 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
                                                            base.with_overrides(max_steps=max_steps), source)
             probe_tokens[c.name] = probe["train_tokens"]
         elif c.kind == "mix":
-            from .mix import teacher_members
-
             mix_tables[c.name] = mix_levels(train_ex, parse_level_spec(c.level)[1], source, teacher_members(c.teacher)[0])
         sample = build_traces(c, train_ex[:512], source, mix_table=mix_tables.get(c.name))
         if not sample:
@@ -745,8 +743,6 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
             close = [x for x in close if x["candidate"] != pick]
             if pick != leader.name:
                 close.insert(0, {"candidate": leader.name, "z_below": 0.0, "gap": 0.0, "leader": True})
-    from .mix import teacher_members
-
     win_mix = None
     if winner.kind == "mix" and is_loss_mix(winner.level):
         probe_dir = out / "probes" / winner.slug / "probe"

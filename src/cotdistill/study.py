@@ -40,7 +40,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -48,17 +48,15 @@ from .artifacts import check as check_out, claim
 from .fileio import atomic_write_json, load_yaml_mapping
 from .stats import wilson_ci
 from .errors import GenerateOptions, UserError, protect_secrets, validation_error
-from .mix import is_pseudo
-from .train import TEACHER_MODEL_OBJECTIVES, Objective
+from .spec import (FORMATS, RAW, TEACHER_MODEL_OBJECTIVES, FormatField, ObjectiveField, Supervision, TeacherSpec,  # noqa: F401
+                   is_pseudo, split_teacher, teacher_members)
 
 # the teacher's own output, reasoning included (trained as <think>reasoning</think> response); generated
 # with the level-3 prompt, and the source that `rewrite_with` rewrites at levels 1-6
-RAW = "raw"
 RAW_PROMPT_LEVEL = 3
 
 # 0..6, "human", "raw", or a mixed / curriculum pseudo-level of cotdistill.mix ("mix:3-6", "curriculum:1-6")
 Level = Union[int, str]
-FORMATS = ("cot", "subq", "rar", "sym")
 STAGES = ("generate", "curate", "train", "evaluate")
 ENGINE_VERSION = 1  # bump to invalidate every cached stage
 
@@ -90,10 +88,10 @@ class StudyConfig(BaseModel):
     tasks: list[TaskSpec] = Field(..., min_length=1)
     teachers: list[str] = Field(..., min_length=1, description="teacher specs: lab, replay:FILE, openai:MODEL, hf:MODEL, ...")
     levels: list[Level] = Field(default_factory=lambda: [0, 3, 6], description="granularity levels 0..6 or 'human'")
-    formats: list[Literal["cot", "subq", "rar", "sym"]] = Field(default_factory=lambda: ["cot"])
+    formats: list[FormatField] = Field(default_factory=lambda: ["cot"], description="cot, subq, rar, sym (or the paper's BSM, RaR, SYM)")
     students: list[str] = Field(..., min_length=1, description="HF model names/paths or scratch:<family>-<size>")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    objectives: list[Objective] = Field(
+    objectives: list[ObjectiveField] = Field(
         default_factory=lambda: ["sft"], min_length=1,
         description="training objectives compared as a factor: sft, step-by-step (label and rationale as two prefixed "
                     "tasks), logit-kd and on-policy (both need train.teacher_model), preference (ORPO against the "
@@ -122,8 +120,6 @@ class StudyConfig(BaseModel):
     def _levels(cls, v):
         if not v:
             raise ValueError("give at least one level")
-        from .mix import Candidate
-
         out = []
         for i, x in enumerate(v):
             if isinstance(x, str) and x.strip().lower() == RAW:
@@ -132,7 +128,7 @@ class StudyConfig(BaseModel):
             if isinstance(x, int) and not 0 <= x <= 6:
                 raise ValueError(f"level {x} (entry {i}) is not available; use 0..6 (0 = answer only) or 'human'")
             try:
-                out.append(Candidate.parse("lab", x).level)  # canonical: "3" -> 3, "mix:difficulty" -> "mix:3-6"
+                out.append(Supervision.parse(x).value)  # canonical: "3" -> 3, "mix:difficulty" -> "mix:3-6"
             except UserError as e:
                 raise ValueError(f"entry {i}: {e}") from None
         if len(set(map(str, out))) != len(out):
@@ -288,27 +284,10 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
 
 
 def _check_teacher(spec: str) -> None:
-    if spec.startswith("union:"):
-        from .mix import teacher_members
-
-        for member in teacher_members(spec):
-            _check_teacher(member)
-        return
-    spec = split_teacher(spec)[0]
-    try:
-        from .teachers.base import BACKENDS
-    except ImportError:  # pragma: no cover - teachers not installed
-        BACKENDS = ("openai", "hf", "vllm", "replay", "lab")
-    backend, _, model = spec.partition(":")
-    if backend.strip().lower() not in BACKENDS:
-        raise UserError(f"unknown teacher {spec!r}; use backend:model with backend in {', '.join(BACKENDS)} "
-                        "(e.g. lab, replay:FILE, openai:gpt-4o-mini, hf:DIR)")
-    if backend == "replay":
-        fp = Path(model)
-        if not fp.exists():
-            raise UserError(f"replay file {fp} does not exist")
-    elif backend != "lab" and not model:
-        raise UserError(f"teacher {spec!r} names no model; write {backend}:MODEL")
+    t = TeacherSpec.parse(spec)
+    for member in t.members or (t,):
+        if member.backend == "replay" and not Path(member.model).exists():
+            raise UserError(f"replay file {member.model} does not exist")
 
 
 def _check_train_settings(train: dict[str, Any], source: str) -> None:
@@ -412,14 +391,6 @@ def _short_teacher(t: str) -> str:
     if t.startswith("replay:"):
         return "replay:" + Path(t.split(":", 1)[1]).name
     return t
-
-
-def split_teacher(spec: str) -> tuple[str, str | None]:
-    """``replay:FILE#TEACHER`` -> (``replay:FILE``, ``TEACHER``): one teacher of a multi-teacher file."""
-    if spec.startswith("replay:") and "#" in spec:
-        base, _, who = spec.rpartition("#")
-        return base, who or None
-    return spec, None
 
 
 def is_rewrite(cfg: StudyConfig, cell: Cell) -> bool:

@@ -13,15 +13,14 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .fileio import atomic_write_text
 from .errors import UserError
 
-Level = Union[int, Literal["human"]]
-FORMATS = ("cot", "subq", "rar", "sym")
+from .spec import FORMATS, FormatField, Level, LevelField  # noqa: F401  (FORMATS, Level re-exported)
 
 
 class Trace(BaseModel):
@@ -34,8 +33,8 @@ class Trace(BaseModel):
     # how the gold is compared (number, choice, bool, math, text): set by whoever made the trace
     answer_type: str | None = None
     teacher: str
-    level: Level
-    format: Literal["cot", "subq", "rar", "sym"] = "cot"
+    level: LevelField
+    format: FormatField = "cot"
     sample: int = 0
     output: str
     # a reasoning model's thinking, kept apart from its final response (``output``)
@@ -45,13 +44,6 @@ class Trace(BaseModel):
     correct: bool | None = None
     usage: dict[str, int] | None = None
     source: str = ""
-
-    @field_validator("level")
-    @classmethod
-    def _level_range(cls, v):
-        if isinstance(v, int) and not 0 <= v <= 6:
-            raise ValueError("level must be 0..6 or 'human'")
-        return v
 
     @property
     def key(self) -> tuple:

@@ -34,7 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .fileio import atomic_write_text, load_yaml_mapping
 from .errors import UserError, validation_error
 from .progress import Progress
+from .spec import OBJECTIVES, TEACHER_MODEL_OBJECTIVES, Objective  # noqa: F401  (re-exported)
 from .template import NAMED_TEMPLATES, PromptTemplate
 from .traces import Trace, composition, require_one_cell
 
@@ -73,11 +74,6 @@ class LoraSettings(BaseModel):
     target_modules: str | list[str] = "all-linear"
 
 
-# the training objectives (one home: train, study and select take this type)
-Objective = Literal["sft", "step-by-step", "logit-kd", "on-policy", "preference"]
-OBJECTIVES: tuple[str, ...] = get_args(Objective)
-# objectives that read a local teacher model (train.teacher_model)
-TEACHER_MODEL_OBJECTIVES = ("logit-kd", "on-policy")
 
 
 class TrainConfig(BaseModel):

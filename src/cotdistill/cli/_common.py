@@ -28,7 +28,7 @@ def filter_cells(traces, teachers: str | None, levels: str | None, formats: str 
     if not (teachers or levels or formats):
         return traces
     from ..errors import UserError
-    from ..prompts import parse_formats, parse_levels
+    from ..spec import parse_formats, parse_levels
     from ..traces import composition, select_traces
 
     kept = select_traces(traces, teachers=[t.strip() for t in teachers.split(",")] if teachers else None,

@@ -172,13 +172,12 @@ def register(app: typer.Typer) -> None:
         data_dir: Optional[Path] = DataDirOpt,
     ) -> None:
         """Print the exact messages sent to the teacher for one task, level and format."""
-        from ..prompts import FORMATS, KNOWN_ANSWER_TYPES, SAMPLE_QUESTIONS, answer_only, build_messages
+        from ..prompts import KNOWN_ANSWER_TYPES, SAMPLE_QUESTIONS, answer_only, build_messages
+        from ..spec import parse_format, parse_level
         from ..tasks.base import Example
 
-        if fmt not in FORMATS:
-            raise UserError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-        if not 0 <= level <= 6:
-            raise UserError(f"--level {level} out of range: levels are 0 (answer only) to 6")
+        fmt = parse_format(fmt)
+        level = parse_level(level)
         ex = None
         atype = KNOWN_ANSWER_TYPES.get(task.lower())
         try:

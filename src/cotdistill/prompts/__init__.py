@@ -14,6 +14,8 @@ import re
 from typing import Any
 
 from ..errors import UserError
+from ..spec import FORMAT_ALIASES, parse_formats, parse_levels  # noqa: F401  (re-exported)
+from ..spec import FORMATS as _FORMAT_NAMES
 from .exemplars import EXEMPLARS, QUESTIONS, exemplar
 
 LEVELS: dict[int, str] = {
@@ -39,6 +41,8 @@ FORMATS: dict[str, str] = {
     "sym": "Write the reasoning with symbols and variables (let x = ..., =, ⇒, ∴) instead of prose.",
 }
 
+assert tuple(FORMATS) == _FORMAT_NAMES, "every format has its instruction"
+
 ANSWER_FORMS: dict[str, str] = {
     "number": "End with 'The answer is X.' where X is a number only (no units, no commas).",
     "choice": "End with 'The answer is X.' where X is a single letter from the answer choices (A-E).",
@@ -56,57 +60,6 @@ KNOWN_ANSWER_TYPES = {
 
 _LETTERS = "ABCDEFGHIJ"
 _HAS_LETTER = re.compile(r"^\s*\(?[A-J][).:]\s*")
-
-
-def parse_levels(spec: str | int | list) -> list[int | str]:
-    """``"1-6"``, ``"0,3,5"``, ``"human"``, ``3`` or a list -> sorted list of levels."""
-    if isinstance(spec, int):
-        items: list = [spec]
-    elif isinstance(spec, (list, tuple)):
-        items = list(spec)
-    else:
-        items = []
-        for part in str(spec).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if part == "human":
-                items.append("human")
-            elif re.fullmatch(r"\d+-\d+", part):
-                a, b = map(int, part.split("-"))
-                items.extend(range(a, b + 1))
-            elif part.isdigit():
-                items.append(int(part))
-            else:
-                raise UserError(f"bad level {part!r} in --levels {spec!r}: use e.g. 1-6, 0,3,5 or human")
-    out: list[int | str] = []
-    for lv in items:
-        if lv == "human":
-            out.append("human")
-            continue
-        lv = int(lv)
-        if not 0 <= lv <= 6:
-            raise UserError(f"level {lv} out of range in --levels {spec!r}: levels are 0 (answer only) to 6")
-        out.append(lv)
-    if not out:
-        raise UserError(f"--levels {spec!r} names no level: use e.g. 1-6")
-    return sorted(set(out), key=lambda v: (isinstance(v, str), v if isinstance(v, int) else 99))
-
-
-# the paper's own names for the formats (released file names): BSM, RaR, SYM
-FORMAT_ALIASES = {"bsm": "subq", "rar": "rar", "sym": "sym", "symbolic": "sym", "cot": "cot", "subq": "subq"}
-
-
-def parse_formats(spec: str | list) -> list[str]:
-    """``"cot,subq"`` (also the paper's names ``BSM``, ``RaR``, ``SYM``) -> list of formats."""
-    items = spec if isinstance(spec, (list, tuple)) else [s.strip() for s in str(spec).split(",") if s.strip()]
-    items = [FORMAT_ALIASES.get(str(f).lower(), f) for f in items]
-    for f in items:
-        if f not in FORMATS:
-            raise UserError(f"unknown format {f!r}; choose from {', '.join(FORMATS)} (or the paper's BSM, RaR, SYM)")
-    if not items:
-        raise UserError("no format given: use e.g. --formats cot,subq")
-    return list(dict.fromkeys(items))
 
 
 def render_question(question: str, choices: list[str] | None = None) -> str:

@@ -33,6 +33,7 @@ import re
 from typing import Any
 
 from ..errors import UserError
+from ..spec import FORMATS
 from .base import Example, Task, register
 
 NAMES = ("Ben", "Ann", "Tom", "Mia", "Sam", "Eva")
@@ -44,7 +45,6 @@ MUL_WORDS = {2: "doubles them", 3: "triples them"}
 DIV_WORDS = {2: "halves them"}
 
 LEVELS = tuple(range(7))
-FORMATS = ("cot", "subq", "rar", "sym")
 DEFAULTS: dict[str, Any] = {"steps": 3, "seed": 0, "n_train": 20000, "n_test": 300, "max_value": 99}
 
 

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ..errors import UserError
+from ..spec import BACKENDS, TeacherSpec  # noqa: F401  (BACKENDS re-exported)
 
 
 class TeacherConfig(BaseModel):
@@ -124,25 +125,17 @@ class Teacher:
         pass
 
 
-BACKENDS = ("openai", "hf", "vllm", "replay", "lab")
-
-
 def make_teacher(spec: str, config: TeacherConfig | None = None) -> Teacher:
     """Build a teacher from ``backend:model`` (``lab`` takes no model)."""
     config = config or TeacherConfig()
-    backend, _, model = spec.partition(":")
-    backend = backend.strip().lower()
+    t = TeacherSpec.parse(spec)
+    if t.is_union:
+        raise UserError(f"teacher {spec!r}: a union pools the traces of several teachers; generate with each of them")
+    backend, model = t.backend, spec.strip().partition(":")[2]  # a replay file keeps its #NAME for the backend
     if backend == "lab":
         from .lab import LabTeacher
 
         return LabTeacher(model, config)
-    if backend not in BACKENDS:
-        raise UserError(
-            f"unknown teacher {spec!r}: use backend:model with backend in {', '.join(BACKENDS)} "
-            "(e.g. openai:gpt-4o-mini, hf:./model, replay:traces.jsonl, lab)"
-        )
-    if not model:
-        raise UserError(f"teacher {spec!r} names no model: write {backend}:MODEL")
     if backend == "openai":
         from .openai_compat import OpenAITeacher
 

@@ -519,6 +519,29 @@ def test_one_supervision_cell_per_run_unless_mixing_is_asked(shared_data, tmp_pa
     assert s["supervision"] == {"gemini/L3/cot": 8, "gemini/L5/cot": 8} and s["mixed"] is True
 
 
+def test_one_task_per_run_and_tasks_pick_one(shared_data, tmp_path):
+    """Traces of several tasks (an import-paper output holds seven) are refused in one line naming
+    them; --tasks picks one for train and for curate."""
+    a = svamp(shared_data, 8)
+    b = [t.model_copy(update={"task": "gsm8k", "id": "g" + t.id}) for t in a]
+    traces = tmp_path / "two.jsonl"
+    write_traces(traces, a + b)
+    common = ["train", "--traces", str(traces), "--student", "scratch:llama-xxs", "--max-steps", "1", "--batch-size", "4",
+              "--quiet"]
+    r = _cli(*common, "--out", str(tmp_path / "refused"), timeout=600)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "2 tasks: gsm8k (8), svamp (8); pick one with --tasks" in r.stderr and not (tmp_path / "refused").exists()
+    r = _cli(*common, "--out", str(tmp_path / "m"), "--tasks", "svamp", timeout=600)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert json.loads((tmp_path / "m" / "train_summary.json").read_text())["examples"] == 8
+    r = _cli("curate", str(traces), "--out", str(tmp_path / "c"), "--tasks", "gsm8k", "--no-decontaminate", "--keep", "all")
+    assert r.returncode == 0, r.stderr[-800:]
+    kept = [json.loads(x) for x in (tmp_path / "c" / "traces.jsonl").read_text().splitlines()]
+    assert len(kept) == 8 and {k["task"] for k in kept} == {"gsm8k"}
+    r = _cli("curate", str(traces), "--out", str(tmp_path / "c2"), "--tasks", "math")
+    assert r.returncode == 2 and "no trace matches" in r.stderr and "tasks gsm8k, svamp" in r.stderr
+
+
 def test_overlong_examples_are_dropped_or_keep_their_final_answer(shared_data, tmp_path):
     """Long traces are never trained with their final answer cut off: dropped (counted) by
     default, or truncated in the middle so the answer and EOS stay."""

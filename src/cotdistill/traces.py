@@ -67,13 +67,14 @@ def composition(traces: Iterable[Trace]) -> dict[str, int]:
 
 
 def select_traces(traces: Iterable[Trace], teachers: Iterable[str] | None = None, levels: Iterable | None = None,
-                  formats: Iterable[str] | None = None) -> list[Trace]:
-    """Keep the traces of the given teachers, levels (ints or "human") and formats (None = all)."""
+                  formats: Iterable[str] | None = None, tasks: Iterable[str] | None = None) -> list[Trace]:
+    """Keep the traces of the given teachers, levels (ints or "human"), formats and tasks (None = all)."""
     ts = set(teachers) if teachers else None
     ls = {str(x) for x in levels} if levels else None
     fs = set(formats) if formats else None
+    ks = set(tasks) if tasks else None
     return [t for t in traces if (ts is None or t.teacher in ts) and (ls is None or str(t.level) in ls)
-            and (fs is None or t.format in fs)]
+            and (fs is None or t.format in fs) and (ks is None or t.task in ks)]
 
 
 def require_one_cell(traces: list[Trace], what: str = "the traces") -> None:
@@ -84,6 +85,13 @@ def require_one_cell(traces: list[Trace], what: str = "the traces") -> None:
         cells = ", ".join(f"{k} ({n})" for k, n in comp.items())
         raise UserError(f"{what} hold {len(comp)} supervision cells: {cells}; pick one with --teachers/--levels/--formats, "
                         "or pass --mix to train on the mixture")
+    tasks: dict[str, int] = {}
+    for t in traces:
+        tasks[t.task] = tasks.get(t.task, 0) + 1
+    if len(tasks) > 1:
+        raise UserError(f"{what} hold the traces of {len(tasks)} tasks: "
+                        + ", ".join(f"{k} ({n})" for k, n in sorted(tasks.items()))
+                        + "; pick one with --tasks, or pass --mix to train on all of them")
 
 
 def _first_error(e: ValidationError) -> str:

@@ -227,6 +227,7 @@ def register(app: typer.Typer) -> None:
         teachers: Optional[str] = typer.Option(None, "--teachers", help="Keep only these teachers' traces (comma-separated)."),
         levels: Optional[str] = typer.Option(None, "--levels", help="Keep only these levels, e.g. 3, 1-6, human."),
         formats: Optional[str] = typer.Option(None, "--formats", help="Keep only these formats: cot, subq, rar, sym (or BSM, RaR, SYM)."),
+        tasks: Optional[str] = typer.Option(None, "--tasks", help="Keep only these tasks' traces (comma-separated), e.g. svamp."),
     ) -> None:
         """Keep correct, complete, unique, uncontaminated rationales and say what was removed."""
         from rich.table import Table
@@ -251,7 +252,7 @@ def register(app: typer.Typer) -> None:
                 raise UserError(f"--out {out}: {out.parent} is {KINDS[k]}; write the curated traces elsewhere")
         from ._common import filter_cells
 
-        traces = filter_cells(read_traces(inp), teachers, levels, formats)
+        traces = filter_cells(read_traces(inp), teachers, levels, formats, tasks)
         extra: list[str] = []
         for f in test_file:
             rows = load_json_any(f)

@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
         teachers: Optional[str] = typer.Option(None, "--teachers", help="Keep the traces of these teachers (comma-separated)."),
         levels: Optional[str] = typer.Option(None, "--levels", help="Keep the traces of these levels, e.g. 3, 1-6, human."),
         formats: Optional[str] = typer.Option(None, "--formats", help="Keep the traces of these formats: cot, subq, rar, sym (or BSM, RaR, SYM)."),
+        tasks: Optional[str] = typer.Option(None, "--tasks", help="Keep the traces of these tasks (comma-separated), e.g. svamp."),
         mix: bool = typer.Option(False, "--mix", help="Train on traces of several (teacher, level, format) cells at once (refused otherwise)."),
         report_to: Optional[str] = typer.Option(None, "--report-to", help="Trackers, comma-separated: tensorboard (written to OUT/tensorboard), wandb, mlflow, ..."),
         run_name: Optional[str] = typer.Option(None, "--run-name", help="Run name shown by the trackers."),
@@ -66,11 +67,11 @@ def register(app: typer.Typer) -> None:
             base = TrainConfig.validated(data)
         cfg = base.with_overrides(**overrides)
         data = [str(t) for t in traces]
-        if teachers or levels or formats:
+        if teachers or levels or formats or tasks:
             from ..train import load_traces
             from ._common import filter_cells
 
-            data = filter_cells(load_traces(data), teachers, levels, formats)
+            data = filter_cells(load_traces(data), teachers, levels, formats, tasks)
         res = train(data, student, out, cfg, resume=resume, progress=not quiet, overwrite=overwrite, mix=mix)
         s = res.summary
         if s.get("world_size", 1) > 1 and __import__("os").environ.get("RANK", "0") != "0":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "cotdistill"
 UPPER = ("cotdistill.study", "cotdistill.select", "cotdistill.report", "cotdistill.mix", "cotdistill.cli")
-LOWER = ("spec", "answers", "collate", "decoding", "runtime", "stats", "store", "fileio", "errors", "artifacts", "progress", "paths",
+LOWER = ("spec", "records", "answers", "collate", "decoding", "runtime", "stats", "store", "fileio", "errors", "artifacts", "progress", "paths",
          "template", "traces", "paper", "tasks", "teachers", "students", "prompts", "generate", "curate", "train",
          "evaluate")
 
@@ -74,7 +74,7 @@ def test_stages_and_core_never_import_the_orchestration_layer():
     assert not bad, bad
 
 
-CORE = ("spec", "answers", "collate", "decoding", "runtime", "students", "stats", "store", "fileio", "errors", "artifacts",
+CORE = ("spec", "records", "answers", "collate", "decoding", "runtime", "students", "stats", "store", "fileio", "errors", "artifacts",
         "progress", "paths", "template")
 STAGES = ("cotdistill.generate", "cotdistill.curate", "cotdistill.train", "cotdistill.evaluate",
           "cotdistill.teachers", "cotdistill.prompts")

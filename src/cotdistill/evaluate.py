@@ -36,6 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import answers
 from .artifacts import check as check_out, claim
 from .progress import Progress, Reporter
+# the records and their one reader / writer (re-exported: `from cotdistill.evaluate import read_predictions`)
+from .records import (METRICS_FILE, PREDICTIONS_FILE, Prediction, append_predictions, read_metrics,  # noqa: F401
+                      read_predictions, write_metrics, write_predictions)
 # the student runtime (loading, prompts, decoding, log-likelihoods) is shared with select and mix
 from .runtime import (DTYPES, Generation, HFGenerator, StudentRuntime, _model_label, hub_reachable,  # noqa: F401
                       load_model, parse_decoding, resolve_device, resolve_template)
@@ -45,8 +48,6 @@ from .stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_ci
 from .tasks.base import Example
 from .template import PromptTemplate
 
-PREDICTIONS_FILE = "predictions.jsonl"
-METRICS_FILE = "metrics.json"
 CONFIG_FILE = "eval_config.json"
 
 AUTO_TOKEN_BUDGET = 65_536  # auto batch size: rows x (prompt + new tokens) kept under this
@@ -155,45 +156,6 @@ class VLLMGenerator:
 
 
 # ------------------------------------------------------------------------------------------
-# predictions file (append-only, resumable)
-# ------------------------------------------------------------------------------------------
-def read_predictions(path: str | os.PathLike, repair: bool = False) -> list[dict]:
-    """Read predictions.jsonl. A torn last line (crash mid-write) is dropped (and, with
-    ``repair``, removed from the file atomically); a bad line elsewhere is a UserError."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / PREDICTIONS_FILE
-    if not path.exists():
-        raise UserError(f"{path} does not exist: run `cotdistill evaluate --out {path.parent}` first")
-    rows: list[dict] = []
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    torn = False
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            if not isinstance(obj, dict) or "id" not in obj or "correct" not in obj:
-                raise ValueError("not a prediction record")
-        except (json.JSONDecodeError, ValueError) as e:
-            if i == len(lines) and not line.endswith("\n"):
-                torn = True
-                break
-            raise UserError(f"{path}:{i}: malformed prediction ({e}); delete that line and rerun to regenerate it") from None
-        rows.append(obj)
-    if torn and repair:
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return rows
-
-
-def _append(path: Path, rows: list[dict]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-# ------------------------------------------------------------------------------------------
 # metrics
 # ------------------------------------------------------------------------------------------
 def score_output(output: str, finish: str, ex: Example) -> dict:
@@ -235,39 +197,32 @@ def rescore(out_dir: str | os.PathLike, examples: Sequence[Example], keep_others
     out = Path(out_dir)
     rows = read_predictions(out / PREDICTIONS_FILE)
     by_ex = {e.id: e for e in examples}
-    missing = [r["id"] for r in rows if r["id"] not in by_ex]
+    missing = [r.id for r in rows if r.id not in by_ex]
     if missing and not keep_others:
         raise UserError(f"{out / PREDICTIONS_FILE}: item {missing[0]!r} is not among the examples given "
                         f"({len(missing)} of {len(rows)} missing): rescore with the task and split it was evaluated on")
-    for r in rows:
-        if r["id"] in by_ex:  # (keep_others: rows of items not given stay as they are)
-            r.update(score_output(r["output"], r.get("finish", "eos"), by_ex[r["id"]]))
-    tmp = out / (PREDICTIONS_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, out / PREDICTIONS_FILE)
-    m: dict = {}
-    if (out / METRICS_FILE).exists():
-        try:
-            m = json.loads((out / METRICS_FILE).read_text())
-        except json.JSONDecodeError:
-            m = {}
+    # (keep_others: rows of items not given stay as they are)
+    rows = [r.graded(score_output(r.output, r.finish, by_ex[r.id])) if r.id in by_ex else r for r in rows]
+    write_predictions(out / PREDICTIONS_FILE, rows)
+    old = read_metrics(out)
+    m: dict = old.to_dict() if old is not None else {}
     order = {e.id: i for i, e in enumerate(examples)}
-    m.update(summarize(sorted((r for r in rows if r["id"] in order), key=lambda r: order[r["id"]])))
-    atomic_write_text(out / METRICS_FILE, json.dumps(m, indent=2, default=_json_default) + "\n")
+    m.update(summarize(sorted((r for r in rows if r.id in order), key=lambda r: order[r.id])))
+    write_metrics(out / METRICS_FILE, m)
     return m
 
 
-def summarize(rows: Sequence[dict]) -> dict:
+def summarize(predictions: Sequence[Prediction | dict]) -> dict:
     """Accuracy (strict, with its 95 % bootstrap interval, and lenient), no-answer rate, capped
-    outputs and mean output tokens of prediction rows."""
+    outputs and mean output tokens of predictions (pure: the metrics of graded outputs)."""
+    rows = [_as_dict(r) for r in predictions]
     n = len(rows)
     corr = [1.0 if r["correct"] else 0.0 for r in rows]
     lo, hi = bootstrap_ci(corr)
     rules: dict[str, int] = {}
     for r in rows:
-        rules[r.get("rule", "unknown")] = rules.get(r.get("rule", "unknown"), 0) + 1
+        rule = r.get("rule") or "unknown"
+        rules[rule] = rules.get(rule, 0) + 1
     return {
         "n": n,
         "n_correct": int(sum(corr)),
@@ -276,19 +231,24 @@ def summarize(rows: Sequence[dict]) -> dict:
         "ci_high": hi,
         "ci": "95% percentile bootstrap, 10000 resamples, seed 0",
         "scoring": "strict: the answer line ('The answer is X') only",
-        "accuracy_lenient": (sum(1 for r in rows if r.get("correct_lenient", r["correct"])) / n) if n else math.nan,
+        "accuracy_lenient": (sum(1 for r in rows if (r["correct"] if r.get("correct_lenient") is None else r["correct_lenient"]))
+                             / n) if n else math.nan,
         "parse_failure_rate": (sum(1 for r in rows if r.get("pred") is None) / n) if n else math.nan,
         "n_no_answer": sum(1 for r in rows if r.get("pred") is None),
         "n_length_capped": sum(1 for r in rows if r.get("finish") == "length"),
         "n_capped_without_answer": sum(1 for r in rows if r.get("finish") == "length" and r.get("pred") is None),
         "rules": dict(sorted(rules.items())),
-        "mean_output_tokens": (sum(r.get("output_tokens", 0) for r in rows) / n) if n else math.nan,
+        "mean_output_tokens": (sum(r.get("output_tokens") or 0 for r in rows) / n) if n else math.nan,
         # thinking students: the length of the reasoning beside the accuracy
         "mean_reasoning_words": (statistics.fmean(r["reasoning_words"] for r in rows if r.get("reasoning_words") is not None)
                                  if any(r.get("reasoning_words") is not None for r in rows) else None),
         "n_unclosed_reasoning": sum(1 for r in rows if r.get("rule") == "unclosed_reasoning"),
         "answer_checker": answers.VERSION,
     }
+
+
+def _as_dict(r: Prediction | dict) -> dict:
+    return r.model_dump() if isinstance(r, Prediction) else r
 
 
 # ------------------------------------------------------------------------------------------
@@ -427,7 +387,7 @@ def _evaluate(
         "backend": cfg.backend,
         "dtype": str(next(mdl.parameters()).dtype).replace("torch.", "") if mdl is not None else dtype,
     }
-    done: dict[str, dict] = {}
+    done: dict[str, Prediction] = {}
     pred_path = None
     if out_dir is not None:
         out = Path(out_dir)
@@ -459,13 +419,13 @@ def _evaluate(
         if pred_path.exists():
             wanted = {e.id for e in examples}
             for r in read_predictions(pred_path, repair=True):
-                if str(r["id"]) in wanted:
-                    done[str(r["id"])] = r
+                if r.id in wanted:
+                    done[r.id] = r
 
     todo = [e for e in examples if e.id not in done]
 
     # ---- generate
-    new_rows: list[dict] = []
+    new_rows: list[Prediction] = []
     gen_s = 0.0
     if todo:
         enc = [(e, gen.prompt_ids(e.question)) for e in todo]
@@ -473,7 +433,7 @@ def _evaluate(
         enc.sort(key=lambda x: -len(x[1]))
         longest = len(enc[0][1])
         with Reporter(progress, "evaluate", task_label, len(examples), completed=len(done), unit="items") as rep:
-            pending: list[dict] = []
+            pending: list[Prediction] = []
             t0 = last_flush = time.perf_counter()
             if backend == "vllm":
                 stream = enumerate(gen.generate([p for _, p in enc]))
@@ -482,15 +442,15 @@ def _evaluate(
                 stream = gen.stream([p for _, p in enc], rows_at_once)
             for i, g in stream:
                 ex = enc[i][0]
-                pending.append({
+                pending.append(Prediction.model_validate({
                     "id": ex.id, "question": ex.question, "gold": ex.answer, "output": g.output,
                     **score_output(g.output, g.finish, ex),
                     "output_tokens": g.output_tokens, "finish": g.finish,
-                })
+                }))
                 now = time.perf_counter()
                 if len(pending) >= 32 or now - last_flush > 10 or len(new_rows) + len(pending) == len(enc):
                     if pred_path is not None:  # appended as items finish: a rerun resumes
-                        _append(pred_path, pending)
+                        append_predictions(pred_path, pending)
                     new_rows.extend(pending)
                     rep.update(advance=len(pending))
                     pending, last_flush = [], now
@@ -498,24 +458,20 @@ def _evaluate(
 
     # ---- metrics (over the requested items, in item order)
     by_id = dict(done)
-    by_id.update({r["id"]: r for r in new_rows})
+    by_id.update({r.id: r for r in new_rows})
     rows = [by_id[e.id] for e in examples]
     stale = False
-    for r, ex in zip(rows, examples):  # rows kept from an earlier run: graded by the current checker
-        fresh = score_output(r["output"], r.get("finish", "eos"), ex)
-        if any(r.get(k) != v for k, v in fresh.items()):
-            r.update(fresh)
+    for i, (r, ex) in enumerate(zip(rows, examples)):  # rows kept from an earlier run: graded by the current checker
+        fresh = score_output(r.output, r.finish, ex)
+        if any(getattr(r, k, None) != v for k, v in fresh.items()):
+            rows[i] = r.graded(fresh)
             stale = True
     if stale and pred_path is not None:
         rescore(out_dir, examples, keep_others=True)
     m = summarize(rows)
-    new_tokens = sum(r["output_tokens"] for r in new_rows)
-    prev = {}
-    if out_dir is not None and (Path(out_dir) / METRICS_FILE).exists():
-        try:
-            prev = json.loads((Path(out_dir) / METRICS_FILE).read_text())
-        except json.JSONDecodeError:
-            prev = {}
+    new_tokens = sum(r.output_tokens or 0 for r in new_rows)
+    old = read_metrics(out_dir) if out_dir is not None else None
+    prev = old.to_dict() if old is not None else {}
     import torch
 
     m.update({
@@ -537,14 +493,8 @@ def _evaluate(
         "torch_threads": torch.get_num_threads(),
     })
     if out_dir is not None:
-        atomic_write_text(Path(out_dir) / METRICS_FILE, json.dumps(m, indent=2, default=_json_default) + "\n")
+        write_metrics(Path(out_dir) / METRICS_FILE, m)
     return m
-
-
-def _json_default(o):
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    raise TypeError(type(o).__name__)
 
 
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -604,8 +554,8 @@ def compare(a: str | os.PathLike, b: str | os.PathLike) -> dict:
     for p, orig in ((pa, a), (pb, b)):
         if not p.exists():
             raise UserError(f"{orig}: no {PREDICTIONS_FILE} beside it ({p}); pass an evaluation directory or its metrics.json")
-    ra = {str(r["id"]): bool(r["correct"]) for r in read_predictions(pa)}
-    rb = {str(r["id"]): bool(r["correct"]) for r in read_predictions(pb)}
+    ra = {r.id: r.correct for r in read_predictions(pa)}
+    rb = {r.id: r.correct for r in read_predictions(pb)}
     shared = [i for i in ra if i in rb]
     if not shared:
         raise UserError(f"{pa} and {pb} share no item ids: compare evaluations of the same task and split")

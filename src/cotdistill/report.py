@@ -26,6 +26,7 @@ from typing import Any
 
 from .fileio import atomic_write_text
 from .errors import UserError
+from .records import StudyLayout, read_predictions, read_results
 
 GroupKey = tuple  # (task, teacher, format)
 
@@ -38,25 +39,25 @@ def load_results(study_dir: str | os.PathLike) -> list[dict[str, Any]]:
     d = Path(study_dir)
     if not d.is_dir():
         raise UserError(f"study directory {d} does not exist: pass the output_dir of a study")
-    if (d / "study.json").exists():
+    lay = StudyLayout(d)
+    if lay.config.exists():
+        from pydantic import ValidationError
+
         from .study import StudyConfig, merge_results
 
         try:
-            cfg = StudyConfig.model_validate(json.loads((d / "study.json").read_text()))
+            cfg = StudyConfig.model_validate(json.loads(lay.config.read_text()))
+        except (ValidationError, ValueError, OSError):
+            cfg = None  # a study.json of another version: its results.jsonl is still read below
+        if cfg is not None:
             cfg.output_dir = str(d.resolve())
-            merge_results(cfg)
-        except Exception:  # noqa: BLE001 - a foreign results.jsonl is still readable below
-            pass
-    p = d / "results.jsonl"
-    if not p.exists():
-        raise UserError(f"{d} has no results.jsonl: run `cotdistill study CONFIG` first")
-    rows = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise UserError(f"{p}:{i}: malformed JSON ({e.msg}); rerun the study to rewrite it") from None
+                merge_results(cfg)
+            except (UserError, OSError):
+                pass  # e.g. a replay file moved since: results.jsonl as the study last wrote it
+    if not lay.results.exists():
+        raise UserError(f"{d} has no results.jsonl: run `cotdistill study CONFIG` first")
+    rows = [r.to_dict() for r in read_results(lay.results)]
     for r in rows:  # an objective other than SFT is its own curve, compared with the student's SFT curve
         if r.get("objective", "sft") != "sft":
             r["student"] = f"{r['student']} [{r['objective']}]"
@@ -141,15 +142,10 @@ def paired_bootstrap(a: list[int], b: list[int], iters: int = 2000, seed: int = 
 
 
 def _predictions(study_dir: Path, cell: str) -> dict[str, int] | None:
-    p = study_dir / "cells" / cell / "eval" / "predictions.jsonl"
+    p = StudyLayout(study_dir).cell(cell).predictions
     if not p.exists():
         return None
-    out = {}
-    for line in p.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            r = json.loads(line)
-            out[str(r.get("id"))] = int(bool(r.get("correct")))
-    return out
+    return {r.id: int(r.correct) for r in read_predictions(p)}
 
 
 def paired_test(study_dir: Path, cells_a: list[str], cells_b: list[str]) -> dict[str, Any] | None:
@@ -229,8 +225,9 @@ def _student_strength(rows: list[dict], study_dir: Path) -> dict[str, float]:
     for r in rows:
         if r.get("status", "ok") != "ok" or r["student"] in params:
             continue
-        s = study_dir / "cells" / r.get("cell", "") / "model" / "train_summary.json"
-        cand = list((study_dir / "cells" / r.get("cell", "") / "model").glob("*summary*.json")) if r.get("cell") else []
+        model = StudyLayout(study_dir).cell(r.get("cell", "")).model
+        s = model / "train_summary.json"
+        cand = list(model.glob("*summary*.json")) if r.get("cell") else []
         for p in [s, *cand]:
             try:
                 v = json.loads(p.read_text()).get("params")
@@ -591,7 +588,7 @@ def _teacher_accuracy(d: Path, rows: list[dict]) -> float | None:
     tot = cor = 0
     seen = set()
     for r in rows:
-        cfgp = d / "cells" / r.get("cell", "") / "config.json"
+        cfgp = StudyLayout(d).cell(r.get("cell", "")).config
         try:
             key = json.loads(cfgp.read_text())["keys"]["generate"]
         except (OSError, KeyError, json.JSONDecodeError):
@@ -599,7 +596,7 @@ def _teacher_accuracy(d: Path, rows: list[dict]) -> float | None:
         if key in seen or r["level"] == 0:
             continue
         seen.add(key)
-        p = d / "cache" / "generate" / key / "traces.jsonl"
+        p = StudyLayout(d).generate_dir(key) / "traces.jsonl"
         if not p.exists():
             continue
         for line in p.read_text(encoding="utf-8").splitlines():
@@ -733,8 +730,8 @@ def write_report(study_dir: str | os.PathLike, out_dir: str | os.PathLike | None
                         + (f" ({len(rep['failed'])} failed; see cells/*/log.txt)" if rep["failed"] else ""))
     figs = _figures(rep, out / "figures")
     cfg = None
-    if (d / "study.json").exists():
-        cfg = json.loads((d / "study.json").read_text())
+    if StudyLayout(d).config.exists():
+        cfg = json.loads(StudyLayout(d).config.read_text())
     md: list[str] = [f"# Study report: {cfg.get('name', d.name) if cfg else d.name}", ""]
     n_seeds = len({r["seed"] for r in rep["ok"]})
     asked = [str(t) for t in (cfg or {}).get("teachers", [])] or list(rep["teachers"]) + list(rep.get("ref_teachers", []))

@@ -74,6 +74,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .fileio import atomic_write_json
+from .records import SELECTION_FILE, StudyLayout, read_predictions, read_results, read_selection, write_selection
 from .stats import wilson_ci
 from .artifacts import check as check_out, claim
 from .errors import GenerateOptions, UserError, drop_masked_secrets, validation_error
@@ -81,7 +82,7 @@ from .spec import TEACHER_MODEL_OBJECTIVES, Candidate, FormatField, ObjectiveFie
 from .mix import (TraceSource, build_traces, is_loss_mix, loss_mix_table, mix_levels, segment_pieces, student_losses,
                   train_pieces)
 
-SELECTION = "selection.json"
+SELECTION = SELECTION_FILE
 PLAN_MARGIN = 0.985
 SCORE_NAMES = {"hybrid": "hybrid score (1 per right answer, P(gold) for a wrong one)",
                "soft": "gold-answer probability", "accuracy": "accuracy"}
@@ -720,7 +721,7 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
             prog.update(total_task, info=f"best so far {ranked[0].name}")
             alive = kept
             done_steps = target
-            atomic_write_json(state_path, {"status": "running", "rounds": rounds})
+            write_selection(state_path, {"status": "running", "rounds": rounds})
             r += 1
             if len(alive) == 1 or last:
                 break
@@ -796,7 +797,7 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
     if winner.kind == "curriculum":
         result["winner"]["note"] = ("a curriculum depends on training order: train it with "
                                     "cotdistill.mix.train_candidate (phased), not a shuffled `cotdistill train`")
-    atomic_write_json(state_path, result)
+    write_selection(state_path, result)
     tmp = out / ".summary.md.tmp"
     tmp.write_text(summary_markdown(result), encoding="utf-8")
     os.replace(tmp, out / "summary.md")
@@ -953,7 +954,7 @@ def config_from_study(study_dir: str | os.PathLike, student: str | None = None, 
             "student": student, "teachers": s["teachers"], "levels": s["levels"], "formats": s["formats"],
             "objectives": s.get("objectives") or ["sft"],
             "seed": seed, "train": s.get("train") or {}, "generate": drop_masked_secrets(s.get("generate")),
-            "out": str(sd / "select" / f"{slug}__s{seed}")}
+            "out": str(StudyLayout(sd).selections / f"{slug}__s{seed}")}
     data.update({k: v for k, v in over.items() if v is not None and k != "train"})
     if over.get("train"):  # e.g. --max-steps: on top of the study's training settings, not instead of them
         data["train"] = {**data["train"], **over["train"]}
@@ -968,16 +969,16 @@ def select_vs_grid(study_dir: str | os.PathLike, tolerance: float = 0.02) -> dic
     per selection with the grid's best cell, the chosen cell's test accuracy in the grid, the gap,
     whether it is within ``tolerance``, and the token fraction."""
     sd = Path(study_dir)
-    res_path = sd / "results.jsonl"
-    sels = sorted((sd / "select").glob("*/" + SELECTION)) if (sd / "select").is_dir() else []
+    lay = StudyLayout(sd)
+    res_path = lay.results
+    sels = sorted(lay.selections.glob("*/" + SELECTION)) if lay.selections.is_dir() else []
     if not res_path.is_file() or not sels:
         return {"available": False, "rows": [],
                 "hint": f"run `cotdistill select --study {sd} --student S` to compare selection with the grid"}
-    grid = [json.loads(x) for x in res_path.read_text().splitlines() if x.strip()]
-    grid = [g for g in grid if g.get("status") == "ok"]
+    grid = [g.to_dict() for g in read_results(res_path) if g.status == "ok"]
     rows = []
     for sp in sels:
-        sel = json.loads(sp.read_text())
+        sel = read_selection(sp).model_dump()
         if sel.get("status") != "done":
             continue
         c = sel["config"]
@@ -1036,18 +1037,16 @@ def select_vs_grid(study_dir: str | os.PathLike, tolerance: float = 0.02) -> dic
 def _cells_paired_z(study: Path, a: dict[str, Any], b: dict[str, Any]) -> float | None:
     """Paired z of test accuracy ``a - b`` over the test items both cells answered (None when a
     cell's predictions are missing or unreadable)."""
-    from .evaluate import read_predictions
-
     per = []
     for g in (a, b):
-        p = study / "cells" / str(g.get("cell")) / "eval" / "predictions.jsonl"
+        p = StudyLayout(study).cell(str(g.get("cell"))).predictions
         if not g.get("cell") or not p.is_file():
             return None
         try:
             preds = read_predictions(p)
         except UserError:
             return None
-        per.append({d["id"]: float(bool(d.get("correct"))) for d in preds if d.get("id") is not None})
+        per.append({d.id: float(d.correct) for d in preds})
     ids = [i for i in per[0] if i in per[1]]
     if len(ids) < 2:
         return None

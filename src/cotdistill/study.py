@@ -5,19 +5,8 @@ hash of its inputs, so rerunning a finished study does no work, a killed study r
 stopped, and adding a level or a student runs only the new cells. Traces are shared between
 cells that differ only by student or seed (they live in ``DIR/cache/``).
 
-Layout of a study directory::
-
-    DIR/study.json                      resolved config of the last run
-    DIR/results.jsonl                   one row per cell (merged from cells/*/result.json)
-    DIR/cache/generate/<hash>.jsonl     raw teacher traces, shared between cells
-    DIR/cache/curate/<hash>.jsonl       curated traces (+ <hash>.stats.json)
-    DIR/cells/<cell>/config.json        resolved cell config
-    DIR/cells/<cell>/traces.jsonl       the curated traces this cell trained on
-    DIR/cells/<cell>/model/             the trained student
-    DIR/cells/<cell>/eval/predictions.jsonl, eval/metrics.json
-    DIR/cells/<cell>/log.txt            everything the stages printed
-    DIR/cells/<cell>/stages.json        content hash + wall seconds of each finished stage
-    DIR/cells/<cell>/result.json        the cell's results row (status ok | failed)
+The study directory's layout (``study.json``, ``results.jsonl``, ``cache/``, ``cells/<cell>/``) is
+:class:`cotdistill.records.StudyLayout`; each cell's row is a :class:`cotdistill.records.CellResult`.
 
 Python API::
 
@@ -46,6 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from .artifacts import check as check_out, claim
 from .fileio import atomic_write_json, load_yaml_mapping
+from .records import (CellLayout, StudyLayout, read_cell_result, read_metrics, read_predictions, write_cell_result,
+                      write_results)
 from .stats import wilson_ci
 from .errors import GenerateOptions, UserError, protect_secrets, validation_error
 from .spec import (FORMATS, RAW, TEACHER_MODEL_OBJECTIVES, FormatField, ObjectiveField, Supervision, TeacherSpec,  # noqa: F401
@@ -472,8 +463,13 @@ class CellPlan:
         return len(self.done) == len(STAGES)
 
 
+def layout(cfg: StudyConfig) -> StudyLayout:
+    """Where this study keeps everything (:class:`cotdistill.records.StudyLayout`)."""
+    return StudyLayout(Path(cfg.output_dir))
+
+
 def _cell_dir(cfg: StudyConfig, cell: Cell) -> Path:
-    return Path(cfg.output_dir) / "cells" / cell.id
+    return layout(cfg).cell(cell.id).dir
 
 
 def _read_json(p: Path) -> Any:
@@ -484,14 +480,14 @@ def _read_json(p: Path) -> Any:
 
 
 def _done_stages(cfg: StudyConfig, cell: Cell, keys: dict[str, str]) -> list[str]:
-    root = Path(cfg.output_dir)
+    lay = layout(cfg)
     done = []
-    marks = _read_json(_cell_dir(cfg, cell) / "stages.json") or {}
+    marks = _read_json(lay.cell(cell.id).stages) or {}
     for st in STAGES:
         if st == "generate":
-            ok = (root / "cache" / "generate" / keys["generate"] / "DONE").exists()
+            ok = (lay.generate_dir(keys["generate"]) / "DONE").exists()
         elif st == "curate":
-            ok = (root / "cache" / "curate" / f"{keys['curate']}.jsonl").exists()
+            ok = lay.curated(keys["curate"]).exists()
         else:
             ok = (marks.get(st) or {}).get("key") == keys[st]
         if ok:
@@ -515,7 +511,7 @@ def _estimate(cfg, cell: Cell, keys, done, cache) -> tuple[int | None, int | Non
     """(teacher calls still needed, training tokens). Exact for lab/cached traces; ``None`` if unknown."""
     n = None
     mean_tokens = None
-    cur = Path(cfg.output_dir) / "cache" / "curate" / f"{keys['curate']}.jsonl"
+    cur = layout(cfg).curated(keys["curate"])
     if cur.exists():
         from .traces import read_traces
 
@@ -638,7 +634,7 @@ def _generate(cfg: StudyConfig, cell: Cell, gen_dir: Path, log) -> int:
 def _generate_cached(cfg: StudyConfig, cell: Cell, log) -> tuple[Path, bool]:
     """A cell's traces from the shared generate cache, generating them under its lock when absent;
     returns (traces.jsonl, generated now)."""
-    gen_dir = Path(cfg.output_dir) / "cache" / "generate" / stage_keys(cfg, cell)["generate"]
+    gen_dir = layout(cfg).generate_dir(stage_keys(cfg, cell)["generate"])
     with _Lock(gen_dir.with_suffix(".lock")):
         if (gen_dir / "DONE").exists():
             return gen_dir / "traces.jsonl", False
@@ -686,7 +682,7 @@ def _train_config(cfg: StudyConfig, cell: Cell):
     # a raw cell learns the teacher's reasoning too (unless the study sets its own target)
     base = {"target": "reasoning+response"} if cell.level == RAW else {}
     if cell.objective == "logit-kd":  # one stored teacher top-k table per trace set, shared by seeds and students
-        base["kd_cache"] = str(Path(cfg.output_dir) / "cache" / "teacher-topk")
+        base["kd_cache"] = str(layout(cfg).teacher_topk)
     return TrainConfig.for_student(cell.student, **{**base, **cfg.train, "seed": cell.seed, **extra})
 
 
@@ -778,8 +774,9 @@ def _redirect_to(log_path: Path):
 
 def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[str, Any]:
     """Run (or skip) every stage of one cell; returns ``{"row": ..., "ran": [stages]}``. Never raises."""
-    root = Path(cfg.output_dir)
-    cdir = _cell_dir(cfg, cell)
+    lay = layout(cfg)
+    cl = lay.cell(cell.id)
+    cdir = cl.dir
     cdir.mkdir(parents=True, exist_ok=True)
     keys = stage_keys(cfg, cell)
     ran: list[str] = []
@@ -791,13 +788,13 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
             torch.set_num_threads(threads)
         except ImportError:  # pragma: no cover
             pass
-    marks = _read_json(cdir / "stages.json") or {}
-    atomic_write_json(cdir / "config.json", {"cell": cell.id, **cell.row_keys(), "task_spec": cell.task.model_dump(),
+    marks = _read_json(cl.stages) or {}
+    atomic_write_json(cl.config, {"cell": cell.id, **cell.row_keys(), "task_spec": cell.task.model_dump(),
                                         "keys": keys, "generate": cfg.generate, "curate": cfg.curate,
                                         "train": cfg.train, "eval": cfg.eval, "data_dir": cfg.data_dir})
     stage = "generate"
     try:
-        with _redirect_to(cdir / "log.txt") as log:
+        with _redirect_to(cl.log) as log:
             print(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} cell {cell.id}", flush=True)
             # generate (shared cache)
             _status(cdir, "running", "generate")
@@ -806,7 +803,7 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
                 ran.append("generate")
             # curate (shared cache)
             stage = "curate"
-            cur_path = root / "cache" / "curate" / f"{keys['curate']}.jsonl"
+            cur_path = lay.curated(keys["curate"])
             with _Lock(cur_path.with_suffix(".lock")):
                 if not cur_path.exists():
                     _status(cdir, "running", "curate")
@@ -814,7 +811,7 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
                     atomic_write_json(cur_path.with_suffix(".stats.json"), stats)
                     ran.append("curate")
                     print(f"curate: {stats}", flush=True)
-            tr_link = cdir / "traces.jsonl"
+            tr_link = cl.traces
             if not tr_link.exists() or (marks.get("curate") or {}).get("key") != keys["curate"]:
                 tmp = cdir / ".traces.jsonl.tmp"
                 with contextlib.suppress(FileNotFoundError):
@@ -827,51 +824,52 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
                     shutil.copyfile(cur_path, tmp)
                 os.replace(tmp, tr_link)
                 marks["curate"] = {"key": keys["curate"]}
-                atomic_write_json(cdir / "stages.json", marks)
+                atomic_write_json(cl.stages, marks)
             # train
             stage = "train"
-            if (marks.get("train") or {}).get("key") != keys["train"] or not (cdir / "model").exists():
+            if (marks.get("train") or {}).get("key") != keys["train"] or not cl.model.exists():
                 _status(cdir, "running", "train")
                 # same inputs as an interrupted attempt: continue from its checkpoint; else start over
                 resume = marks.get("train_started") == keys["train"]
                 marks.pop("train", None)
                 marks.pop("evaluate", None)
                 marks["train_started"] = keys["train"]
-                atomic_write_json(cdir / "stages.json", marks)
+                atomic_write_json(cl.stages, marks)
                 t0, c0 = time.time(), time.process_time()
-                info = _train(cfg, cell, tr_link, cdir / "model", log, resume=resume)
+                info = _train(cfg, cell, tr_link, cl.model, log, resume=resume)
                 marks["train"] = {"key": keys["train"], "wall_s": round(time.time() - t0, 2),
                                   "cpu_s": round(time.process_time() - c0, 2), "info": info}
                 marks.pop("train_started", None)
-                atomic_write_json(cdir / "stages.json", marks)
+                atomic_write_json(cl.stages, marks)
                 ran.append("train")
                 print(f"train: done in {time.time() - t0:.1f}s ({'resumed' if resume else 'fresh'})", flush=True)
             # evaluate
             stage = "evaluate"
-            if (marks.get("evaluate") or {}).get("key") != keys["evaluate"] or not (cdir / "eval" / "predictions.jsonl").exists():
+            if (marks.get("evaluate") or {}).get("key") != keys["evaluate"] or not cl.predictions.exists():
                 _status(cdir, "running", "evaluate")
                 # same model and settings as an interrupted attempt: keep its predictions; else start over
                 resume = marks.get("evaluate_started") == keys["evaluate"]
                 marks["evaluate_started"] = keys["evaluate"]
-                atomic_write_json(cdir / "stages.json", marks)
+                atomic_write_json(cl.stages, marks)
                 t0, c0 = time.time(), time.process_time()
-                _evaluate(cfg, cell, cdir / "model", cdir / "eval", log, resume=resume)
+                _evaluate(cfg, cell, cl.model, cl.eval, log, resume=resume)
                 marks["evaluate"] = {"key": keys["evaluate"], "wall_s": round(time.time() - t0, 2),
                                      "cpu_s": round(time.process_time() - c0, 2)}
                 marks.pop("evaluate_started", None)
-                atomic_write_json(cdir / "stages.json", marks)
+                atomic_write_json(cl.stages, marks)
                 ran.append("evaluate")
                 print(f"evaluate: done in {time.time() - t0:.1f}s", flush=True)
             # outputs decoded under an older answer checker are graded again (no decoding)
             from . import answers
             from .evaluate import rescore
 
-            if (_read_json(cdir / "eval" / "metrics.json") or {}).get("answer_checker") != answers.VERSION:
+            m = read_metrics(cl.metrics)
+            if m is None or m.answer_checker != answers.VERSION:
                 stage = "rescore"
-                rescore(cdir / "eval", _test_examples(cfg, cell.task), keep_others=True)
+                rescore(cl.eval, _test_examples(cfg, cell.task), keep_others=True)
                 ran.append("rescore")
                 print(f"rescore: graded again with answer checker {answers.VERSION}", flush=True)
-            row = _result_row(cfg, cell, cdir, marks)
+            row = _result_row(cell, cl, marks)
             print(f"result: accuracy {row['accuracy']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]", flush=True)
     except BaseException as e:  # a failed cell is recorded and does not stop the others
         if isinstance(e, KeyboardInterrupt):
@@ -883,41 +881,33 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
             msg = redact(msg, os.environ.get("OPENAI_API_KEY"))
         except Exception:  # pragma: no cover
             pass
-        with open(cdir / "log.txt", "a", encoding="utf-8") as f:
+        with open(cl.log, "a", encoding="utf-8") as f:
             f.write(f"FAILED in stage {stage}: {msg}\n{traceback.format_exc()}\n")
         row = {**cell.row_keys(), "cell": cell.id, "status": "failed", "stage": stage, "error": msg.splitlines()[0][:500]}
-        atomic_write_json(cdir / "result.json", row)
+        write_cell_result(cl.result, row)
         _status(cdir, "failed", stage, error=row["error"])
         return {"row": row, "ran": ran}
-    with open(cdir / "log.txt", "a", encoding="utf-8") as f:
+    with open(cl.log, "a", encoding="utf-8") as f:
         f.write(f"cell finished in {time.time() - t_start:.1f}s this run (stages run: {', '.join(ran) or 'none'})\n")
-    atomic_write_json(cdir / "result.json", row)
+    write_cell_result(cl.result, row)
     _status(cdir, "done", None)
     return {"row": row, "ran": ran}
 
 
-def read_predictions(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
-    return rows
-
-
-def _result_row(cfg: StudyConfig, cell: Cell, cdir: Path, marks: dict) -> dict[str, Any]:
-    preds = read_predictions(cdir / "eval" / "predictions.jsonl")
-    metrics = _read_json(cdir / "eval" / "metrics.json") or {}
+def _result_row(cell: Cell, cl: CellLayout, marks: dict) -> dict[str, Any]:
+    preds = read_predictions(cl.predictions)
+    m = read_metrics(cl.metrics)
+    metrics = m.to_dict() if m is not None else {}
     n = len(preds)
-    k = sum(1 for p in preds if p.get("correct"))
+    k = sum(1 for p in preds if p.correct)
     lo, hi = wilson_ci(k, n)
     acc = k / n if n else 0.0
     if "ci_low" in metrics and "ci_high" in metrics and abs(float(metrics.get("accuracy", acc)) - acc) < 1e-9:
         lo, hi = float(metrics["ci_low"]), float(metrics["ci_high"])
     out_tok = metrics.get("mean_output_tokens")
     if out_tok is None:
-        toks = [p.get("output_tokens") for p in preds if p.get("output_tokens") is not None]
-        out_tok = sum(toks) / len(toks) if toks else (sum(len(p.get("output", "")) for p in preds) / max(n, 1))
+        toks = [p.output_tokens for p in preds if p.output_tokens is not None]
+        out_tok = sum(toks) / len(toks) if toks else (sum(len(p.output) for p in preds) / max(n, 1))
     info = (marks.get("train") or {}).get("info") or {}
     train_tokens = info.get("train_tokens", info.get("tokens", info.get("num_tokens")))
     wall = sum(float((marks.get(s) or {}).get("wall_s", 0.0)) for s in ("train", "evaluate"))
@@ -965,22 +955,18 @@ def shard_cells(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
 
 def merge_results(cfg: StudyConfig) -> Path:
     """Write ``results.jsonl`` from every cell's ``result.json`` (config order; atomic)."""
-    root = Path(cfg.output_dir)
-    lines = []
+    lay = layout(cfg)
+    rows = []
     for c in expand_cells(cfg):
-        r = _read_json(_cell_dir(cfg, c) / "result.json")
+        r = read_cell_result(lay.cell(c.id).result)
         if r is None:
             continue
-        if r.get("status") == "ok":
-            marks = _read_json(_cell_dir(cfg, c) / "stages.json") or {}
+        if r.status == "ok":
+            marks = _read_json(lay.cell(c.id).stages) or {}
             if (marks.get("evaluate") or {}).get("key") != stage_keys(cfg, c)["evaluate"]:
                 continue  # stale: the cell's config changed and it has not been rerun yet
-        lines.append(json.dumps(r, default=str))
-    out = root / "results.jsonl"
-    tmp = root / f".results.jsonl.{os.getpid()}.tmp"
-    tmp.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+        rows.append(r)
+    return write_results(lay.results, rows)
 
 
 def _worker_init(parent: int) -> None:
@@ -1022,7 +1008,7 @@ def _run_study(cfg: StudyConfig, root: Path, jobs: int, shard: tuple[int, int] |
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    atomic_write_json(root / "study.json", cfg.model_dump())
+    atomic_write_json(layout(cfg).config, cfg.model_dump())
     all_cells = expand_cells(cfg)
     index = {c.id: i for i, c in enumerate(all_cells)}
     mine = shard_cells(all_cells, shard)
@@ -1051,7 +1037,7 @@ def _run_study(cfg: StudyConfig, root: Path, jobs: int, shard: tuple[int, int] |
                 except Exception as e:  # the worker died (OOM, segfault)
                     row = {**c.row_keys(), "cell": c.id, "status": "failed", "stage": "worker",
                            "error": f"worker process died: {type(e).__name__}: {e}"[:500]}
-                    atomic_write_json(_cell_dir(cfg, c) / "result.json", row)
+                    write_cell_result(layout(cfg).cell(c.id).result, row)
                     _status(_cell_dir(cfg, c), "failed", "worker", error=row["error"])
                     res = {"row": row, "ran": []}
                 summary.ran[c.id] = res["ran"]

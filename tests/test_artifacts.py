@@ -170,3 +170,65 @@ def test_a_second_training_into_the_same_out_stops_at_once(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_content_keys_keep_their_stored_values():
+    """Keys already on disk must not move: a changed canonical form would orphan every cached
+    stage and every paid teacher call. These values were computed before the keys had one home."""
+    from cotdistill.artifacts import content_key
+    from cotdistill.store import content_key as call_key
+    from cotdistill.study import content_hash
+
+    obj = {"teacher": "openai:gpt-4o", "messages": [{"role": "user", "content": "Ben has 5 pens × 2"}], "n": 1}
+    assert content_hash(obj, 16) == content_key(obj, 16) == hashlib.sha256(
+        json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    assert call_key(obj) == hashlib.sha256(
+        json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")).hexdigest()
+    assert content_key(obj, compact=False) == hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def test_completion_records_its_key_and_older_markers_still_count(tmp_path):
+    from cotdistill.artifacts import completed_key, is_complete, mark_complete, model_key
+
+    d = tmp_path / "stage"
+    d.mkdir()
+    assert not is_complete(d) and completed_key(d) is None
+    mark_complete(d, "k1", traces=3)
+    assert is_complete(d) and is_complete(d, "k1") and not is_complete(d, "k2") and completed_key(d) == "k1"
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "DONE").write_text("{}")  # a study's generate cache written before COMPLETE
+    assert is_complete(old) and not is_complete(old, "k1")
+    (tmp_path / "w.gguf").write_bytes(b"x" * 10)
+    k = model_key(tmp_path / "w.gguf")
+    os.utime(tmp_path / "w.gguf", ns=(1, 1))
+    assert model_key(tmp_path / "w.gguf") != k and model_key("org/hub-model") == "org/hub-model"
+
+
+def test_evaluate_refuses_stale_predictions_of_a_model_retrained_at_the_same_path(tmp_path):
+    """evaluate resumes an interrupted evaluation of the same model, but a model retrained into the
+    same directory is another evaluation: refused in one line, and --overwrite starts over."""
+    from cotdistill.artifacts import completed_key
+    from cotdistill.evaluate import evaluate
+    from cotdistill.tasks import get_task
+    from cotdistill.train import TrainConfig, train
+
+    task = get_task("arith", n_train=64, n_test=4)
+    from cotdistill.generate import generate
+
+    traces = generate(task.load("train")[:16], tmp_path / "gen", teacher="lab", levels=[3], formats=["cot"],
+                      progress=False).traces
+    model = tmp_path / "model"
+    cfg = TrainConfig.scratch(max_steps=1, batch_size=4, threads=1)
+    train(traces, "scratch:llama-xxs", model, cfg, progress=False)
+    first = completed_key(model)
+    test = task.load("test")
+    evaluate(str(model), test[:2], out_dir=tmp_path / "eval", max_new_tokens=8, progress=False)
+    m = evaluate(str(model), test, out_dir=tmp_path / "eval", max_new_tokens=8, progress=False)  # resumes
+    assert m["n"] == 4 and m["n_generated_this_run"] == 2
+    train(traces, "scratch:llama-xxs", model, cfg.with_overrides(seed=cfg.seed + 1), progress=False, overwrite=True)
+    assert completed_key(model) != first
+    with pytest.raises(UserError, match="the model at this path changed since"):
+        evaluate(str(model), test, out_dir=tmp_path / "eval", max_new_tokens=8, progress=False)
+    m = evaluate(str(model), test, out_dir=tmp_path / "eval", max_new_tokens=8, progress=False, overwrite=True)
+    assert m["n_generated_this_run"] == 4

@@ -180,3 +180,21 @@ def test_bad_input_contract(case, tmp_path):
     after = _snapshot(tmp_path)
     for f, h in before.items():
         assert after.get(f) == h, f"{f} was changed or removed"
+
+
+def test_one_formatter_names_nested_keys_and_sections(tmp_path):
+    """Every config reports a bad key the same way, naming the full path and the valid keys of the
+    section it is in (the study's tasks items, its train / eval / curate sections)."""
+    from cotdistill.errors import UserError
+    from cotdistill.study import load_study_config
+
+    base = {"output_dir": str(tmp_path / "s"), "tasks": ["arith"], "teachers": ["lab"], "students": ["scratch:llama-xxs"]}
+    cases = [({"tasks": [{"name": "arith", "bogus": 1}]}, "unknown key 'tasks.0.bogus'; valid keys: name, options"),
+             ({"eval": {"bogus": 1}}, "unknown key 'eval.bogus'; valid keys: decoding, max_new_tokens"),
+             ({"train": {"learning_rate": "x"}}, "field 'train.learning_rate': Input should be a valid number"),
+             ({"curate": {"keep": "x"}}, "field 'curate.keep': Input should be 'correct', 'best' or 'all'"),
+             ({"zzz": 1}, "unknown key 'zzz'; valid keys: name, output_dir")]
+    for over, msg in cases:
+        with pytest.raises(UserError) as e:
+            load_study_config({**base, **over})
+        assert str(e.value).startswith("config: ") and msg in str(e.value) and "\n" not in str(e.value), str(e.value)

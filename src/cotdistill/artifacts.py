@@ -1,4 +1,7 @@
-"""Run directories: what kind each one is, and one writer at a time.
+"""Run directories: what kind each one is, one writer at a time, and content keys.
+
+Every stage directory is keyed by :func:`content_key` (chained from its parents' keys) and marked
+finished with :func:`mark_complete`; :func:`model_key` names the model a later stage reads.
 
 Every command that writes an output directory claims it first with :func:`claim`:
 
@@ -16,6 +19,7 @@ Every command that writes an output directory claims it first with :func:`claim`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -29,6 +33,77 @@ from .errors import UserError
 
 MARKER = ".cotdistill.json"
 LOCK = ".cotdistill.lock"
+COMPLETE = "COMPLETE"  # written last into a finished stage directory: {"key": ..., ...}
+_LEGACY_COMPLETE = ("DONE",)  # the study's generate cache before COMPLETE
+
+
+# ------------------------------------------------------------------------------------------
+# content keys
+# ------------------------------------------------------------------------------------------
+def content_key(obj: Any, n: int | None = None, *, ascii: bool = True, compact: bool = True) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys; values JSON cannot hold as ``str``),
+    the first ``n`` hex digits. Every stage keys its outputs with this: a stage's key is the
+    content key of its parents' keys, its config's identity fields and the code version that
+    matters, so a changed input changes every key below it.
+
+    ``ascii`` and ``compact`` fix the JSON form of keys already stored on disk (teacher calls are
+    keyed with ``ascii=False``; some older keys used the default separators): changing them
+    would orphan what was cached, paid teacher calls included."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":") if compact else None, ensure_ascii=ascii, default=str)
+    h = hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return h[:n] if n else h
+
+
+def files_key(path: str | os.PathLike, n: int = 16) -> str:
+    """Identity of a model on disk without reading its weights: each weight file's name, size and
+    modification time (a file, or the ``*.safetensors`` / ``*.bin`` / ``*.gguf`` files of a directory)."""
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(f for ext in ("*.safetensors", "*.bin", "*.gguf") for f in p.glob(ext))
+    stats = []
+    for f in files:
+        st = f.stat()
+        stats.append([f.name, st.st_size, st.st_mtime_ns])
+    return content_key({"path": str(p.resolve()), "files": stats}, n)
+
+
+def model_key(model: str | os.PathLike) -> str:
+    """The identity of a model a later stage reads: a finished cotdistill training run's key (its
+    ``COMPLETE`` record: the run's config, student and data), else its weight files
+    (:func:`files_key`), else its name (a hub id)."""
+    p = Path(model)
+    if p.exists():
+        key = completed_key(p)
+        return key if key else files_key(p)
+    return str(model)
+
+
+def mark_complete(path: str | os.PathLike, key: str, **info: Any) -> None:
+    """Record that the stage directory ``path`` is finished, with its content key (written last,
+    atomically: a directory without it is unfinished whatever else it holds)."""
+    p = Path(path) / COMPLETE
+    tmp = p.with_name(f".{COMPLETE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"key": key, **info}) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+
+
+def completed_key(path: str | os.PathLike) -> str | None:
+    """The key a finished stage directory was completed with (None when unfinished or keyless)."""
+    try:
+        rec = json.loads((Path(path) / COMPLETE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict):
+        return None
+    key = rec.get("key", rec.get("run_key"))  # (training runs wrote run_key)
+    return str(key) if key else None
+
+
+def is_complete(path: str | os.PathLike, key: str | None = None) -> bool:
+    """True when ``path`` is a finished stage directory (with ``key``, finished with that key)."""
+    p = Path(path)
+    if (p / COMPLETE).is_file():
+        return key is None or completed_key(p) in (key, None)
+    return key is None and any((p / name).is_file() for name in _LEGACY_COMPLETE)
 
 KINDS = {
     "generate": "a `cotdistill generate` run",

@@ -56,20 +56,60 @@ def drop_masked_secrets(options: dict | None) -> dict:
     return {k: v for k, v in (options or {}).items() if not (k in SECRET_OPTIONS and str(v).strip("*") == "")}
 
 
-def validation_error(e, source: str, model=None) -> UserError:
+def validation_error(e, source: str, model=None, section: str = "") -> UserError:
     """A pydantic ``ValidationError`` as one-line :class:`UserError` naming the file and the field:
     ``SOURCE: unknown key 'x'; valid keys: …``, ``SOURCE: missing required key 'x'`` or
-    ``SOURCE: field 'x': <why>``. ``model`` (the pydantic class) lists the valid keys."""
+    ``SOURCE: field 'x': <why>``. ``model`` (the pydantic class) lists the valid keys, also of a
+    nested section (``tasks.0.x`` names the keys of the ``tasks`` items); ``section`` prefixes the
+    field path (``train`` -> ``'train.lr'``) when ``model`` is validated as a section of a larger file.
+    The one formatter of validation errors: every config and record reports through it."""
     err = e.errors()[0]
-    loc = ".".join(str(x) for x in err.get("loc", ())) or "config"
+    parts = [str(x) for x in err.get("loc", ())]
+    loc = ".".join(([section] if section else []) + parts) or section or "config"
     kind = err.get("type")
     if kind == "extra_forbidden":
-        known = f"; valid keys: {', '.join(model.model_fields)}" if model is not None and "." not in loc else ""
+        inner = _model_at(model, list(err.get("loc", ()))[:-1]) if model is not None else None
+        known = f"; valid keys: {', '.join(inner.model_fields)}" if inner is not None else ""
         return UserError(f"{source}: unknown key {loc!r}{known}")
     if kind == "missing":
         return UserError(f"{source}: missing required key {loc!r}")
     msg = str(err.get("msg", "")).removeprefix("Value error, ")
     got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], (dict, list)) else ""
-    if not err.get("loc"):  # a rule across fields: the message names them
+    if not err.get("loc") and not section:  # a rule across fields: the message names them
         return UserError(f"{source}: {msg}")
     return UserError(f"{source}: field {loc!r}: {msg}{got}")
+
+
+def field_error(e) -> str:
+    """The first error of a pydantic ``ValidationError`` as ``field 'x': <why>`` (for records read
+    line by line: the caller names the file and line)."""
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err.get("loc", ())) or "record"
+    return f"field {loc!r}: {str(err.get('msg', '')).removeprefix('Value error, ')}"
+
+
+def _model_at(model, path: list):
+    """The pydantic model class found by following ``path`` (field names; list indices skipped)
+    from ``model``; None when the path leaves the models."""
+    import typing
+
+    from pydantic import BaseModel
+
+    cur = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = getattr(cur, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        ann, cur = field.annotation, None
+        todo = [ann]
+        while todo:
+            t = todo.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                cur = t
+                break
+            todo.extend(typing.get_args(t))
+        if cur is None:
+            return None
+    return cur

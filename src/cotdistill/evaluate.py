@@ -34,7 +34,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import answers
-from .artifacts import check as check_out, claim
+from .artifacts import check as check_out, claim, model_key
 from .progress import Progress, Reporter
 # the records and their one reader / writer (re-exported: `from cotdistill.evaluate import read_predictions`)
 from .records import (METRICS_FILE, PREDICTIONS_FILE, Prediction, append_predictions, read_metrics,  # noqa: F401
@@ -260,8 +260,6 @@ def evaluate(*args: Any, **kwargs: Any) -> dict:
         return _evaluate(*args, _stack=stack, **kwargs)
 
 
-
-
 def _evaluate(
     model: Any,
     examples: list[Example] | None = None,
@@ -377,8 +375,12 @@ def _evaluate(
         gen = StudentRuntime(mdl, tok, tpl, cfg.decoding, cfg.max_new_tokens, cache_implementation=cfg.cache)
 
     # ---- output dir and resume
+    # the model's identity beside its name: a retrained model at the same path is another evaluation
+    ident = model_key(model_dir) if model_dir is not None else (
+        model_key(model_label) if Path(model_label).expanduser().is_file() else None)
     run_sig = {
         "model": model_label,
+        **({"model_key": ident} if ident else {}),
         "task": task_label,
         "split": split_label,
         "decoding": cfg.decoding,
@@ -405,13 +407,14 @@ def _evaluate(
                 old = json.loads(cfg_path.read_text())
             except json.JSONDecodeError:
                 raise UserError(f"{cfg_path} is corrupt: delete it or pass --overwrite") from None
-            diff = [k for k in run_sig if old.get(k) != run_sig[k]]
+            # (a key an older directory did not record is not compared: it resumes)
+            diff = [k for k in run_sig if old.get(k) != run_sig[k] and not (k == "model_key" and k not in old)]
             if diff:
                 k = diff[0]
-                raise UserError(
-                    f"{out} holds predictions of another evaluation ({k}: {old.get(k)!r} vs now {run_sig[k]!r}); "
-                    "use another --out or pass --overwrite"
-                )
+                what = ("the model at this path changed since (retrained or replaced)" if k == "model_key"
+                        else f"{k}: {old.get(k)!r} vs now {run_sig[k]!r}")
+                raise UserError(f"{out} holds predictions of another evaluation ({what}); "
+                                "use another --out or pass --overwrite")
         elif pred_path.exists() and pred_path.stat().st_size:
             raise UserError(f"{pred_path} exists without {CONFIG_FILE}: use another --out or pass --overwrite")
         if not cfg_path.exists():

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .artifacts import content_key
 from .errors import UserError, protect_secrets
 from .spec import MIX_ALIASES, Candidate, is_pseudo, parse_level_spec, teacher_members  # noqa: F401  (re-exported)
 from .traces import Trace
@@ -95,8 +96,7 @@ class TraceSource:
         from .generate import GenerateConfig, generate
 
         ident = {k: v for k, v in self.generate_options.items() if k not in ("max_cost", "price_in", "price_out")}
-        h = hashlib.sha256(json.dumps([teacher, str(level), fmt, ident], sort_keys=True,
-                                      default=str).encode()).hexdigest()[:16]
+        h = content_key([teacher, str(level), fmt, ident], 16, compact=False)
         conf = GenerateConfig.model_validate({**self.generate_options, "teacher": teacher, "levels": [level],
                                               "formats": [fmt]})
         # the directory's call store holds every item generated before: only new items are called

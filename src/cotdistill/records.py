@@ -24,7 +24,7 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import UserError
+from .errors import UserError, field_error
 from .fileio import atomic_write_text
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -53,12 +53,6 @@ def _json_default(o: Any) -> Any:
 
 def _dump(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="python", exclude_unset=True)
-
-
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(x) for x in err.get("loc", ())) or "record"
-    return f"field {loc!r}: {err.get('msg')}"
 
 
 class _Record(BaseModel):
@@ -147,7 +141,7 @@ def read_predictions(path: str | os.PathLike, repair: bool = False) -> list[Pred
             if i == len(lines) and not line.endswith("\n"):
                 torn = True
                 break
-            why = _first_error(e) if isinstance(e, ValidationError) else str(e)
+            why = field_error(e) if isinstance(e, ValidationError) else str(e)
             raise UserError(f"{path}:{i}: malformed prediction ({why}); delete that line and rerun to regenerate it") from None
     if torn and repair:
         write_predictions(path, rows)
@@ -269,7 +263,7 @@ def read_results(path: str | os.PathLike) -> list[CellResult]:
         try:
             rows.append(CellResult.model_validate_json(line))
         except ValidationError as e:
-            raise UserError(f"{p}:{i}: malformed cell result ({_first_error(e)}); rerun the study to rewrite it") from None
+            raise UserError(f"{p}:{i}: malformed cell result ({field_error(e)}); rerun the study to rewrite it") from None
     return rows
 
 
@@ -303,7 +297,7 @@ def read_selection(path: str | os.PathLike) -> Selection:
     except OSError:
         raise UserError(f"{p} does not exist: run `cotdistill select --out {p.parent}` first") from None
     except ValidationError as e:
-        raise UserError(f"{p}: not a selection ({_first_error(e)})") from None
+        raise UserError(f"{p}: not a selection ({field_error(e)})") from None
 
 
 def write_selection(path: str | os.PathLike, selection: Selection | dict[str, Any]) -> Selection:

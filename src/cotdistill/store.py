@@ -15,18 +15,19 @@ failed call recorded as ``error`` is superseded by a later success.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
 from pathlib import Path
 from typing import Any, Iterator
 
+from .artifacts import content_key as _content_key
+
 
 def content_key(obj: Any) -> str:
-    """sha256 of the canonical JSON of ``obj`` (sorted keys, no whitespace)."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    """The key of a teacher call: :func:`cotdistill.artifacts.content_key` of its request (sorted
+    keys, no whitespace, non-ASCII as is)."""
+    return _content_key(obj, ascii=False)
 
 
 class Store:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import itertools
 import json
 import os
@@ -33,7 +32,7 @@ from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from .artifacts import check as check_out, claim
+from .artifacts import check as check_out, claim, content_key, is_complete, mark_complete
 from .fileio import atomic_write_json, load_yaml_mapping
 from .records import (CellLayout, StudyLayout, read_cell_result, read_metrics, read_predictions, write_cell_result,
                       write_results)
@@ -143,20 +142,6 @@ class StudyConfig(BaseModel):
         return data
 
 
-def _first_error(e: ValidationError, source: str) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(x) for x in err.get("loc", ())) or "config"
-    if err.get("type") == "extra_forbidden":
-        parent = loc.rsplit(".", 1)[0] if "." in loc else ""
-        model = StudyConfig if not parent else (TaskSpec if parent.startswith("tasks") else None)
-        known = ", ".join(model.model_fields) if model else ""
-        return f"{source}: unknown key {loc!r}" + (f"; known keys: {known}" if known else "")
-    if err.get("type") == "missing":
-        return f"{source}: missing required key {loc!r}"
-    msg = str(err.get("msg", "")).removeprefix("Value error, ")
-    return f"{source}: field {loc!r}: {msg}"
-
-
 def load_study_config(path: str | os.PathLike | dict, overrides: dict[str, Any] | None = None) -> StudyConfig:
     """Load and fully validate a study config (YAML file or dict) before any work is done.
 
@@ -175,7 +160,7 @@ def load_study_config(path: str | os.PathLike | dict, overrides: dict[str, Any] 
     try:
         cfg = StudyConfig.model_validate(raw)
     except ValidationError as e:
-        raise UserError(_first_error(e, source)) from None
+        raise validation_error(e, source, StudyConfig) from None
     # resolve paths relative to the config file
     cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())  # relative to the working directory
     if cfg.data_dir:
@@ -252,15 +237,11 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
     try:
         CurateOptions.model_validate(cfg.curate)
     except ValidationError as e:
-        raise validation_error(e, f"{source}: section 'curate'", CurateOptions) from None
+        raise validation_error(e, source, CurateOptions, section="curate") from None
     try:
         EvalConfig.model_validate(cfg.eval)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err.get("loc", ()))
-        if err.get("type") == "extra_forbidden":
-            raise UserError(f"{source}: unknown key 'eval.{loc}'; known keys: {', '.join(EvalConfig.model_fields)}") from None
-        raise UserError(f"{source}: field 'eval.{loc}': {err.get('msg')}") from None
+        raise validation_error(e, source, EvalConfig, section="eval") from None
     out = Path(cfg.output_dir)
     check_out(out, "study", flag="output_dir", identity=cfg.name, source=source)
     try:
@@ -287,9 +268,7 @@ def _check_train_settings(train: dict[str, Any], source: str) -> None:
     try:
         TrainConfig.model_validate(train)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err.get("loc", ()))
-        raise UserError(f"{source}: field 'train.{loc}': {err.get('msg')}") from None
+        raise validation_error(e, source, TrainConfig, section="train") from None
     except TypeError as e:
         raise UserError(f"{source}: field 'train': {e}") from None
 
@@ -298,8 +277,7 @@ def _check_train_settings(train: dict[str, Any], source: str) -> None:
 # cells and keys
 # ------------------------------------------------------------------------------------------
 def content_hash(obj: Any, n: int = 16) -> str:
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+    return content_key(obj, n)
 
 
 def _slug(s: str, n: int = 40) -> str:
@@ -485,7 +463,7 @@ def _done_stages(cfg: StudyConfig, cell: Cell, keys: dict[str, str]) -> list[str
     marks = _read_json(lay.cell(cell.id).stages) or {}
     for st in STAGES:
         if st == "generate":
-            ok = (lay.generate_dir(keys["generate"]) / "DONE").exists()
+            ok = is_complete(lay.generate_dir(keys["generate"]))
         elif st == "curate":
             ok = lay.curated(keys["curate"]).exists()
         else:
@@ -617,8 +595,7 @@ def _generate(cfg: StudyConfig, cell: Cell, gen_dir: Path, log) -> int:
         gconf = GenerateConfig.model_validate({**cfg.generate, **extra, "teacher": spec, "levels": [level],
                                                "formats": [cell.format]})
     except ValidationError as e:
-        err = e.errors()[0]
-        raise UserError(f"field 'generate.{'.'.join(map(str, err.get('loc', ())))}': {err.get('msg')}") from None
+        raise validation_error(e, "study", GenerateConfig, section="generate") from None
     res = generate(examples, gen_dir, gconf, progress=False, wait_for_lock=True)
     if res.failed:
         print(f"generate: {len(res.failed)} of {res.calls} teacher calls failed, e.g. {res.failed[0].get('error', '')[:200]}",
@@ -634,13 +611,14 @@ def _generate(cfg: StudyConfig, cell: Cell, gen_dir: Path, log) -> int:
 def _generate_cached(cfg: StudyConfig, cell: Cell, log) -> tuple[Path, bool]:
     """A cell's traces from the shared generate cache, generating them under its lock when absent;
     returns (traces.jsonl, generated now)."""
-    gen_dir = layout(cfg).generate_dir(stage_keys(cfg, cell)["generate"])
+    key = stage_keys(cfg, cell)["generate"]
+    gen_dir = layout(cfg).generate_dir(key)
     with _Lock(gen_dir.with_suffix(".lock")):
-        if (gen_dir / "DONE").exists():
+        if is_complete(gen_dir):
             return gen_dir / "traces.jsonl", False
         t0 = time.time()
         n = _generate(cfg, cell, gen_dir, log)
-        (gen_dir / "DONE").write_text(json.dumps({"traces": n, "wall_s": round(time.time() - t0, 2)}))
+        mark_complete(gen_dir, key, traces=n, wall_s=round(time.time() - t0, 2))
         print(f"generate: {n} traces ({cell.teacher}, level {cell.level}) in {time.time() - t0:.1f}s", flush=True)
     return gen_dir / "traces.jsonl", True
 
@@ -730,7 +708,10 @@ def _evaluate(cfg: StudyConfig, cell: Cell, model_dir: Path, eval_dir: Path, log
 
     examples = _test_examples(cfg, cell.task)
     res = ev(str(model_dir), examples=examples, out_dir=eval_dir, progress=False, overwrite=not resume, **cfg.eval)
-    return res if isinstance(res, dict) else (_read_json(eval_dir / "metrics.json") or {})
+    if isinstance(res, dict):
+        return res
+    m = read_metrics(eval_dir)
+    return m.to_dict() if m is not None else {}
 
 
 # ------------------------------------------------------------------------------------------

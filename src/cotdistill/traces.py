@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .fileio import atomic_write_text
-from .errors import UserError
+from .errors import UserError, field_error
 
 from .spec import FORMATS, FormatField, Level, LevelField  # noqa: F401  (FORMATS, Level re-exported)
 
@@ -94,12 +94,6 @@ def require_one_cell(traces: list[Trace], what: str = "the traces") -> None:
                         + "; pick one with --tasks, or pass --mix to train on all of them")
 
 
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(x) for x in err.get("loc", ())) or "record"
-    return f"field {loc!r}: {err.get('msg')}"
-
-
 def read_traces(path: str | os.PathLike) -> list[Trace]:
     return list(iter_traces(path))
 
@@ -131,7 +125,7 @@ def iter_traces(path: str | os.PathLike) -> Iterator[Trace]:
             try:
                 yield Trace.model_validate(obj)
             except ValidationError as e:
-                raise UserError(f"{path}:{i}: invalid trace, {_first_error(e)}") from None
+                raise UserError(f"{path}:{i}: invalid trace, {field_error(e)}") from None
             n += 1
     if n == 0:
         raise UserError(f"{path} has no traces: it is empty; regenerate it or pass another file")

@@ -39,14 +39,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .artifacts import COMPLETE, content_key, mark_complete  # noqa: F401  (COMPLETE re-exported)
 from .fileio import atomic_write_text, load_yaml_mapping
-from .errors import UserError, validation_error
+from .errors import UserError, field_error, validation_error
 from .progress import Progress
 from .spec import OBJECTIVES, TEACHER_MODEL_OBJECTIVES, Objective  # noqa: F401  (re-exported)
 from .template import NAMED_TEMPLATES, PromptTemplate
 from .traces import Trace, composition, require_one_cell
 
-COMPLETE = "COMPLETE"
 SUMMARY = "train_summary.json"
 CONFIG_FILE = "train_config.json"
 METRICS = "metrics.jsonl"
@@ -235,7 +235,7 @@ class TrainResult:
 
 def is_complete(out_dir: str | os.PathLike) -> bool:
     """True when ``out_dir`` holds a finished training run (a later stage may use it)."""
-    return Path(out_dir, COMPLETE).is_file()
+    return Path(out_dir, COMPLETE).is_file()  # (written by artifacts.mark_complete, last)
 
 
 def load_result(out_dir: str | os.PathLike) -> TrainResult:
@@ -293,7 +293,7 @@ def load_traces(items: Sequence[Trace | str | os.PathLike]) -> list[Trace]:
             try:
                 traces.extend(Trace.model_validate(r) for r in rows)
             except ValidationError as e:
-                raise UserError(f"{p}: invalid trace: {e.errors()[0].get('msg')}") from None
+                raise UserError(f"{p}: invalid trace: {field_error(e)}") from None
         else:
             raise UserError(f"{p} has no traces: expected trace JSONL or a JSON list of {{instruction, output}}")
     if not traces:
@@ -1039,11 +1039,10 @@ def _train(
         _stack.enter_context(hold(out.with_name(f".{out.name}.lock"), f"--out {out}"))
 
     # ---- run identity / resume -------------------------------------------------------------
-    run_key = hashlib.sha256(json.dumps(
+    run_key = content_key(
         {"config": cfg.model_dump(mode="json", exclude={"threads", "logging_steps", "keep_checkpoints", "report_to", "lm_head", "kd_cache",
                                                     "run_name", "push_to_hub", "hub_model_id", "hub_private_repo"}),
-         "student": student, "data": fp, "world": world},
-        sort_keys=True).encode()).hexdigest()
+         "student": student, "data": fp, "world": world}, compact=False)
     resume_from = None
     if work.exists():
         key_file = work / "run_key.json"
@@ -1249,7 +1248,7 @@ def _train(
         atomic_write_text(stage / METRICS, "".join(json.dumps(r) + "\n" for r in history))
         _plot_loss(history, stage / LOSS_PNG, f"{student}  ({len(rows)} traces, {state.global_step} steps)")
         atomic_write_text(stage / SUMMARY, json.dumps(summary, indent=2) + "\n")
-        atomic_write_text(stage / COMPLETE, json.dumps({"data_fingerprint": fp, "run_key": run_key}) + "\n")
+        mark_complete(stage, run_key, data_fingerprint=fp, run_key=run_key)
         if out.exists():
             shutil.rmtree(out)
         os.replace(stage, out)

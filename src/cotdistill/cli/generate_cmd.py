@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..errors import UserError
+from ..errors import UserError, validation_error
 from ..fileio import load_yaml_mapping
 from ._common import DataDirOpt, console, err_console, opt_path
 
@@ -24,9 +24,7 @@ def _config(base: dict[str, Any], overrides: dict[str, Any], source: str):
     try:
         return GenerateConfig(**merged)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err.get("loc", ())) or "config"
-        raise UserError(f"{source}: field {loc!r}: {err.get('msg')}") from None
+        raise validation_error(e, source, GenerateConfig) from None
 
 
 def load_examples(task: str, split: str, data_dir: Optional[str], limit: Optional[int]):

@@ -590,3 +590,18 @@ def test_step_by_step_objective_trains_two_tasks_and_answers_the_label_task(shar
     sft = train(traces, "scratch:llama-xxs", tmp_path / "s", tiny_cfg(max_steps=2, batch_size=4), progress=False)
     # twice the examples per epoch: the label and the rationale task
     assert res.summary["examples"] == 2 * sft.summary["examples"]
+
+
+def test_command_line_flags_join_the_yaml_before_validation(tmp_path):
+    """`--config train.yaml` with `objective: logit-kd` and `--teacher-model DIR` on the command line
+    is one valid config (the rule linking the two sees both), and a flag overrides the file."""
+    p = tmp_path / "train.yaml"
+    p.write_text("objective: logit-kd\nlearning_rate: 1.0e-4\nlora: {r: 4}\n")
+    with pytest.raises(UserError, match="teacher_model"):
+        TrainConfig.from_yaml(p)
+    cfg = TrainConfig.from_yaml(p, teacher_model=str(tmp_path), learning_rate=3e-4, lora=True, seed=None)
+    assert cfg.teacher_model == str(tmp_path) and cfg.learning_rate == 3e-4 and cfg.objective == "logit-kd"
+    assert cfg.lora.enabled and cfg.lora.r == 4
+    r = _cli("train", "--traces", str(tmp_path / "none.jsonl"), "--student", "scratch:llama-xxs", "--config", str(p),
+             "--teacher-model", str(tmp_path / "teacher"), "--out", str(tmp_path / "m"))
+    assert r.returncode == 2 and "none.jsonl does not exist" in r.stderr, r.stderr  # past the config, to the data

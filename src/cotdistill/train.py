@@ -172,9 +172,20 @@ class TrainConfig(BaseModel):
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "TrainConfig":
-        """Load a YAML config; unknown keys or wrong types raise a one-line UserError."""
+    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> "TrainConfig":
+        """Load a YAML config, with ``overrides`` (command-line flags; None = not given) applied
+        before it is validated, so a rule across fields sees both (``objective: logit-kd`` in the
+        file, ``--teacher-model`` on the command line). Unknown keys or wrong types raise a
+        one-line UserError."""
         data = load_yaml_mapping(path)
+        for k, v in overrides.items():
+            if v is None:
+                continue
+            if k == "lora" and isinstance(v, bool):
+                lo = data.get("lora")
+                data["lora"] = {**(lo if isinstance(lo, dict) else {}), "enabled": v}
+            else:
+                data[k] = v
         return cls.validated(data, source=str(path))
 
     @classmethod

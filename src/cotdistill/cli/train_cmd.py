@@ -52,7 +52,6 @@ def register(app: typer.Typer) -> None:
         """Fine-tune a student (hub / local / scratch) on teacher traces; completion-only loss."""
         from ..train import TrainConfig, train
 
-        base = TrainConfig.from_yaml(config) if config else TrainConfig.for_student(student)
         overrides = dict(
             max_steps=max_steps, max_tokens=max_tokens, epochs=epochs, batch_size=batch_size,
             micro_batch_size=micro_batch_size, learning_rate=lr, seed=seed, lora=lora,
@@ -61,6 +60,7 @@ def register(app: typer.Typer) -> None:
             teacher_model=teacher_model, kd_alpha=kd_alpha, kd_top_k=kd_top_k, on_policy_lambda=on_policy_lambda,
             on_policy_beta=on_policy_beta, on_policy_warmup=on_policy_warmup, orpo_lambda=orpo_lambda,
         )
+        base = TrainConfig.from_yaml(config, **overrides) if config else TrainConfig.for_student(student)
         if epochs is not None and max_steps is None:
             data = base.model_dump()
             data["max_steps"] = None

@@ -111,7 +111,7 @@ def test_cli_trains_and_evaluates_smollm2(smollm2_path, shared_data, tmp_path):
 @pytest.mark.slow
 def test_smollm2_learns_a_reasoning_teachers_thinking_and_is_graded_after_it(smollm2_path, tmp_path):
     """The reasoning path on a real pretrained student: long `lab:think` traces, trained as
-    <think>reasoning</think> response through SmolLM2's own chat template (3 steps), then evaluated
+    <think>reasoning</think> response through SmolLM2's own chat template (2 steps), then evaluated
     with the cap taken from the training lengths and the answer read after the thinking."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     gen = tmp_path / "gen"
@@ -121,7 +121,7 @@ def test_smollm2_learns_a_reasoning_teachers_thinking_and_is_graded_after_it(smo
     model = tmp_path / "model"
     r = subprocess.run([sys.executable, "-m", "cotdistill.cli", "train", "--traces", str(gen / "traces.jsonl"),
                         "--student", "smollm2-135m", "--target", "reasoning+response", "--out", str(model),
-                        "--max-steps", "3", "--batch-size", "4", "--lr", "1e-4", "--threads", "2", "--quiet"],
+                        "--max-steps", "2", "--batch-size", "2", "--lr", "1e-4", "--threads", "2", "--quiet"],
                        capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((model / "train_summary.json").read_text())
@@ -142,7 +142,7 @@ def test_smollm2_learns_a_reasoning_teachers_thinking_and_is_graded_after_it(smo
     assert "<|im_start|>" not in learned and "user" not in learned.split("<think>")[0]  # the prompt carries no loss
     ev = tmp_path / "eval"
     r = subprocess.run([sys.executable, "-m", "cotdistill.cli", "evaluate", "--model", str(model), "--task", "arith",
-                        "--limit", "3", "--out", str(ev), "--threads", "2", "--quiet"],
+                        "--limit", "2", "--out", str(ev), "--threads", "2", "--quiet"],
                        capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((ev / "metrics.json").read_text())

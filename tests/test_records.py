@@ -29,6 +29,9 @@ def test_predictions_round_trip_keep_unknown_fields_and_repair_a_torn_line(tmp_p
     assert p.read_text().endswith("\n") and len(p.read_text().splitlines()) == 2  # the torn line is gone
     first = json.loads(p.read_text().splitlines()[0])
     assert list(first)[:3] == ["id", "question", "gold"] and first["note"] == "kept"
+    odd = Prediction.model_validate({"id": 17, "correct": None, "finish": None, "output": None})
+    assert (odd.id, odd.correct, odd.finish, odd.output) == ("17", False, "eos", "")  # files of other writers
+    assert odd.get("rule", "unknown") == "unknown" and rows[0].get("rule", "x") == "answer_is"  # as dict.get
     regraded = rows[1].graded({"pred": "1", "correct": True, "rule": "answer_is", "pred_lenient": "1",
                                "correct_lenient": True})
     assert regraded.correct and regraded.question == "qb" and regraded.output_tokens == 5
@@ -59,8 +62,8 @@ def test_metrics_and_cell_results(tmp_path):
     write_results(tmp_path / "results.jsonl", [ok, CellResult.model_validate(bad)])
     rows = read_results(tmp_path / "results.jsonl")
     assert [r.to_dict() for r in rows] == [ok, bad] and rows[1].level == "human"
-    (tmp_path / "results.jsonl").write_text(json.dumps(ok) + "\n" + json.dumps({**ok, "status": "maybe"}) + "\n")
-    with pytest.raises(UserError, match=r"results.jsonl:2: malformed cell result \(field 'status'"):
+    (tmp_path / "results.jsonl").write_text(json.dumps(ok) + "\n" + json.dumps({**ok, "seed": "first"}) + "\n")
+    with pytest.raises(UserError, match=r"results.jsonl:2: malformed cell result \(field 'seed'"):
         read_results(tmp_path / "results.jsonl")
 
 

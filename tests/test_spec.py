@@ -13,7 +13,12 @@ from cotdistill.spec import (FORMATS, Candidate, Supervision, TeacherSpec, parse
 def test_levels_parse_ranges_names_and_refuse_out_of_range():
     assert parse_levels("0,3-5,human") == [0, 3, 4, 5, "human"]
     assert parse_levels(["6", 2, "2"]) == [2, 6]
-    assert parse_level(" Human ") == "human"
+    assert parse_level(" Human ") == "human" and parse_level(3.0) == 3
+    import numpy as np
+
+    assert parse_level(np.int64(4)) == 4
+    with pytest.raises(UserError, match="not a whole number"):
+        parse_level(2.5)
     assert parse_level("raw", allow_raw=True) == "raw"
     for bad in (7, -1, "x", True, "raw"):
         with pytest.raises(UserError):
@@ -73,6 +78,7 @@ def test_candidates_are_canonical():
     assert c.name == "lab/mix:3-6/subq/logit-kd" and c.levels == [3, 6]
     assert Candidate.parse("lab", "0", "sym").format == "cot"  # answer only has one format
     assert Candidate.parse("lab", 3).name == "lab/L3/cot"  # sft keeps the short name
+    assert Candidate.parse("replay:h.jsonl", "human").name == "replay:h.jsonl/Lhuman/cot"  # as selections name it
     with pytest.raises(UserError, match="objective 'rl'"):
         Candidate.parse("lab", 3, "cot", "rl")
 

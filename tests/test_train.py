@@ -602,6 +602,11 @@ def test_command_line_flags_join_the_yaml_before_validation(tmp_path):
     cfg = TrainConfig.from_yaml(p, teacher_model=str(tmp_path), learning_rate=3e-4, lora=True, seed=None)
     assert cfg.teacher_model == str(tmp_path) and cfg.learning_rate == 3e-4 and cfg.objective == "logit-kd"
     assert cfg.lora.enabled and cfg.lora.r == 4
+    q = tmp_path / "short.yaml"
+    q.write_text("lr: 1.0e-4\n")  # the short spelling in the file, the flag on the command line: the flag wins
+    assert TrainConfig.from_yaml(q, learning_rate=5e-4).learning_rate == 5e-4 and TrainConfig.from_yaml(q).learning_rate == 1e-4
+    with pytest.raises(UserError, match=r"short.yaml \(with the command-line options\): field 'kd_alpha'"):
+        TrainConfig.from_yaml(q, kd_alpha=2.0)
     r = _cli("train", "--traces", str(tmp_path / "none.jsonl"), "--student", "scratch:llama-xxs", "--config", str(p),
              "--teacher-model", str(tmp_path / "teacher"), "--out", str(tmp_path / "m"))
     assert r.returncode == 2 and "none.jsonl does not exist" in r.stderr, r.stderr  # past the config, to the data

@@ -377,7 +377,7 @@ def _evaluate(
     # ---- output dir and resume
     # the model's identity beside its name: a retrained model at the same path is another evaluation
     ident = model_key(model_dir) if model_dir is not None else (
-        model_key(model_label) if Path(model_label).expanduser().is_file() else None)
+        model_key(Path(model_label).expanduser()) if Path(model_label).expanduser().is_file() else None)
     run_sig = {
         "model": model_label,
         **({"model_key": ident} if ident else {}),

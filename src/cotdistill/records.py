@@ -20,9 +20,9 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Annotated, Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from .errors import UserError, field_error
 from .fileio import atomic_write_text
@@ -70,6 +70,9 @@ class _Record(BaseModel):
         raise KeyError(key)
 
     def get(self, key: str, default: Any = None) -> Any:
+        """As ``dict.get`` on the stored JSON: a field the file did not hold gives ``default``."""
+        if key in type(self).model_fields and key not in self.model_fields_set:
+            return default
         try:
             return self[key]
         except KeyError:
@@ -94,13 +97,13 @@ class Prediction(_Record):
     with the fallback rules, ``rule`` the rule behind the lenient answer. ``question`` and ``gold``
     are kept beside them."""
 
-    id: str
+    id: Annotated[str, BeforeValidator(lambda v: v if v is None else str(v))]  # numeric ids read as text
     question: str | None = None
     gold: Any = None
-    output: str = ""
-    finish: str = "eos"
+    output: Annotated[str, BeforeValidator(lambda v: "" if v is None else v)] = ""
+    finish: Annotated[str, BeforeValidator(lambda v: "eos" if v is None else v)] = "eos"
     pred: Any = None
-    correct: bool
+    correct: Annotated[bool, BeforeValidator(lambda v: bool(v) if v is None else v)]  # null: not correct
     rule: str | None = None
     pred_lenient: Any = None
     correct_lenient: bool | None = None
@@ -224,12 +227,12 @@ class CellResult(_Record):
     task: str | None = None
     teacher: str | None = None
     level: int | str | None = None
-    format: str = "cot"
+    format: str | None = "cot"
     student: str | None = None
     seed: int | None = None
     objective: str = "sft"
     cell: str | None = None
-    status: Literal["ok", "failed"] = "ok"
+    status: str = "ok"  # ok | failed (other values of hand-made rows are kept and count as not ok)
     n: int | None = None
     accuracy: float | None = None
     ci_low: float | None = None

@@ -18,6 +18,7 @@ stage receives canonical values: ``"3"`` is the level ``3``, ``"BSM"`` the forma
 from __future__ import annotations
 
 import hashlib
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args
@@ -40,6 +41,12 @@ def parse_level(value: Any, allow_raw: bool = False) -> int | str:
     """One granularity level: 0..6 (``"3"`` -> 3) or ``"human"`` (``"raw"`` too with ``allow_raw``)."""
     if isinstance(value, bool):
         raise UserError(f"level {value!r}: use {MIN_LEVEL}..{MAX_LEVEL} (0 = answer only) or 'human'")
+    if isinstance(value, numbers.Integral):
+        value = int(value)  # numpy / pandas integers
+    elif isinstance(value, float):
+        if not value.is_integer():
+            raise UserError(f"level {value!r} is not a whole number: levels are {MIN_LEVEL} (answer only) to {MAX_LEVEL}")
+        value = int(value)
     if isinstance(value, str):
         s = value.strip().lower()
         if s == HUMAN or (allow_raw and s == RAW):
@@ -86,8 +93,9 @@ def parse_levels(spec: str | int | list | tuple) -> list[int | str]:
 
 
 def level_label(level: Any) -> str:
-    """``3`` -> ``L3``; names (``human``, ``mix:3-6``) as they are."""
-    return f"L{level}" if isinstance(level, int) else str(level)
+    """The level as candidates and study cells name it: ``3`` -> ``L3``, ``human`` -> ``Lhuman``;
+    mixed / curriculum names as they are (``mix:3-6``)."""
+    return f"L{level}" if isinstance(level, int) or level == HUMAN else str(level)
 
 
 # ------------------------------------------------------------------------------------------
@@ -349,12 +357,5 @@ def _pydantic(fn):
 
 LevelField = Annotated[Level, BeforeValidator(_pydantic(parse_level))]
 FormatField = Annotated[Format, BeforeValidator(_pydantic(parse_format))]
-SupervisionField = Annotated[Union[int, str], BeforeValidator(_pydantic(lambda v: Supervision.parse(v).value))]
 ObjectiveField = Annotated[Objective, BeforeValidator(_pydantic(parse_objective))]
 
-
-def _teacher_name(v: Any) -> str:
-    return str(TeacherSpec.parse(v))
-
-
-TeacherField = Annotated[str, BeforeValidator(_pydantic(_teacher_name))]

@@ -72,9 +72,9 @@ def select_traces(traces: Iterable[Trace], teachers: Iterable[str] | None = None
     ts = set(teachers) if teachers else None
     ls = {str(x) for x in levels} if levels else None
     fs = set(formats) if formats else None
-    ks = set(tasks) if tasks else None
+    ks = {k.lower() for k in tasks} if tasks else None
     return [t for t in traces if (ts is None or t.teacher in ts) and (ls is None or str(t.level) in ls)
-            and (fs is None or t.format in fs) and (ks is None or t.task in ks)]
+            and (fs is None or t.format in fs) and (ks is None or t.task.lower() in ks)]
 
 
 def require_one_cell(traces: list[Trace], what: str = "the traces") -> None:

@@ -178,15 +178,16 @@ class TrainConfig(BaseModel):
         file, ``--teacher-model`` on the command line). Unknown keys or wrong types raise a
         one-line UserError."""
         data = load_yaml_mapping(path)
-        for k, v in overrides.items():
-            if v is None:
-                continue
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "lr" in data and "learning_rate" not in data:
+            data["learning_rate"] = data.pop("lr")  # (the short spelling, before a flag replaces it)
+        for k, v in given.items():
             if k == "lora" and isinstance(v, bool):
                 lo = data.get("lora")
                 data["lora"] = {**(lo if isinstance(lo, dict) else {}), "enabled": v}
             else:
                 data[k] = v
-        return cls.validated(data, source=str(path))
+        return cls.validated(data, source=f"{path} (with the command-line options)" if given else str(path))
 
     @classmethod
     def validated(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":

@@ -86,12 +86,12 @@ def register(app: typer.Typer) -> None:
         """Grade stored outputs again with the current answer checker (no model, no decoding)."""
         from .. import answers
         from ..errors import UserError
-        from ..evaluate import METRICS_FILE, rescore
+        from ..evaluate import rescore
+        from ..records import read_metrics
         from ..tasks import get_task
 
-        old = {}
-        if (eval_dir / METRICS_FILE).is_file():
-            old = json.loads((eval_dir / METRICS_FILE).read_text())
+        rec = read_metrics(eval_dir)
+        old = rec.to_dict() if rec is not None else {}
         task = task or old.get("task")
         split = split or old.get("split") or "test"
         if not task:

@@ -610,3 +610,14 @@ def test_command_line_flags_join_the_yaml_before_validation(tmp_path):
     r = _cli("train", "--traces", str(tmp_path / "none.jsonl"), "--student", "scratch:llama-xxs", "--config", str(p),
              "--teacher-model", str(tmp_path / "teacher"), "--out", str(tmp_path / "m"))
     assert r.returncode == 2 and "none.jsonl does not exist" in r.stderr, r.stderr  # past the config, to the data
+
+
+def test_the_last_step_is_logged_so_the_final_loss_is_the_last_steps(shared_data, tmp_path):
+    """A run shorter than logging_steps reports its last step's loss as the final loss (not the
+    first step's, which every run of the same student and data shares)."""
+    res = train(svamp(shared_data, 16), "scratch:llama-xxs", tmp_path / "m",
+                tiny_cfg(max_steps=5, logging_steps=10, learning_rate=0.01), progress=False)
+    logged = [json.loads(x) for x in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in logged if "loss" in r]
+    assert steps == [1, 5] and res.final_loss == [r for r in logged if "loss" in r][-1]["loss"]
+    assert res.final_loss != [r for r in logged if "loss" in r][0]["loss"]

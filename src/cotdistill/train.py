@@ -778,6 +778,20 @@ def _progress_file(path: Path, total_steps: int, main: bool):
     return ProgressFile()
 
 
+def _log_last_step():
+    """Log the last step too (transformers logs the first and every ``logging_steps``-th), so the
+    final loss of a run is its last steps' loss, not the first step's in a short run."""
+    from transformers import TrainerCallback
+
+    class LogLastStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.max_steps and state.global_step >= state.max_steps:
+                control.should_log = True
+            return control
+
+    return LogLastStep()
+
+
 def _tracker_callbacks(cfg: TrainConfig, work: Path, main: bool) -> list:
     """TensorBoard writes to ``<work>/tensorboard`` (copied into the finished model directory);
     other trackers in ``report_to`` are left to transformers."""
@@ -1146,7 +1160,7 @@ def _train(
         target_head=head,
         n_params=n_trainable if cfg.lora.enabled else n_params,
         peak_flops=peak,
-        callbacks=[_progress_callback(max_steps, progress), _progress_file(work / PROGRESS_FILE, max_steps, main)]
+        callbacks=[_log_last_step(), _progress_callback(max_steps, progress), _progress_file(work / PROGRESS_FILE, max_steps, main)]
         + _tracker_callbacks(cfg, work, main),
     )
     if teacher_ctx is not None and teacher_ctx["model"] is not None:

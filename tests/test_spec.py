@@ -19,7 +19,6 @@ def test_levels_parse_ranges_names_and_refuse_out_of_range():
     assert parse_level(np.int64(4)) == 4
     with pytest.raises(UserError, match="not a whole number"):
         parse_level(2.5)
-    assert parse_level("raw", allow_raw=True) == "raw"
     for bad in (7, -1, "x", True, "raw"):
         with pytest.raises(UserError):
             parse_level(bad)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .fileio import atomic_write_text
 
 MARKER = ".cotdistill.json"
 LOCK = ".cotdistill.lock"
@@ -80,10 +81,7 @@ def model_key(model: str | os.PathLike) -> str:
 def mark_complete(path: str | os.PathLike, key: str, **info: Any) -> None:
     """Record that the stage directory ``path`` is finished, with its content key (written last,
     atomically: a directory without it is unfinished whatever else it holds)."""
-    p = Path(path) / COMPLETE
-    tmp = p.with_name(f".{COMPLETE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"key": key, **info}) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
+    atomic_write_text(Path(path) / COMPLETE, json.dumps({"key": key, **info}) + "\n")
 
 
 def completed_key(path: str | os.PathLike) -> str | None:

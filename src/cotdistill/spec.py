@@ -37,8 +37,8 @@ RAW = "raw"  # a teacher's own unconstrained trace (prompted at level 3), the so
 Level = Union[int, Literal["human"]]
 
 
-def parse_level(value: Any, allow_raw: bool = False) -> int | str:
-    """One granularity level: 0..6 (``"3"`` -> 3) or ``"human"`` (``"raw"`` too with ``allow_raw``)."""
+def parse_level(value: Any) -> int | str:
+    """One granularity level: 0..6 (``"3"`` -> 3) or ``"human"``."""
     if isinstance(value, bool):
         raise UserError(f"level {value!r}: use {MIN_LEVEL}..{MAX_LEVEL} (0 = answer only) or 'human'")
     if isinstance(value, numbers.Integral):
@@ -49,7 +49,7 @@ def parse_level(value: Any, allow_raw: bool = False) -> int | str:
         value = int(value)
     if isinstance(value, str):
         s = value.strip().lower()
-        if s == HUMAN or (allow_raw and s == RAW):
+        if s == HUMAN:
             return s
         if not s.isdigit():
             raise UserError(f"level {value!r}: use {MIN_LEVEL}..{MAX_LEVEL} (0 = answer only) or 'human'")

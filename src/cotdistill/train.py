@@ -39,7 +39,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .artifacts import COMPLETE, content_key, mark_complete  # noqa: F401  (COMPLETE re-exported)
+from .artifacts import COMPLETE, content_key, is_complete, mark_complete  # noqa: F401  (COMPLETE, is_complete re-exported)
 from .fileio import atomic_write_text, load_yaml_mapping
 from .errors import UserError, field_error, validation_error
 from .progress import Progress
@@ -243,11 +243,6 @@ class TrainResult:
     final_loss: float | None
     tokens_per_s: float
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def is_complete(out_dir: str | os.PathLike) -> bool:
-    """True when ``out_dir`` holds a finished training run (a later stage may use it)."""
-    return Path(out_dir, COMPLETE).is_file()  # (written by artifacts.mark_complete, last)
 
 
 def load_result(out_dir: str | os.PathLike) -> TrainResult:

@@ -53,7 +53,7 @@ def run_cotdistill(model_dir: str, items, max_new_tokens: int, dtype: str, out: 
 def run_single(model_dir: str, items, max_new_tokens: int) -> tuple[float, dict]:
     import torch
 
-    from cotdistill.evaluate import score_output
+    from cotdistill.score import score_output
     from cotdistill.runtime import StudentRuntime, load_model, resolve_template
 
     model, tok = load_model(model_dir, "cpu", "float32")

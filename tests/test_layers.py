@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "cotdistill"
 UPPER = ("cotdistill.study", "cotdistill.select", "cotdistill.report", "cotdistill.mix", "cotdistill.cli")
 LOWER = ("spec", "records", "answers", "collate", "decoding", "runtime", "stats", "store", "fileio", "errors", "artifacts", "progress", "paths",
          "template", "traces", "paper", "tasks", "teachers", "students", "prompts", "generate", "curate", "train",
-         "evaluate")
+         "evaluate", "score")
 
 
 def _modules() -> dict[str, Path]:

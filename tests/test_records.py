@@ -39,11 +39,25 @@ def test_predictions_round_trip_keep_unknown_fields_and_repair_a_torn_line(tmp_p
 
 def test_a_bad_prediction_line_is_one_line_naming_it(tmp_path):
     p = tmp_path / "predictions.jsonl"
-    p.write_text(json.dumps(_pred("a", True)) + "\n" + json.dumps({"id": "b"}) + "\n" + json.dumps(_pred("c", True)) + "\n")
+    p.write_text(json.dumps(_pred("a", True)) + "\n" + json.dumps({"id": "b", "correct": "maybe"}) + "\n" + json.dumps(_pred("c", True)) + "\n")
     with pytest.raises(UserError, match=r"predictions.jsonl:2: malformed prediction \(field 'correct'"):
         read_predictions(p)
     with pytest.raises(UserError, match="does not exist: run `cotdistill evaluate"):
         read_predictions(tmp_path / "nothing")
+
+
+def test_a_raw_response_is_a_prediction_not_yet_graded(tmp_path):
+    """Evaluation stores responses first; the scoring step grades them (cotdistill.score)."""
+    from cotdistill.score import score_responses
+    from cotdistill.tasks.base import Example
+
+    p = tmp_path / "predictions.jsonl"
+    p.write_text(json.dumps({"id": 7, "output": "3 + 4 = 7. The answer is 7.", "finish": "eos"}) + "\n")
+    (raw,) = read_predictions(p)
+    assert raw.id == "7" and not raw.is_graded and "correct" not in raw.to_dict()
+    ex = Example(id="7", task="t", split="test", question="3 + 4?", answer="7", answer_type="number")
+    (graded,) = score_responses([raw], [ex])
+    assert graded.is_graded and graded.correct and graded.pred == "7" and graded.rule is not None
 
 
 def test_metrics_and_cell_results(tmp_path):

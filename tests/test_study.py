@@ -199,6 +199,40 @@ def test_run_writes_cells_and_rerun_does_no_work(single_run):
     assert _rows(out) == rows
 
 
+def test_rescore_regrades_a_whole_study_without_a_model(single_run, tmp_path):
+    """`cotdistill rescore STUDY_DIR` regrades every cell's stored responses (predictions, metrics,
+    result.json, results.jsonl) with the current answer checker; models and traces are not touched
+    and a later run of the study has nothing to do."""
+    import shutil
+
+    from cotdistill import answers
+
+    cfg, _ = single_run
+    out = tmp_path / "copy"
+    shutil.copytree(cfg.output_dir, out)
+    want = _rows(out)
+    cell = sorted(want)[0]
+    ev = out / "cells" / cell / "eval"
+    # as an older checker left it: every verdict flipped, metrics and rows agreeing with it
+    rows = [json.loads(x) for x in (ev / "predictions.jsonl").read_text().splitlines()]
+    (ev / "predictions.jsonl").write_text("".join(json.dumps({**r, "correct": not r["correct"]}) + "\n" for r in rows))
+    m = json.loads((ev / "metrics.json").read_text())
+    (ev / "metrics.json").write_text(json.dumps({**m, "accuracy": 1 - m["accuracy"], "answer_checker": "0"}))
+    res = json.loads((out / "cells" / cell / "result.json").read_text())
+    (out / "cells" / cell / "result.json").write_text(json.dumps({**res, "accuracy": 1 - res["accuracy"]}))
+    weights = {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("model/*")}
+    r = subprocess.run([sys.executable, "-m", "cotdistill", "rescore", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "rescored 2 cells" in r.stdout
+    got = _rows(out)
+    assert {c: g["accuracy"] for c, g in got.items()} == {c: w["accuracy"] for c, w in want.items()}
+    assert got[cell]["answer_checker"] == answers.VERSION
+    assert [json.loads(x)["correct"] for x in (ev / "predictions.jsonl").read_text().splitlines()] == [x["correct"] for x in rows]
+    assert {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("model/*")} == weights
+    moved = cfg.model_copy(update={"output_dir": str(out)})
+    assert run_study(moved, jobs=1, progress=False).stages_run == 0
+
+
 @pytest.mark.slow
 def test_changed_parameter_reruns_exactly_affected_stages(tmp_path):
     out = tmp_path / "out"

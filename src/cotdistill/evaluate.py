@@ -3,7 +3,8 @@
 ``evaluate(model, examples | task, out_dir=...)`` renders each question with the prompt template
 saved with the model (``cotdistill_template.json``), decodes every item to EOS or to
 ``max_new_tokens`` (greedy with continuous batching, :mod:`cotdistill.decoding`; beam search with
-padded ``model.generate`` batches), grades it with :func:`score_output` and writes::
+padded ``model.generate`` batches) and stores its raw response; the scoring step
+(:mod:`cotdistill.score`, the same one ``cotdistill rescore`` runs) then grades every response and writes::
 
     OUT/predictions.jsonl   one line per item: id, question, gold, output, pred, correct (strict),
                             rule, pred_lenient, correct_lenient, output_tokens, finish ("eos" | "length")
@@ -15,7 +16,8 @@ padded ``model.generate`` batches), grades it with :func:`score_output` and writ
 Strict scoring reads only the answer line the prompt asks for ("The answer is X", the last one);
 the lenient score also takes fallbacks such as the last number and is reported beside it, never
 instead of it. An output stopped by the token cap has an answer only if it wrote an answer line.
-Predictions are appended as items finish; a rerun skips the ids already in predictions.jsonl.
+Responses are appended as items finish (ungraded until the scoring step); a rerun skips the ids
+already in predictions.jsonl.
 :func:`compare` gives a paired comparison (bootstrap interval of the difference, exact McNemar).
 """
 
@@ -23,9 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,18 +33,19 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import answers
 from .artifacts import check as check_out, claim, model_key
 from .progress import Progress, Reporter
 # the records and their one reader / writer (re-exported: `from cotdistill.evaluate import read_predictions`)
 from .records import (METRICS_FILE, PREDICTIONS_FILE, Prediction, append_predictions, read_metrics,  # noqa: F401
                       read_predictions, write_metrics, write_predictions)
+# the scoring step (re-exported: `from cotdistill.evaluate import score_output, rescore`)
+from .score import rescore, response, score_output, score_responses, score_run, summarize  # noqa: F401
 # the student runtime (loading, prompts, decoding, log-likelihoods) is shared with select and mix
 from .runtime import (DTYPES, Generation, HFGenerator, StudentRuntime, _model_label, hub_reachable,  # noqa: F401
                       load_model, parse_decoding, resolve_device, resolve_template)
 from .fileio import atomic_write_text, load_yaml_mapping
 from .errors import UserError, validation_error
-from .stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_ci
+from .stats import mcnemar_exact, paired_bootstrap_ci
 from .tasks.base import Example
 from .template import PromptTemplate
 
@@ -153,102 +154,6 @@ class VLLMGenerator:
                 n += 1  # vLLM leaves the EOS id out of token_ids; count it as transformers does
             res.append(Generation(output=self.tok.decode(toks, skip_special_tokens=True).strip(), output_tokens=n, finish=finish))
         return res
-
-
-# ------------------------------------------------------------------------------------------
-# metrics
-# ------------------------------------------------------------------------------------------
-def score_output(output: str, finish: str, ex: Example) -> dict:
-    """Grade one output (pure: no model). ``pred``/``correct`` are strict (the answer line the
-    prompt asks for, as the paper scores); ``pred_lenient``/``correct_lenient`` also accept the
-    fallback rules (last number, ...). ``rule`` names the rule behind the lenient prediction.
-    An output stopped by the token cap has an answer only if it wrote an answer line.
-
-    A thinking student's output is graded on the text after its reasoning (after the last
-    ``</think>``, also when the chat template opened ``<think>`` in the prompt); a reasoning block
-    that never closes has no answer (``rule: unclosed_reasoning``), whatever it says inside."""
-    reasoning_words = None
-    if "</think>" in output:
-        head, _, output = output.rpartition("</think>")
-        reasoning_words = len(head.replace("<think>", " ").split())
-    elif "<think>" in output:
-        reasoning_words = len(output.split("<think>", 1)[1].split())
-        return {"pred": None, "correct": False, "rule": "unclosed_reasoning", "pred_lenient": None,
-                "correct_lenient": False, "reasoning_words": reasoning_words}
-    lpred, lrule = answers.extract_with_rule(output, ex.answer_type, choices=ex.choices, mode="lenient")
-    pred = lpred if lrule in answers.STRICT_RULES else None  # = extract_with_rule(..., mode="strict")
-    if finish == "length" and lrule not in answers.STRICT_RULES:
-        lpred, lrule = None, "capped"
-    out = {
-        "pred": pred, "correct": answers.equal(pred, ex.answer, ex.answer_type),
-        "rule": lrule,
-        "pred_lenient": lpred, "correct_lenient": answers.equal(lpred, ex.answer, ex.answer_type),
-    }
-    if reasoning_words is not None:
-        out["reasoning_words"] = reasoning_words
-    return out
-
-
-def rescore(out_dir: str | os.PathLike, examples: Sequence[Example], keep_others: bool = False) -> dict:
-    """Grade the stored outputs of an evaluation again with the current answer checker (no model,
-    no decoding): rewrites ``predictions.jsonl`` and ``metrics.json`` (their ``answer_checker``
-    becomes :data:`cotdistill.answers.VERSION`) and returns the new metrics. A fixed checker thus
-    re-grades old evaluations, e.g. every cell of a cached study, in seconds."""
-    out = Path(out_dir)
-    rows = read_predictions(out / PREDICTIONS_FILE)
-    by_ex = {e.id: e for e in examples}
-    missing = [r.id for r in rows if r.id not in by_ex]
-    if missing and not keep_others:
-        raise UserError(f"{out / PREDICTIONS_FILE}: item {missing[0]!r} is not among the examples given "
-                        f"({len(missing)} of {len(rows)} missing): rescore with the task and split it was evaluated on")
-    # (keep_others: rows of items not given stay as they are)
-    rows = [r.graded(score_output(r.output, r.finish, by_ex[r.id])) if r.id in by_ex else r for r in rows]
-    write_predictions(out / PREDICTIONS_FILE, rows)
-    old = read_metrics(out)
-    m: dict = old.to_dict() if old is not None else {}
-    order = {e.id: i for i, e in enumerate(examples)}
-    m.update(summarize(sorted((r for r in rows if r.id in order), key=lambda r: order[r.id])))
-    write_metrics(out / METRICS_FILE, m)
-    return m
-
-
-def summarize(predictions: Sequence[Prediction | dict]) -> dict:
-    """Accuracy (strict, with its 95 % bootstrap interval, and lenient), no-answer rate, capped
-    outputs and mean output tokens of predictions (pure: the metrics of graded outputs)."""
-    rows = [_as_dict(r) for r in predictions]
-    n = len(rows)
-    corr = [1.0 if r["correct"] else 0.0 for r in rows]
-    lo, hi = bootstrap_ci(corr)
-    rules: dict[str, int] = {}
-    for r in rows:
-        rule = r.get("rule") or "unknown"
-        rules[rule] = rules.get(rule, 0) + 1
-    return {
-        "n": n,
-        "n_correct": int(sum(corr)),
-        "accuracy": (sum(corr) / n) if n else math.nan,
-        "ci_low": lo,
-        "ci_high": hi,
-        "ci": "95% percentile bootstrap, 10000 resamples, seed 0",
-        "scoring": "strict: the answer line ('The answer is X') only",
-        "accuracy_lenient": (sum(1 for r in rows if (r["correct"] if r.get("correct_lenient") is None else r["correct_lenient"]))
-                             / n) if n else math.nan,
-        "parse_failure_rate": (sum(1 for r in rows if r.get("pred") is None) / n) if n else math.nan,
-        "n_no_answer": sum(1 for r in rows if r.get("pred") is None),
-        "n_length_capped": sum(1 for r in rows if r.get("finish") == "length"),
-        "n_capped_without_answer": sum(1 for r in rows if r.get("finish") == "length" and r.get("pred") is None),
-        "rules": dict(sorted(rules.items())),
-        "mean_output_tokens": (sum(r.get("output_tokens") or 0 for r in rows) / n) if n else math.nan,
-        # thinking students: the length of the reasoning beside the accuracy
-        "mean_reasoning_words": (statistics.fmean(r["reasoning_words"] for r in rows if r.get("reasoning_words") is not None)
-                                 if any(r.get("reasoning_words") is not None for r in rows) else None),
-        "n_unclosed_reasoning": sum(1 for r in rows if r.get("rule") == "unclosed_reasoning"),
-        "answer_checker": answers.VERSION,
-    }
-
-
-def _as_dict(r: Prediction | dict) -> dict:
-    return r.model_dump() if isinstance(r, Prediction) else r
 
 
 # ------------------------------------------------------------------------------------------
@@ -444,12 +349,8 @@ def _evaluate(
                 rows_at_once = cfg.batch_size if cfg.batch_size != "auto" else _auto_rows(longest, cfg.max_new_tokens)
                 stream = gen.stream([p for _, p in enc], rows_at_once)
             for i, g in stream:
-                ex = enc[i][0]
-                pending.append(Prediction.model_validate({
-                    "id": ex.id, "question": ex.question, "gold": ex.answer, "output": g.output,
-                    **score_output(g.output, g.finish, ex),
-                    "output_tokens": g.output_tokens, "finish": g.finish,
-                }))
+                # the raw response; the scoring step below grades every item once decoding is done
+                pending.append(response(enc[i][0], g.output, g.finish, g.output_tokens))
                 now = time.perf_counter()
                 if len(pending) >= 32 or now - last_flush > 10 or len(new_rows) + len(pending) == len(enc):
                     if pred_path is not None:  # appended as items finish: a rerun resumes
@@ -459,25 +360,14 @@ def _evaluate(
                     pending, last_flush = [], now
             gen_s = time.perf_counter() - t0
 
-    # ---- metrics (over the requested items, in item order)
-    by_id = dict(done)
-    by_id.update({r.id: r for r in new_rows})
-    rows = [by_id[e.id] for e in examples]
-    stale = False
-    for i, (r, ex) in enumerate(zip(rows, examples)):  # rows kept from an earlier run: graded by the current checker
-        fresh = score_output(r.output, r.finish, ex)
-        if any(getattr(r, k, None) != v for k, v in fresh.items()):
-            rows[i] = r.graded(fresh)
-            stale = True
-    if stale and pred_path is not None:
-        rescore(out_dir, examples, keep_others=True)
-    m = summarize(rows)
+    # ---- score: a pure step over the stored responses (the one `rescore` runs), so rows kept from
+    # an earlier run are graded by the current answer checker like the new ones
     new_tokens = sum(r.output_tokens or 0 for r in new_rows)
     old = read_metrics(out_dir) if out_dir is not None else None
     prev = old.to_dict() if old is not None else {}
     import torch
 
-    m.update({
+    run_fields = {
         "tokens_per_s": (new_tokens / gen_s) if gen_s > 0 else prev.get("tokens_per_s"),
         "generate_s": gen_s if new_rows else prev.get("generate_s"),
         "wall_s": time.perf_counter() - t_start,
@@ -494,9 +384,13 @@ def _evaluate(
         "dtype": str(next(mdl.parameters()).dtype).replace("torch.", "") if mdl is not None else dtype,
         "device": str(next(mdl.parameters()).device) if mdl is not None else "vllm",
         "torch_threads": torch.get_num_threads(),
-    })
-    if out_dir is not None:
-        write_metrics(Path(out_dir) / METRICS_FILE, m)
+    }
+    if out_dir is not None:  # grades predictions.jsonl in place and writes metrics.json
+        return score_run(out_dir, examples, keep_others=True, extra=run_fields)
+    by_id = dict(done)
+    by_id.update({r.id: r for r in new_rows})
+    m = summarize(score_responses([by_id[e.id] for e in examples], examples))
+    m.update(run_fields)
     return m
 
 

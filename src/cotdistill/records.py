@@ -92,8 +92,8 @@ class _Record(BaseModel):
 # predictions
 # ------------------------------------------------------------------------------------------
 class Prediction(_Record):
-    """One evaluated item: the model's raw ``output`` (``finish``: ``eos`` or ``length``) and its
-    grading — ``pred`` / ``correct`` strict (the answer line), ``pred_lenient`` / ``correct_lenient``
+    """One evaluated item: the model's raw ``output`` (``finish``: ``eos`` or ``length``; an
+    evaluation stores these first) and its grading by the scoring step (:mod:`cotdistill.score`) — ``pred`` / ``correct`` strict (the answer line), ``pred_lenient`` / ``correct_lenient``
     with the fallback rules, ``rule`` the rule behind the lenient answer. ``question`` and ``gold``
     are kept beside them."""
 
@@ -103,15 +103,20 @@ class Prediction(_Record):
     output: Annotated[str, BeforeValidator(lambda v: "" if v is None else v)] = ""
     finish: Annotated[str, BeforeValidator(lambda v: "eos" if v is None else v)] = "eos"
     pred: Any = None
-    correct: Annotated[bool, BeforeValidator(lambda v: bool(v) if v is None else v)]  # null: not correct
+    correct: Annotated[bool, BeforeValidator(lambda v: bool(v) if v is None else v)] = False  # null: not correct
     rule: str | None = None
     pred_lenient: Any = None
     correct_lenient: bool | None = None
     output_tokens: int | None = None
     reasoning_words: int | None = None
 
+    @property
+    def is_graded(self) -> bool:
+        """False for a raw response as evaluation stores it before the scoring step."""
+        return bool({"correct", "rule"} & self.model_fields_set)
+
     def graded(self, grading: dict[str, Any]) -> "Prediction":
-        """The same output graded again (``grading``: the fields of :func:`cotdistill.evaluate.score_output`)."""
+        """The same output graded again (``grading``: the fields of :func:`cotdistill.score.score_output`)."""
         data = _dump(self)
         data.pop("reasoning_words", None)
         return Prediction.model_validate({**data, **grading})

@@ -280,7 +280,7 @@ def score_model(model_dir: str | os.PathLike, examples: list[Any], max_new_token
     score: accuracy (Wilson 95 % interval) and the mean probability of the gold answer
     ``" {gold}."`` after the model's own rationale up to ``answer_marker`` (normal-approximation
     95 % interval). Returns also ``predictions`` (id, output, finish, pred, correct, p_gold)."""
-    from .evaluate import score_output
+    from .score import score_output
     from .runtime import StudentRuntime
 
     rt = StudentRuntime.load(Path(model_dir), device=device, max_new_tokens=max_new_tokens)

@@ -950,6 +950,38 @@ def merge_results(cfg: StudyConfig) -> Path:
     return write_results(lay.results, rows)
 
 
+def rescore_study(study_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Grade every evaluated cell of a study again with the current answer checker
+    (:func:`cotdistill.score.rescore`: no model, no decoding): each cell's ``predictions.jsonl`` and
+    ``metrics.json``, its ``result.json`` and the study's ``results.jsonl``. Returns one
+    ``{"cell", "before", "after"}`` per cell regraded. A study that is running is refused."""
+    from .score import rescore
+
+    d = Path(study_dir).expanduser()
+    lay = StudyLayout(d)
+    if not lay.config.is_file():
+        raise UserError(f"{d} has no study.json: pass a study's output_dir, or an evaluation directory")
+    try:
+        cfg = StudyConfig.model_validate(json.loads(lay.config.read_text(encoding="utf-8")))
+    except (ValidationError, ValueError) as e:
+        raise UserError(f"{lay.config}: not a study config this version reads ({str(e).splitlines()[0]}); "
+                        "rerun the study with its YAML instead") from None
+    cfg.output_dir = str(d.resolve())
+    done = []
+    with claim(d, "study", flag="output_dir", identity=cfg.name):
+        for c in expand_cells(cfg):
+            cl = lay.cell(c.id)
+            old = read_cell_result(cl.result)
+            if old is None or old.status != "ok" or not cl.predictions.is_file():
+                continue
+            rescore(cl.eval, _test_examples(cfg, c.task), keep_others=True)
+            row = _result_row(c, cl, _read_json(cl.stages) or {})
+            write_cell_result(cl.result, {**old.to_dict(), **row, "wall_s": old.get("wall_s", row["wall_s"])})
+            done.append({"cell": c.id, "before": old.get("accuracy"), "after": row["accuracy"]})
+        merge_results(cfg)
+    return done
+
+
 def _worker_init(parent: int) -> None:
     """Worker processes die with the study process (even when it is SIGKILLed)."""
     import threading

@@ -431,7 +431,7 @@ def _attach_topk(rows: list[dict[str, Any]], teacher: Any, cfg: TrainConfig, tra
 
 def _sample_correct(tok: Any, sample: list[int], gold: tuple[str, str]) -> bool:
     """Is a student's sampled completion right (strict answer line, as evaluation grades)?"""
-    from .evaluate import score_output
+    from .score import score_output
     from .tasks import get_task
     from .tasks.base import Example
 

@@ -78,17 +78,29 @@ def register(app: typer.Typer) -> None:
 
     @app.command("rescore")
     def rescore_cmd(
-        eval_dir: Path = typer.Argument(..., help="An evaluation directory (predictions.jsonl, metrics.json)."),
+        eval_dir: Path = typer.Argument(..., help="An evaluation directory (predictions.jsonl, metrics.json), or a study's output_dir (every cell)."),
         task: Optional[str] = typer.Option(None, "--task", help="The task it was evaluated on (default: the one in its metrics.json)."),
         split: Optional[str] = typer.Option(None, "--split", help="The split (default: the one in its metrics.json)."),
         data_dir: Optional[Path] = DataDirOpt,
     ) -> None:
-        """Grade stored outputs again with the current answer checker (no model, no decoding)."""
+        """Grade stored outputs again with the current answer checker (no model, no decoding): one
+        evaluation, or every cell of a study (its results.jsonl too)."""
         from .. import answers
         from ..errors import UserError
-        from ..evaluate import rescore
-        from ..records import read_metrics
+        from ..records import StudyLayout, read_metrics
+        from ..score import rescore
         from ..tasks import get_task
+
+        if StudyLayout(eval_dir).config.is_file():
+            from ..study import rescore_study
+
+            cells = rescore_study(eval_dir)
+            changed = [c for c in cells if c["before"] != c["after"]]
+            for c in changed:
+                console.print(f"  {c['cell']}: {100 * (c['before'] or 0):.2f} % -> {100 * c['after']:.2f} %", markup=False)
+            console.print(f"rescored {len(cells)} cells of {eval_dir} with answer checker {answers.VERSION}: "
+                          f"{len(changed)} changed accuracy; results.jsonl rewritten", markup=False)
+            return
 
         rec = read_metrics(eval_dir)
         old = rec.to_dict() if rec is not None else {}

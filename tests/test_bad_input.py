@@ -198,3 +198,19 @@ def test_one_formatter_names_nested_keys_and_sections(tmp_path):
         with pytest.raises(UserError) as e:
             load_study_config({**base, **over})
         assert str(e.value).startswith("config: ") and msg in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_library_errors_name_fields_and_the_cli_names_flags():
+    """A setting in a library error is the keyword / config field for Python callers and the flag
+    on the command line (one message, two renderings)."""
+    from cotdistill.errors import UserError
+    from cotdistill.evaluate import parse_batch_size
+    from cotdistill.runtime import resolve_device
+
+    with pytest.raises(UserError) as e:
+        parse_batch_size("zero")
+    assert str(e.value) == "batch_size 'zero': use 'auto' or a positive integer"
+    assert e.value.for_cli() == "--batch-size 'zero': use 'auto' or a positive integer"
+    with pytest.raises(UserError) as e:
+        resolve_device("tpu")
+    assert str(e.value).startswith("device 'tpu'") and e.value.for_cli().startswith("--device 'tpu'")

@@ -430,10 +430,12 @@ def test_cli_errors_are_one_line(tmp_path):
 def test_a_budget_too_small_for_one_round_is_refused_and_leaves_out_free(tmp_path):
     cfg = dict(task="arith", task_options=OPTS, student="scratch:llama-xxs", levels=[0, 3], out=str(tmp_path / "b"),
                val_size=20, seed=0, train=TINY_TRAIN, threads=1, eval_batch_size=20)
-    with pytest.raises(UserError, match=r"--budget 40 \(did you mean --budget 40%\?\) leaves 39 training tokens"):
+    # the Python API names the settings as fields, the CLI as flags
+    with pytest.raises(UserError, match=r"select: budget 40 \(did you mean budget 40%\?\) leaves 39 training tokens") as ei:
         run_select({**cfg, "budget": 40}, progress=False)
+    assert ei.value.for_cli().startswith("select: --budget 40 (did you mean --budget 40%?) leaves 39 training tokens")
     assert not (tmp_path / "b" / "selection.json").exists() and not (tmp_path / "b" / "settings.json").exists()
-    with pytest.raises(UserError, match="with --first-steps 11.*lower --first-steps"):
+    with pytest.raises(UserError, match="with first_steps 11.*lower first_steps"):
         run_select({**cfg, "levels": [0, 3, 4], "schedule": "halving", "first_steps": 11}, progress=False)
     with pytest.raises(UserError, match="field 'budget'"):
         _validated({**cfg, "budget": float("inf")})

@@ -140,8 +140,9 @@ def test_shards_partition_cells(tmp_path):
     assert not {c.id for c in s1} & {c.id for c in s2}
     assert parse_shard("2/3") == (2, 3)
     for bad in ("0/2", "3/2", "x"):
-        with pytest.raises(UserError, match="--shard"):
+        with pytest.raises(UserError, match="^shard ") as ei:
             parse_shard(bad)
+        assert ei.value.for_cli().startswith(f"--shard {bad!r}: use i/n")
 
 
 def test_dry_run_counts(tmp_path):

@@ -3,23 +3,44 @@
 Anything the user can fix (bad file, bad field, missing data, unknown name) is raised as
 :class:`UserError`. The CLI prints ``error: <message>`` on one line and exits with code 2,
 with no traceback. Messages name the file / line / field and say how to fix it.
+
+A library message names a setting with :func:`opt` (``f"{opt('batch_size')} 0: use ..."``): a
+Python caller reads the keyword or config field (``batch_size``), and the CLI, which renders the
+error with :meth:`UserError.for_cli`, shows the flag (``--batch-size``). CLI flags are the config
+fields' names with dashes.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
 
+_OPT = re.compile(r"\{opt:([A-Za-z_][A-Za-z0-9_]*)(?:\|([A-Za-z_][A-Za-z0-9_-]*))?\}")
+
+
+def opt(field: str, flag: str | None = None) -> str:
+    """A setting named in a :class:`UserError`: ``field`` (the keyword / config field) for Python
+    callers, ``--flag`` on the command line (default: the field with dashes)."""
+    return "{opt:" + field + (f"|{flag}" if flag else "") + "}"
+
+
 class UserError(Exception):
-    """An error caused by user input; printed as one line, exit code 2."""
+    """An error caused by user input; printed as one line, exit code 2. ``str(e)`` names settings
+    as fields, :meth:`for_cli` as command-line flags (see :func:`opt`)."""
 
     exit_code = 2
 
     def __init__(self, message: str):
         # one line, always
-        super().__init__(" ".join(str(message).split()))
+        self.template = " ".join(str(message).split())
+        super().__init__(_OPT.sub(lambda m: m.group(1), self.template))
+
+    def for_cli(self) -> str:
+        """The message with each setting named as its command-line flag."""
+        return _OPT.sub(lambda m: "--" + (m.group(2) or m.group(1)).replace("_", "-"), getattr(self, "template", str(self)))
 
 
 def redact(text: str, *secrets: str | None) -> str:

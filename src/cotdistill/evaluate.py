@@ -44,7 +44,7 @@ from .score import rescore, response, score_output, score_responses, score_run, 
 from .runtime import (DTYPES, Generation, HFGenerator, StudentRuntime, _model_label, hub_reachable,  # noqa: F401
                       load_model, parse_decoding, resolve_device, resolve_template)
 from .fileio import atomic_write_text, load_yaml_mapping
-from .errors import UserError, validation_error
+from .errors import UserError, opt, validation_error
 from .stats import mcnemar_exact, paired_bootstrap_ci
 from .tasks.base import Example
 from .template import PromptTemplate
@@ -100,14 +100,14 @@ class EvalConfig(BaseModel):
 def parse_batch_size(v: str | int) -> int | Literal["auto"]:
     if isinstance(v, int):
         if v < 1:
-            raise UserError(f"--batch-size {v}: use 'auto' or a positive integer")
+            raise UserError(f"{opt('batch_size')} {v}: use 'auto' or a positive integer")
         return v
     s = str(v).strip().lower()
     if s == "auto":
         return "auto"
     if s.isdigit() and int(s) >= 1:
         return int(s)
-    raise UserError(f"--batch-size {v!r}: use 'auto' or a positive integer")
+    raise UserError(f"{opt('batch_size')} {v!r}: use 'auto' or a positive integer")
 
 
 class VLLMGenerator:
@@ -118,9 +118,9 @@ class VLLMGenerator:
         try:
             from vllm import LLM, SamplingParams  # noqa: F401
         except ImportError:
-            raise UserError("backend 'vllm' is not installed: `pip install 'cotdistill[vllm]'` (needs a CUDA GPU), or use --backend transformers") from None
+            raise UserError("backend 'vllm' is not installed: `pip install 'cotdistill[vllm]'` (needs a CUDA GPU), or use " + opt("backend") + " transformers") from None
         if parse_decoding(decoding) != 1:
-            raise UserError("the vllm backend supports greedy decoding only; use --backend transformers for beam:N")
+            raise UserError(f"the vllm backend supports greedy decoding only; use {opt('backend')} transformers for beam:N")
         self.tok = tokenizer
         self.template = template
         self.max_new_tokens = max_new_tokens
@@ -211,7 +211,7 @@ def _evaluate(
         template = config.template if config.template is not None else template
     parse_decoding(decoding)
     if cache not in ("auto", "dynamic", "static"):
-        raise UserError(f"--cache {cache!r}: choose auto, dynamic or static")
+        raise UserError(f"{opt('cache')} {cache!r}: choose auto, dynamic or static")
     max_new_tokens = parse_max_new_tokens(max_new_tokens)
     if batch_size != "auto":
         batch_size = parse_batch_size(batch_size)
@@ -225,7 +225,7 @@ def _evaluate(
     # ---- items
     if examples is None:
         if not task:
-            raise UserError("nothing to evaluate: pass --task NAME (with --split) or a list of examples")
+            raise UserError(f"nothing to evaluate: pass {opt('task')} NAME (with {opt('split')}) or a list of examples")
         from .tasks import get_task
 
         examples = get_task(task, data_dir=data_dir).load(split)
@@ -233,7 +233,7 @@ def _evaluate(
     if limit is not None:
         examples = examples[:limit]
     if not examples:
-        raise UserError("no examples to evaluate (empty split or --limit 0)")
+        raise UserError(f"no examples to evaluate (empty split or {opt('limit')} 0)")
     seen: set[str] = set()
     for ex in examples:
         if ex.id in seen:
@@ -311,7 +311,7 @@ def _evaluate(
             try:
                 old = json.loads(cfg_path.read_text())
             except json.JSONDecodeError:
-                raise UserError(f"{cfg_path} is corrupt: delete it or pass --overwrite") from None
+                raise UserError(f"{cfg_path} is corrupt: delete it or pass {opt('overwrite')}") from None
             # (a key an older directory did not record is not compared: it resumes)
             diff = [k for k in run_sig if old.get(k) != run_sig[k] and not (k == "model_key" and k not in old)]
             if diff:
@@ -319,9 +319,9 @@ def _evaluate(
                 what = ("the model at this path changed since (retrained or replaced)" if k == "model_key"
                         else f"{k}: {old.get(k)!r} vs now {run_sig[k]!r}")
                 raise UserError(f"{out} holds predictions of another evaluation ({what}); "
-                                "use another --out or pass --overwrite")
+                                f"use another {opt('out_dir', 'out')} or pass {opt('overwrite')}")
         elif pred_path.exists() and pred_path.stat().st_size:
-            raise UserError(f"{pred_path} exists without {CONFIG_FILE}: use another --out or pass --overwrite")
+            raise UserError(f"{pred_path} exists without {CONFIG_FILE}: use another {opt('out_dir', 'out')} or pass {opt('overwrite')}")
         if not cfg_path.exists():
             atomic_write_text(cfg_path, json.dumps(run_sig, indent=2) + "\n")
         if pred_path.exists():

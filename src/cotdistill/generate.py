@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 
 from . import answers
 from .fileio import atomic_write_text
-from .errors import UserError, redact
+from .errors import UserError, opt, redact
 from .prompts import EXEMPLARS, answer_only, build_messages, build_rewrite_messages
 from .spec import parse_formats, parse_levels
 from .store import Store, content_key
@@ -166,7 +166,7 @@ def plan(examples: list[Any], config: GenerateConfig, teacher: Teacher | None = 
     jobs: list[Request] = []
     needs_messages = teacher.needs_messages if teacher is not None else True
     if teacher is not None and teacher.backend not in ("replay",) and "human" in config.levels:
-        raise UserError("level 'human' can only be replayed from imported data: use --teacher replay:FILE")
+        raise UserError(f"level 'human' can only be replayed from imported data: use {opt('teacher')} replay:FILE")
     for ex in examples:
         for level in config.levels:
             for fmt in config.formats:
@@ -278,11 +278,11 @@ def generate(
         config = config.model_copy(update=overrides)
         config = GenerateConfig.model_validate(config.model_dump())
     if not examples:
-        raise UserError("no examples to generate for: check --task/--split/--limit")
+        raise UserError(f"no examples to generate for: check {opt('task')}, {opt('split')} and {opt('limit')}")
     t_start = time.time()
     out = Path(out_dir)
     if config.max_cost is not None and config.prices() is None:
-        raise UserError(f"--max-cost needs prices for {config.teacher}: pass --price-in and --price-out (USD per 1M tokens)")
+        raise UserError(f"{opt('max_cost')} needs prices for {config.teacher}: pass {opt('price_in')} and {opt('price_out')} (USD per 1M tokens)")
     with claim(out, "generate", wait=wait_for_lock):
         return _generate(examples, out, config, teacher, progress, console, t_start)
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import UserError
+from .errors import UserError, opt
 from .students import hub_reachable  # used by load_model; evaluate re-exports it
 from .template import NAMED_TEMPLATES, PromptTemplate
 
@@ -45,9 +45,9 @@ def resolve_device(device: str | None = "auto") -> str:
     try:
         torch.device(device)
     except (RuntimeError, TypeError):
-        raise UserError(f"--device {device!r}: use auto, cpu, cuda or cuda:N") from None
+        raise UserError(f"{opt('device')} {device!r}: use auto, cpu, cuda or cuda:N") from None
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is visible; use --device cpu")
+        raise UserError(f"{opt('device')} {device}: no CUDA GPU is visible; use {opt('device')} cpu")
     return str(device)
 
 
@@ -63,14 +63,14 @@ def load_model(name_or_path: str | os.PathLike, device: str | None = "auto", dty
     from .students import load_pretrained, resolve_student
 
     if dtype not in DTYPES:
-        raise UserError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        raise UserError(f"{opt('dtype')} {dtype!r}: choose one of {', '.join(DTYPES)}")
     dkw = {"dtype": "auto" if dtype == "auto" else getattr(torch, dtype)}
 
     src = resolve_student(str(name_or_path))
     if src.kind == "local":
         p = Path(src.path)
         if not p.is_dir() or not (p / "config.json").exists():
-            raise UserError(f"--model {p}: not a model directory (no config.json); pass the directory written by `cotdistill train`, save_pretrained, or a .gguf file")
+            raise UserError(f"{opt('model')} {p}: not a model directory (no config.json); pass the directory written by `cotdistill train`, save_pretrained, or a .gguf file")
         model, tok = load_pretrained(str(p), **dkw)
     elif src.kind == "hub":
         # a hub name: avoid minutes of retries when the hub cannot be reached (use the local cache only)
@@ -94,13 +94,13 @@ def resolve_template(template: str | PromptTemplate | None, model_dir: Path | No
             raise UserError(f"unknown template {template!r}; choose one of {', '.join(NAMED_TEMPLATES)}")
         t = NAMED_TEMPLATES[template]
         if t.kind == "chat" and not getattr(tokenizer, "chat_template", None):
-            raise UserError("--template chat: this tokenizer has no chat template; use plain, qa or alpaca")
+            raise UserError(f"{opt('template')} chat: this tokenizer has no chat template; use plain, qa or alpaca")
         return t, template
     if model_dir is not None:
         try:
             saved = PromptTemplate.load(model_dir)
         except (ValidationError, json.JSONDecodeError) as e:
-            raise UserError(f"{model_dir}/cotdistill_template.json is invalid ({str(e).splitlines()[0]}); fix it or pass --template") from None
+            raise UserError(f"{model_dir}/cotdistill_template.json is invalid ({str(e).splitlines()[0]}); fix it or pass {opt('template')}") from None
         if saved is not None:
             return saved, "saved"
     t = PromptTemplate.for_tokenizer(tokenizer)
@@ -140,7 +140,7 @@ class StudentRuntime:
 
         self.model = model
         if cache_implementation not in (None, "auto", "dynamic", "static"):
-            raise UserError(f"--cache {cache_implementation!r}: choose auto, dynamic or static")
+            raise UserError(f"{opt('cache')} {cache_implementation!r}: choose auto, dynamic or static")
         self.cache_implementation = cache_implementation or "dynamic"
         self._use_static = self.cache_implementation == "static"
         self.tok = tokenizer

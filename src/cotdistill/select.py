@@ -77,7 +77,7 @@ from .fileio import atomic_write_json
 from .records import SELECTION_FILE, StudyLayout, read_predictions, read_results, read_selection, write_selection
 from .stats import wilson_ci
 from .artifacts import check as check_out, claim
-from .errors import GenerateOptions, UserError, drop_masked_secrets, validation_error
+from .errors import GenerateOptions, UserError, drop_masked_secrets, opt, validation_error
 from .spec import TEACHER_MODEL_OBJECTIVES, Candidate, FormatField, ObjectiveField, parse_level_spec, teacher_members
 from .mix import (TraceSource, build_traces, is_loss_mix, loss_mix_table, mix_levels, segment_pieces, student_losses,
                   train_pieces)
@@ -498,12 +498,12 @@ def _check_first_round(cfg: SelectConfig, left: float, n: int, step_cost: float,
         with contextlib.suppress(OSError):
             (out / "settings.json").unlink()
     need = n * step_cost * (cfg.first_steps or 1)
-    hint = f" (did you mean --budget {cfg.budget:g}%?)" if 1 < cfg.budget <= 100 else ""
-    first = f" with --first-steps {cfg.first_steps}" if cfg.first_steps else ""
-    fix = "raise --budget" + (" (e.g. 40%)" if not 0.4 <= cfg.budget <= 1 else "")
-    raise UserError(f"select: --budget {cfg.budget:g}{hint} leaves {int(left):,} training tokens, too few for the first "
+    hint = f" (did you mean {opt('budget')} {cfg.budget:g}%?)" if 1 < cfg.budget <= 100 else ""
+    first = f" with {opt('first_steps')} {cfg.first_steps}" if cfg.first_steps else ""
+    fix = f"raise {opt('budget')}" + (" (e.g. 40%)" if not 0.4 <= cfg.budget <= 1 else "")
+    raise UserError(f"select: {opt('budget')} {cfg.budget:g}{hint} leaves {int(left):,} training tokens, too few for the first "
                     f"round{first} ({n} candidates need about {int(need):,}; the full grid is {int(grid_tokens):,}); "
-                    + fix + (" or lower --first-steps" if cfg.first_steps else ""))
+                    + fix + (f" or lower {opt('first_steps')}" if cfg.first_steps else ""))
 
 
 def _remaining_sizes(cfg: SelectConfig, n: int) -> list[int]:
@@ -539,7 +539,7 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
     needs = [o for o in cfg.objectives if o in TEACHER_MODEL_OBJECTIVES]
     if needs and not full.teacher_model:
         raise UserError(f"select: field 'train.teacher_model': objective {needs[0]} needs a local teacher model that "
-                        "shares the student's tokenizer (--teacher-model DIR)")
+                        f"shares the student's tokenizer ({opt('teacher_model')} DIR)")
     screening_batch(cfg, full)
     cands = candidates(cfg)
     examples = load_examples(cfg)
@@ -547,7 +547,7 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
     try:
         stack.enter_context(claim(out, "select"))
     except OSError as e:
-        raise UserError(f"select: cannot create --out {out} ({e.strerror}); choose a writable directory") from None
+        raise UserError(f"select: cannot create {opt('out')} {out} ({e.strerror}); choose a writable directory") from None
     _claim_out_dir(out, cfg)
     # the length of a full run: max_steps, else the config's epochs over the training split
     full_steps = int(full.max_steps or max(1, math.ceil(full.epochs * len(examples) / full.batch_size)))
@@ -828,10 +828,10 @@ def _claim_out_dir(out: Path, cfg: SelectConfig) -> None:
         if isinstance(before, dict) and before != now:
             diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             raise UserError(f"select: {out} holds a selection made with other settings ({', '.join(diff)}); "
-                            "use a new --out, or delete that directory to start over")
+                            f"use a new {opt('out')}, or delete that directory to start over")
     elif (out / "runs").is_dir():
         raise UserError(f"select: {out} has runs but no settings.json (another version or tool made them); "
-                        "use a new --out, or delete that directory")
+                        f"use a new {opt('out')}, or delete that directory")
     atomic_write_json(path, now)
 
 

@@ -37,7 +37,7 @@ from .fileio import atomic_write_json, load_yaml_mapping
 from .records import (CellLayout, StudyLayout, read_cell_result, read_metrics, read_predictions, write_cell_result,
                       write_results)
 from .stats import wilson_ci
-from .errors import GenerateOptions, UserError, protect_secrets, validation_error
+from .errors import GenerateOptions, UserError, opt, protect_secrets, validation_error
 from .spec import (FORMATS, RAW, TEACHER_MODEL_OBJECTIVES, FormatField, ObjectiveField, Supervision, TeacherSpec,  # noqa: F401
                    is_pseudo, split_teacher, teacher_members)
 
@@ -923,7 +923,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
         return None
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-        raise UserError(f"--shard {text!r}: use i/n with 1 <= i <= n, e.g. --shard 1/2 on one machine and 2/2 on another")
+        raise UserError(f"{opt('shard')} {text!r}: use i/n with 1 <= i <= n, e.g. {opt('shard')} 1/2 on one machine and 2/2 on another")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -1009,7 +1009,7 @@ def run_study(cfg: StudyConfig, jobs: int = 1, shard: tuple[int, int] | None = N
     The output directory is claimed as this study's (another study's directory is refused, and a
     second process on the same shard stops at once)."""
     if jobs < 1:
-        raise UserError(f"--jobs {jobs}: use 1 or more")
+        raise UserError(f"{opt('jobs')} {jobs}: use 1 or more")
     root = Path(cfg.output_dir)
     lock = f".cotdistill.shard-{shard[0]}-of-{shard[1]}.lock" if shard else ".cotdistill.lock"
     with claim(root, "study", flag="output_dir", identity=cfg.name, lock=lock):

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .fileio import atomic_write_text
-from .errors import UserError, field_error
+from .errors import UserError, field_error, opt
 
 from .spec import FORMATS, FormatField, Level, LevelField  # noqa: F401  (FORMATS, Level re-exported)
 
@@ -84,7 +84,7 @@ def require_one_cell(traces: list[Trace], what: str = "the traces") -> None:
     if len(comp) > 1:
         cells = ", ".join(f"{k} ({n})" for k, n in comp.items())
         raise UserError(f"{what} hold {len(comp)} supervision cells: {cells}; pick one with --teachers/--levels/--formats, "
-                        "or pass --mix to train on the mixture")
+                        f"or pass {opt('mix')} to train on the mixture")
     tasks: dict[str, int] = {}
     for t in traces:
         tasks[t.task] = tasks.get(t.task, 0) + 1
@@ -322,9 +322,9 @@ def export_traces(
     if to not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {to!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; pass a directory")
+        raise UserError(f"{opt('out')} {out} is a file; pass a directory")
     if to == "hf" and out.is_dir() and any(out.iterdir()) and not (out / "state.json").exists():
-        raise UserError(f"--out {out} is a non-empty directory that is not a saved dataset; pass a new or empty directory")
+        raise UserError(f"{opt('out')} {out} is a non-empty directory that is not a saved dataset; pass a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     if to == "llamafactory":
@@ -337,7 +337,7 @@ def export_traces(
             try:
                 info = json.loads(info_path.read_text(encoding="utf-8"))
             except json.JSONDecodeError:
-                raise UserError(f"{info_path} exists but is not valid JSON; delete it or pick another --out") from None
+                raise UserError(f"{info_path} exists but is not valid JSON; delete it or pick another {opt('out')}") from None
         for name, rows in sorted(groups.items()):
             p = out / f"{name}.json"
             atomic_write_text(p, json.dumps(rows, ensure_ascii=False, indent=1) + "\n")

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .artifacts import COMPLETE, content_key, is_complete, mark_complete  # noqa: F401  (COMPLETE, is_complete re-exported)
 from .fileio import atomic_write_text, load_yaml_mapping
-from .errors import UserError, field_error, validation_error
+from .errors import UserError, field_error, opt, validation_error
 from .progress import Progress
 from .spec import OBJECTIVES, TEACHER_MODEL_OBJECTIVES, Objective  # noqa: F401  (re-exported)
 from .template import NAMED_TEMPLATES, PromptTemplate
@@ -304,7 +304,7 @@ def load_traces(items: Sequence[Trace | str | os.PathLike]) -> list[Trace]:
         else:
             raise UserError(f"{p} has no traces: expected trace JSONL or a JSON list of {{instruction, output}}")
     if not traces:
-        raise UserError("no training traces: pass at least one non-empty --traces file")
+        raise UserError(f"no training traces: pass at least one non-empty {opt('traces')} file")
     return traces
 
 
@@ -910,15 +910,15 @@ def _train(
         k = kind_of(out)
         if k not in ("empty", "model"):
             what = KINDS.get(k, "a file" if k == "file" else "a non-empty directory that cotdistill did not write")
-            raise UserError(f"--out {out} is {what}, not a model directory: choose another --out "
-                            "(--overwrite replaces only a model directory)")
+            raise UserError(f"{opt('out_dir', 'out')} {out} is {what}, not a model directory: choose another {opt('out_dir', 'out')} "
+                            f"({opt('overwrite')} replaces only a model directory)")
         if is_complete(out) and resume and not overwrite:
             return load_result(out)
         if not overwrite:
             what = "a finished run" if is_complete(out) else "a directory that is not a finished run"
-            raise UserError(f"output directory {out} already exists ({what}): choose another --out or pass --overwrite")
+            raise UserError(f"output directory {out} already exists ({what}): choose another {opt('out_dir', 'out')} or pass {opt('overwrite')}")
     if cfg.push_to_hub and not cfg.hub_model_id:
-        raise UserError("push_to_hub needs hub_model_id (--hub-model-id user/name)")
+        raise UserError(f"{opt('push_to_hub')} needs {opt('hub_model_id')} (user/name)")
     data = load_traces(traces)
     data = [t for t in data if t.output.strip()]
     if not data:
@@ -1076,13 +1076,13 @@ def _train(
             if old_key is not None and old_key != run_key:
                 raise OtherRunError(
                     f"{work} holds an interrupted run with a different config, student or data: "
-                    "rerun with the original settings, or pass --overwrite to start over"
+                    f"rerun with the original settings, or pass {opt('overwrite')} to start over"
                 )
             resume_from = last
         else:
             raise UserError(
-                f"{work} holds an interrupted run (last {last.name}): pass --resume to continue it "
-                "or --overwrite to start over"
+                f"{work} holds an interrupted run (last {last.name}): pass {opt('resume')} to continue it "
+                f"or {opt('overwrite')} to start over"
             )
     if overwrite and out.exists() and main:
         shutil.rmtree(out)

@@ -59,7 +59,7 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e.for_cli()}", file=sys.stderr)
         sys.exit(2)
     except usage_error as e:
         ctx = getattr(e, "ctx", None)

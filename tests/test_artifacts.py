@@ -232,3 +232,32 @@ def test_evaluate_refuses_stale_predictions_of_a_model_retrained_at_the_same_pat
         evaluate(str(model), test, out_dir=tmp_path / "eval", max_new_tokens=8, progress=False)
     m = evaluate(str(model), test, out_dir=tmp_path / "eval", max_new_tokens=8, progress=False, overwrite=True)
     assert m["n_generated_this_run"] == 4
+
+
+def test_run_record_resumes_the_same_identity_and_names_what_differs(tmp_path):
+    """One record per resumable stage: the identity fields and their key; a rerun with another
+    identity is told which fields differ; older records are upgraded or compared by key."""
+    from cotdistill.artifacts import RunRecord, content_key
+    from cotdistill.errors import UserError
+
+    ident = {"model": "m", "task": "svamp", "decoding": "greedy"}
+    r = RunRecord(tmp_path / "rec.json", ident)
+    assert r.differences() == [] and r.stored() is None
+    r.write()
+    assert json.loads((tmp_path / "rec.json").read_text()) == {**ident, "key": content_key(ident)}
+    assert RunRecord(tmp_path / "rec.json", dict(ident)).differences() == []
+    assert RunRecord(tmp_path / "rec.json", {**ident, "decoding": "beam:4", "task": "gsm8k"}).differences() == ["task", "decoding"]
+    # a field an older record did not hold: compared only when it is not optional
+    assert RunRecord(tmp_path / "rec.json", {**ident, "model_key": "k"}, optional=("model_key",)).differences() == []
+    assert RunRecord(tmp_path / "rec.json", {**ident, "model_key": "k"}).differences() == ["model_key"]
+    # exact: a recorded field that is no longer part of the identity differs; upgrade fills added fields
+    assert RunRecord(tmp_path / "rec.json", {"model": "m", "task": "svamp"}, exact=True).differences() == ["decoding"]
+    up = RunRecord(tmp_path / "rec.json", {**ident, "new": 1}, exact=True, upgrade=lambda rec: {"new": 1, **rec})
+    assert up.differences() == []
+    # a key-only record (older training runs) is compared by key
+    (tmp_path / "key.json").write_text(json.dumps({"key": content_key(ident, compact=False)}))
+    assert RunRecord(tmp_path / "key.json", ident, compact=False).differences() == []
+    assert RunRecord(tmp_path / "key.json", {**ident, "task": "x"}, compact=False).differences() == ["key"]
+    (tmp_path / "bad.json").write_text("{torn")
+    with pytest.raises(UserError, match=r"bad.json is corrupt: delete it or start over with overwrite"):
+        RunRecord(tmp_path / "bad.json", ident).differences()

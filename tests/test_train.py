@@ -374,6 +374,9 @@ def test_killed_run_resumes_to_the_same_final_weights(shared_data, tmp_path):
 
     r = _cli(*args)  # without --resume: refused, the interrupted run is kept
     assert r.returncode == 2 and "--resume" in r.stderr
+    r = _cli(*args, "--resume", "--lr", "0.5")  # other settings: refused, naming what differs; the run is kept
+    assert r.returncode == 2 and "with a different config:" in r.stderr and "--overwrite" in r.stderr
+    assert json.loads((out.with_name("run.partial") / "run_key.json").read_text())["config"]["learning_rate"] == cfg.learning_rate
     r = _cli(*args, "--resume")
     assert r.returncode == 0, r.stderr
     s = json.loads((out / "train_summary.json").read_text())

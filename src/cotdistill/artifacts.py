@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, opt
 from .fileio import atomic_write_text
 
 MARKER = ".cotdistill.json"
@@ -102,6 +102,54 @@ def is_complete(path: str | os.PathLike, key: str | None = None) -> bool:
     if (p / COMPLETE).is_file():
         return key is None or completed_key(p) in (key, None)
     return key is None and any((p / name).is_file() for name in _LEGACY_COMPLETE)
+
+class RunRecord:
+    """What a resumable stage directory was made with, in one JSON file: the identity fields (the
+    settings that change its output) and their content key. A rerun with the same identity
+    resumes; one with another identity is refused, naming the fields that differ. Every resumable
+    stage keeps one: ``eval_config.json`` (evaluate), ``run_key.json`` (an interrupted training run),
+    ``settings.json`` (select).
+
+    ``upgrade`` turns a record written by an older version into today's form (fields added since,
+    with the value that reproduces what it was made with); ``optional`` fields an older record did
+    not hold are not compared; with ``exact``, a recorded field that is no longer part of the
+    identity is a difference too. A record holding only a key (older training runs) is compared by key."""
+
+    def __init__(self, path: str | os.PathLike, identity: dict[str, Any], *, compact: bool = True,
+                 optional: tuple[str, ...] = (), upgrade: Any = None, exact: bool = False):
+        self.path = Path(path)
+        self.identity = identity
+        self.key = content_key(identity, compact=compact)
+        self.optional = optional
+        self.upgrade = upgrade
+        self.exact = exact
+
+    def stored(self) -> dict[str, Any] | None:
+        """The record on disk (None when absent); a corrupt one is a one-line UserError."""
+        if not self.path.is_file():
+            return None
+        try:
+            rec = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            rec = None
+        if not isinstance(rec, dict):
+            raise UserError(f"{self.path} is corrupt: delete it or start over with {opt('overwrite')}")
+        return self.upgrade(rec) if self.upgrade else rec
+
+    def differences(self) -> list[str]:
+        """The identity fields whose recorded value differs from now (empty: the same run, or none recorded)."""
+        rec = self.stored()
+        if rec is None:
+            return []
+        fields = [k for k in self.identity if k != "key"]
+        if not any(k in rec for k in fields):  # a key-only record
+            return [] if rec.get("key") in (None, self.key) else ["key"]
+        names = fields + (sorted(set(rec) - set(fields) - {"key"}) if self.exact else [])  # identity order first
+        return [k for k in names if rec.get(k) != self.identity.get(k) and not (k in self.optional and k not in rec)]
+
+    def write(self) -> None:
+        atomic_write_text(self.path, json.dumps({**self.identity, "key": self.key}, indent=2, default=str) + "\n")
+
 
 KINDS = {
     "generate": "a `cotdistill generate` run",

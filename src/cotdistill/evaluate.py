@@ -33,7 +33,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .artifacts import check as check_out, claim, model_key
+from .artifacts import RunRecord, check as check_out, claim, model_key
 from .progress import Progress, Reporter
 # the records and their one reader / writer (re-exported: `from cotdistill.evaluate import read_predictions`)
 from .records import (METRICS_FILE, PREDICTIONS_FILE, Prediction, append_predictions, read_metrics,  # noqa: F401
@@ -43,7 +43,7 @@ from .score import rescore, response, score_output, score_responses, score_run, 
 # the student runtime (loading, prompts, decoding, log-likelihoods) is shared with select and mix
 from .runtime import (DTYPES, Generation, HFGenerator, StudentRuntime, _model_label, hub_reachable,  # noqa: F401
                       load_model, parse_decoding, resolve_device, resolve_template)
-from .fileio import atomic_write_text, load_yaml_mapping
+from .fileio import load_yaml_mapping
 from .errors import UserError, opt, validation_error
 from .stats import mcnemar_exact, paired_bootstrap_ci
 from .tasks.base import Example
@@ -307,23 +307,19 @@ def _evaluate(
         if overwrite:
             for f in (PREDICTIONS_FILE, METRICS_FILE, CONFIG_FILE):
                 (out / f).unlink(missing_ok=True)
-        if cfg_path.exists():
-            try:
-                old = json.loads(cfg_path.read_text())
-            except json.JSONDecodeError:
-                raise UserError(f"{cfg_path} is corrupt: delete it or pass {opt('overwrite')}") from None
-            # (a key an older directory did not record is not compared: it resumes)
-            diff = [k for k in run_sig if old.get(k) != run_sig[k] and not (k == "model_key" and k not in old)]
-            if diff:
-                k = diff[0]
-                what = ("the model at this path changed since (retrained or replaced)" if k == "model_key"
-                        else f"{k}: {old.get(k)!r} vs now {run_sig[k]!r}")
-                raise UserError(f"{out} holds predictions of another evaluation ({what}); "
-                                f"use another {opt('out_dir', 'out')} or pass {opt('overwrite')}")
-        elif pred_path.exists() and pred_path.stat().st_size:
+        record = RunRecord(cfg_path, run_sig, optional=("model_key",))  # (older directories did not record the model's key)
+        diff = record.differences()
+        if diff:
+            k = diff[0]
+            old = record.stored() or {}
+            what = ("the model at this path changed since (retrained or replaced)" if k == "model_key"
+                    else f"{k}: {old.get(k)!r} vs now {run_sig.get(k)!r}")
+            raise UserError(f"{out} holds predictions of another evaluation ({what}); "
+                            f"use another {opt('out_dir', 'out')} or pass {opt('overwrite')}")
+        if not cfg_path.exists() and pred_path.exists() and pred_path.stat().st_size:
             raise UserError(f"{pred_path} exists without {CONFIG_FILE}: use another {opt('out_dir', 'out')} or pass {opt('overwrite')}")
         if not cfg_path.exists():
-            atomic_write_text(cfg_path, json.dumps(run_sig, indent=2) + "\n")
+            record.write()
         if pred_path.exists():
             wanted = {e.id for e in examples}
             for r in read_predictions(pred_path, repair=True):

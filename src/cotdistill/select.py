@@ -76,7 +76,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .fileio import atomic_write_json
 from .records import SELECTION_FILE, StudyLayout, read_predictions, read_results, read_selection, write_selection
 from .stats import wilson_ci
-from .artifacts import check as check_out, claim
+from .artifacts import RunRecord, check as check_out, claim
 from .errors import GenerateOptions, UserError, drop_masked_secrets, opt, validation_error
 from .spec import TEACHER_MODEL_OBJECTIVES, Candidate, FormatField, ObjectiveField, parse_level_spec, teacher_members
 from .mix import (TraceSource, build_traces, is_loss_mix, loss_mix_table, mix_levels, segment_pieces, student_losses,
@@ -813,26 +813,27 @@ _ADDED_FIELDS = {"screen_batch": 1.0}  # (objectives: the recorded train.objecti
 
 
 def _claim_out_dir(out: Path, cfg: SelectConfig) -> None:
-    """Record the settings in ``out/settings.json``; a rerun with other settings would reuse rounds
-    trained differently, so it is refused with the fields that differ."""
+    """Record the settings in ``out/settings.json`` (:class:`cotdistill.artifacts.RunRecord`); a rerun
+    with other settings would reuse rounds trained differently, so it is refused with the fields that differ."""
     now = cfg.model_dump(mode="json", exclude=set(_RUNTIME_FIELDS))
-    path = out / "settings.json"
-    if path.is_file():
+
+    def upgrade(before: dict[str, Any]) -> dict[str, Any]:  # a directory written before fields were added
+        train_obj = (before.get("train") or {}).get("objective") or "sft"
+        return {**_ADDED_FIELDS, "objectives": [train_obj], **before}
+
+    record = RunRecord(out / "settings.json", now, upgrade=upgrade, exact=True)
+    if record.path.is_file():
         try:
-            before = json.loads(path.read_text())
-        except (OSError, ValueError):
-            before = None
-        if isinstance(before, dict):
-            train_obj = (before.get("train") or {}).get("objective") or "sft"
-            before = {**_ADDED_FIELDS, "objectives": [train_obj], **before}
-        if isinstance(before, dict) and before != now:
-            diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-            raise UserError(f"select: {out} holds a selection made with other settings ({', '.join(diff)}); "
+            diff = record.differences()
+        except UserError:
+            diff = []  # an unreadable record is replaced
+        if diff:
+            raise UserError(f"select: {out} holds a selection made with other settings ({', '.join(sorted(diff))}); "
                             f"use a new {opt('out')}, or delete that directory to start over")
     elif (out / "runs").is_dir():
         raise UserError(f"select: {out} has runs but no settings.json (another version or tool made them); "
                         f"use a new {opt('out')}, or delete that directory")
-    atomic_write_json(path, now)
+    record.write()
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .artifacts import COMPLETE, content_key, is_complete, mark_complete  # noqa: F401  (COMPLETE, is_complete re-exported)
+from .artifacts import COMPLETE, RunRecord, is_complete, mark_complete  # noqa: F401  (COMPLETE, is_complete re-exported)
 from .fileio import atomic_write_text, load_yaml_mapping
 from .errors import UserError, field_error, opt, validation_error
 from .progress import Progress
@@ -1060,22 +1060,24 @@ def _train(
         _stack.enter_context(hold(out.with_name(f".{out.name}.lock"), f"--out {out}"))
 
     # ---- run identity / resume -------------------------------------------------------------
-    run_key = content_key(
-        {"config": cfg.model_dump(mode="json", exclude={"threads", "logging_steps", "keep_checkpoints", "report_to", "lm_head", "kd_cache",
+    record = RunRecord(work / "run_key.json", {
+        "config": cfg.model_dump(mode="json", exclude={"threads", "logging_steps", "keep_checkpoints", "report_to", "lm_head", "kd_cache",
                                                     "run_name", "push_to_hub", "hub_model_id", "hub_private_repo"}),
-         "student": student, "data": fp, "world": world}, compact=False)
+        "student": student, "data": fp, "world": world}, compact=False)
+    run_key = record.key
     resume_from = None
     if work.exists():
-        key_file = work / "run_key.json"
-        old_key = json.loads(key_file.read_text()).get("key") if key_file.is_file() else None
         last = _last_checkpoint(ckpt_dir)
         if overwrite or last is None:
             if main:
                 shutil.rmtree(work, ignore_errors=True)
         elif resume:
-            if old_key is not None and old_key != run_key:
+            diff = record.differences()
+            if diff:
+                what = {"config": "config", "student": "student", "data": "training data", "world": "number of processes",
+                        "key": "config, student or data"}
                 raise OtherRunError(
-                    f"{work} holds an interrupted run with a different config, student or data: "
+                    f"{work} holds an interrupted run with a different {' and '.join(what.get(k, k) for k in diff)}: "
                     f"rerun with the original settings, or pass {opt('overwrite')} to start over"
                 )
             resume_from = last
@@ -1088,7 +1090,7 @@ def _train(
         shutil.rmtree(out)
     if main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(work / "run_key.json", json.dumps({"key": run_key}) + "\n")
+        record.write()
 
     # ---- trainer -------------------------------------------------------------------------
     device_type = "cuda" if torch.cuda.is_available() and not os.environ.get("ACCELERATE_USE_CPU") else "cpu"

@@ -34,3 +34,32 @@ def test_usage_errors_are_one_line():
     r = subprocess.run([sys.executable, "-m", "cotdistill", "train", "--studnet", "x"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error: No such option: --studnet")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_flags_of_config_fields_take_their_help_and_default_from_the_config():
+    """One source for a setting: the flag of a config field is named after it and its help is the
+    field's description and default (train, evaluate, generate, select)."""
+    import typer.main
+
+    from cotdistill.cli import app
+    from cotdistill.evaluate import EvalConfig
+    from cotdistill.generate import GenerateConfig
+    from cotdistill.select import SelectConfig
+    from cotdistill.train import TrainConfig
+
+    group = typer.main.get_command(app)
+    checked = 0
+    for name, model, least in (("train", TrainConfig, 20), ("evaluate", EvalConfig, 7), ("generate", GenerateConfig, 19),
+                               ("select", SelectConfig, 20)):
+        n = 0
+        for p in group.commands[name].params:
+            field = {"lr": "learning_rate"}.get(p.name, p.name)
+            if field not in model.model_fields or (name, field) in (("select", "out"), ("select", "data_dir")):
+                continue
+            desc = model.model_fields[field].description
+            assert desc and desc.rstrip(".") in p.help and f"[config: {field}" in p.help, (name, field, p.help)
+            assert "--" + field.replace("_", "-") in p.opts, (name, field, p.opts)
+            n += 1
+        assert n >= least, (name, n)
+        checked += n
+    assert checked >= 66

@@ -369,6 +369,12 @@ def test_eval_config_yaml(tmp_path):
     p.write_text("decoding: nucleus\n")
     with pytest.raises(UserError, match=r"eval.yaml: field 'decoding'.*beam:N"):
         EvalConfig.from_yaml(p)
+    # `evaluate --config FILE` with flags on top: the flags win, validated together
+    p.write_text("decoding: beam:5\nmax_new_tokens: 64\n")
+    c = EvalConfig.load(p, max_new_tokens=32, batch_size=None)
+    assert (c.decoding, c.max_new_tokens, c.batch_size) == ("beam:5", 32, "auto")
+    with pytest.raises(UserError, match=r"eval.yaml \(with the command-line options\): field 'cache'"):
+        EvalConfig.load(p, cache="warm")
 
 
 def test_rescore_grades_stored_outputs_with_the_current_checker(tmp_path):

@@ -68,17 +68,27 @@ class EvalConfig(BaseModel):
     batch_size: Union[int, Literal["auto"]] = Field("auto", description="Rows decoded at once; 'auto' keeps rows x (prompt + new tokens) <= 64k, at most 96.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N items (in task order).")
     template: str | None = Field(None, description="Named template (plain, qa, alpaca, chat); default: the one saved with the model, else the tokenizer's chat template, else plain.")
-    backend: Literal["transformers", "vllm"] = Field("transformers", description="vllm needs `pip install 'cotdistill[vllm]'` and a CUDA GPU.")
+    backend: Literal["transformers", "vllm"] = Field("transformers", description="transformers, or vllm (needs `pip install 'cotdistill[vllm]'` and a CUDA GPU).")
     cache: Literal["auto", "dynamic", "static"] = Field("auto", description="KV cache of the transformers backend; auto switches to static when outputs fill max_new_tokens.")
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "EvalConfig":
         """Load from YAML; unknown keys or bad values are a one-line UserError naming the file."""
-        data = load_yaml_mapping(path, ", ".join(cls.model_fields))
+        return cls.load(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, **overrides: Any) -> "EvalConfig":
+        """A YAML file (or nothing) with ``overrides`` (command-line flags) on top, validated once;
+        unknown keys or bad values are a one-line UserError naming the file."""
+        data = load_yaml_mapping(path, ", ".join(cls.model_fields)) if path is not None else {}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        source = str(path) if path is not None else "the command-line options"
+        if path is not None and overrides:
+            source += " (with the command-line options)"
         try:
             return cls.model_validate(data)
         except ValidationError as e:
-            raise validation_error(e, str(path), cls) from None
+            raise validation_error(e, source, cls) from None
 
     @field_validator("decoding")
     @classmethod

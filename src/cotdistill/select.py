@@ -104,7 +104,7 @@ class SelectConfig(BaseModel):
                                 description="teacher specs; 'union:a+b' for a union of teachers")
     levels: list[Union[int, str]] = Field(default_factory=lambda: [0, 2, 3, 4, 6], min_length=1,
                                           description="0..6, 'human', 'mix:A-B', 'mix:A-B:loss', 'mix:difficulty', 'curriculum:A-B'")
-    formats: list[FormatField] = Field(default_factory=lambda: ["cot"], min_length=1)
+    formats: list[FormatField] = Field(default_factory=lambda: ["cot"], min_length=1, description="formats among cot, subq, rar, sym (or the paper's BSM, RaR, SYM)")
     objectives: list[ObjectiveField] = Field(
         default_factory=lambda: ["sft"], min_length=1,
         description="training objectives crossed with the supervision candidates: sft, step-by-step, logit-kd and "
@@ -146,7 +146,7 @@ class SelectConfig(BaseModel):
                                                            "10 % of the run; rejects / halving solved from the budget)")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields (max_steps = the full run's length)")
     generate: GenerateOptions = Field(default_factory=dict, description="GenerateConfig fields for non-lab teachers")
-    eval_batch_size: int = Field(100, ge=1)
+    eval_batch_size: int = Field(100, ge=1, description="validation items decoded at once")
     threads: int | None = Field(None, ge=1, description="torch threads")
 
     @field_validator("screen_batch")

@@ -91,16 +91,16 @@ class TrainConfig(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="token budget (prompt+completion, no padding); converted to steps from the mean example length")
     batch_size: int = Field(64, ge=1, description="effective batch in examples per optimizer step (all devices, all accumulation steps)")
     micro_batch_size: int | None = Field(None, ge=1, description="examples per forward pass per device; default: batch_size / devices (no accumulation)")
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field("cosine", description="learning-rate schedule after warmup")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of the peak lr")
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    adam_beta1: float = Field(0.9, ge=0, lt=1)
-    adam_beta2: float = Field(0.999, ge=0, lt=1)
-    adam_epsilon: float = Field(1e-8, gt=0)
-    max_grad_norm: float = Field(1.0, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="linear warmup steps from 0 to the peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon")
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient-norm clipping threshold (0: no clipping)")
     optim: Literal["adamw_torch_fused", "adamw_torch"] = Field("adamw_torch_fused", description="AdamW implementation (transformers' names); fused is one kernel over all parameters, also on CPU")
-    seed: int = 100
+    seed: int = Field(100, description="random seed (initialisation, data order, dropout)")
     # data
     cutoff_len: int = Field(4096, ge=8, description="longest example in tokens (prompt + completion + EOS); see overlong")
     overlong: Literal["drop", "truncate"] = Field("drop", description="an example longer than cutoff_len: drop it (counted in the summary), or truncate the middle of its completion keeping the final answer and EOS")
@@ -123,17 +123,17 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="mixed-precision autocast; auto = bf16 where the device supports it")
     model_dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype of the loaded weights (pretrained students)")
     attn_implementation: str | None = Field(None, description="e.g. sdpa, eager, flash_attention_2; default: the model's")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (less memory, about a third more compute)")
     lm_head: Literal["targets", "all"] = Field("targets", description="targets: compute the LM head only where the loss is taken (checked against the model's own loss; all otherwise)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
     peak_tflops: float | None = Field(None, gt=0, description="device peak TFLOP/s for MFU (known GPUs are detected)")
     # LoRA
-    lora: LoraSettings = LoraSettings()
+    lora: LoraSettings = Field(LoraSettings(), description="LoRA (peft) instead of full fine-tuning: enabled, r, alpha, dropout, target_modules")
     # checkpoints / logging
     save_steps: int = Field(200, ge=1, description="checkpoint interval (optimizer steps)")
-    save_total_limit: int = Field(2, ge=1)
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept while training (the oldest are deleted)")
     keep_checkpoints: bool = Field(False, description="keep <out>.partial/checkpoints after success")
-    logging_steps: int = Field(10, ge=1)
+    logging_steps: int = Field(10, ge=1, description="log loss, learning rate and tokens/s every this many optimizer steps")
     report_to: list[str] = Field(default_factory=list, description="experiment trackers, as transformers names them: tensorboard (written to <out>/tensorboard), wandb, mlflow, ...; empty = none")
     run_name: str | None = Field(None, description="run name shown by the trackers")
     # publishing

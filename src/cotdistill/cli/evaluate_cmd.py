@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from ._common import DataDirOpt, console, opt_path
+from ..evaluate import EvalConfig  # (light: pydantic only) the flags' help comes from its fields
+from ._common import DataDirOpt, console, field_option, opt_path
 
 
 def _summary(m: dict, out: Path | None) -> None:
@@ -42,37 +43,41 @@ def register(app: typer.Typer) -> None:
         task: str = typer.Option(..., "--task", help="Task name (see `cotdistill tasks`)."),
         out: Path = typer.Option(..., "--out", help="Output directory: predictions.jsonl, metrics.json (resumable)."),
         split: str = typer.Option("test", "--split", help="Split to evaluate."),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N items."),
-        decoding: str = typer.Option("greedy", "--decoding", help="greedy or beam:N (e.g. beam:5)."),
-        max_new_tokens: str = typer.Option("auto", "--max-new-tokens", help="Generation cap per item, or auto: 1.5 x the longest completion the model was trained on + 16 (512 for other models)."),
-        batch_size: str = typer.Option("auto", "--batch-size", help="auto or a positive integer."),
-        template: Optional[str] = typer.Option(None, "--template", help="Prompt template name (plain, qa, alpaca, chat); default: the one saved with the model."),
-        backend: str = typer.Option("transformers", "--backend", help="transformers or vllm (optional extra)."),
+        limit: Optional[int] = field_option(EvalConfig, "limit", min=1),
+        decoding: Optional[str] = field_option(EvalConfig, "decoding"),
+        max_new_tokens: Optional[str] = field_option(EvalConfig, "max_new_tokens"),
+        batch_size: Optional[str] = field_option(EvalConfig, "batch_size"),
+        template: Optional[str] = field_option(EvalConfig, "template"),
+        backend: Optional[str] = field_option(EvalConfig, "backend"),
         device: str = typer.Option("auto", "--device", help="auto (GPU when visible), cpu, cuda, cuda:N."),
         dtype: str = typer.Option("float32", "--dtype", help="float32 (exact, batch-invariant), bfloat16, float16, or auto (as stored)."),
-        cache: str = typer.Option("auto", "--cache", help="KV cache: auto, dynamic or static (transformers backend)."),
+        cache: Optional[str] = field_option(EvalConfig, "cache"),
         threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML EvalConfig (keys: the config names shown; flags override it)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier predictions in --out instead of resuming."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
         data_dir: Optional[Path] = DataDirOpt,
     ) -> None:
         """Evaluate a model zero-shot on a task split: accuracy with a 95 % CI, per-item predictions."""
-        from ..errors import UserError
         from ..evaluate import evaluate, parse_batch_size, parse_decoding, parse_max_new_tokens
 
-        parse_decoding(decoding)
-        bs = parse_batch_size(batch_size)
-        cap = parse_max_new_tokens(max_new_tokens, "--max-new-tokens")
-        if backend not in ("transformers", "vllm"):
-            raise UserError(f"--backend {backend!r}: choose transformers or vllm")
+        given = dict(decoding=decoding, max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit,
+                     template=template, backend=backend, cache=cache)
+        given = {k: v for k, v in given.items() if v is not None}
+        if "decoding" in given:  # flags are checked as flags: the error names --decoding
+            parse_decoding(given["decoding"])
+        if "batch_size" in given:
+            given["batch_size"] = parse_batch_size(given["batch_size"])
+        if "max_new_tokens" in given:
+            given["max_new_tokens"] = parse_max_new_tokens(given["max_new_tokens"], "--max-new-tokens")
+        cfg = EvalConfig.load(config, **given)
         if threads:
             import torch
 
             torch.set_num_threads(threads)
         m = evaluate(
-            model, task=task, split=split, out_dir=out, decoding=decoding, max_new_tokens=cap,
-            batch_size=bs, limit=limit, progress=not quiet, template=template, data_dir=opt_path(data_dir),
-            backend=backend, overwrite=overwrite, device=device, dtype=dtype, cache=cache,
+            model, task=task, split=split, out_dir=out, progress=not quiet, data_dir=opt_path(data_dir),
+            overwrite=overwrite, device=device, dtype=dtype, config=cfg,
         )
         _summary(m, out)
 

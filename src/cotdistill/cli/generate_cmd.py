@@ -12,7 +12,8 @@ import typer
 
 from ..errors import UserError, validation_error
 from ..fileio import load_yaml_mapping
-from ._common import DataDirOpt, console, err_console, opt_path
+from ..generate import GenerateConfig  # (light: pydantic only) the flags' help comes from its fields
+from ._common import DataDirOpt, console, err_console, field_option, opt_path
 
 
 def _config(base: dict[str, Any], overrides: dict[str, Any], source: str):
@@ -86,27 +87,27 @@ def register(app: typer.Typer) -> None:
         task: Optional[str] = typer.Option(None, "--task", help="Task name (see `cotdistill tasks`); not with --from-traces."),
         from_traces: Optional[Path] = typer.Option(None, "--from-traces", help="Rewrite the rationales of this trace file (one cell, e.g. long reasoning traces) at --levels, keeping each final answer."),
         split: str = typer.Option("train", "--split", help="Split to generate for."),
-        teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="backend:model — openai:MODEL, hf:PATH, vllm:PATH, replay:FILE, lab."),
-        levels: Optional[str] = typer.Option(None, "--levels", help="Levels, e.g. 1-6 or 0,3,5 (0 = answer only, no call). Default 1-6."),
-        formats: Optional[str] = typer.Option(None, "--formats", help="Formats among cot,subq,rar,sym. Default cot."),
-        samples: Optional[int] = typer.Option(None, "--samples", help="Samples per example/level/format (default 1)."),
-        concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Calls in flight (openai; default 32)."),
+        teacher: Optional[str] = field_option(GenerateConfig, "teacher", "--teacher", "-t"),
+        levels: Optional[str] = field_option(GenerateConfig, "levels", note="E.g. 1-6 or 0,3,5."),
+        formats: Optional[str] = field_option(GenerateConfig, "formats", note="Comma-separated."),
+        samples: Optional[int] = field_option(GenerateConfig, "samples"),
+        concurrency: Optional[int] = field_option(GenerateConfig, "concurrency"),
         limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N examples."),
-        temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (default 0)."),
-        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Completion token cap (default 1024)."),
-        timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds per request (default 120)."),
-        max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Retries per call (default 6)."),
-        rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests-per-minute limit."),
-        tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens-per-minute limit."),
-        base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (default $OPENAI_BASE_URL). The key is read from $OPENAI_API_KEY only."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size for hf/vllm teachers (default 16)."),
-        replay_teacher: Optional[str] = typer.Option(None, "--replay-teacher", help="Replay only this teacher's traces."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (backends that take one)."),
-        reasoning_effort: Optional[str] = typer.Option(None, "--reasoning-effort", help="Reasoning models: low, medium or high (passed through)."),
-        hint_gold: bool = typer.Option(False, "--hint-gold", help="Show the gold answer to the teacher."),
-        price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per 1M prompt tokens (cost column)."),
-        price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per 1M completion tokens (reasoning tokens included)."),
-        max_cost: Optional[float] = typer.Option(None, "--max-cost", help="USD: stop launching calls before this would be exceeded (needs prices)."),
+        temperature: Optional[float] = field_option(GenerateConfig, "temperature"),
+        max_tokens: Optional[int] = field_option(GenerateConfig, "max_tokens"),
+        timeout: Optional[float] = field_option(GenerateConfig, "timeout"),
+        max_retries: Optional[int] = field_option(GenerateConfig, "max_retries"),
+        rpm: Optional[float] = field_option(GenerateConfig, "rpm"),
+        tpm: Optional[float] = field_option(GenerateConfig, "tpm"),
+        base_url: Optional[str] = field_option(GenerateConfig, "base_url", note="The key is read from $OPENAI_API_KEY only."),
+        batch_size: Optional[int] = field_option(GenerateConfig, "batch_size"),
+        replay_teacher: Optional[str] = field_option(GenerateConfig, "replay_teacher"),
+        seed: Optional[int] = field_option(GenerateConfig, "seed"),
+        reasoning_effort: Optional[str] = field_option(GenerateConfig, "reasoning_effort"),
+        hint_gold: bool = field_option(GenerateConfig, "hint_gold", default=False),
+        price_in: Optional[float] = field_option(GenerateConfig, "price_in"),
+        price_out: Optional[float] = field_option(GenerateConfig, "price_out"),
+        max_cost: Optional[float] = field_option(GenerateConfig, "max_cost"),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML file with generate options (flags override it)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the number of calls and a token estimate; call nothing."),
         data_dir: Optional[Path] = DataDirOpt,

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from ._common import console, err_console
+from ..select import SelectConfig  # (light: pydantic only) the flags' help comes from its fields
+from ._common import console, err_console, field_option
 
 
 def _split(values: Optional[List[str]]) -> Optional[list[str]]:
@@ -60,33 +61,33 @@ def _task_options(items: Optional[List[str]]) -> dict:
 def register(app: typer.Typer) -> None:
     @app.command("select")
     def select_cmd(
-        task: Optional[str] = typer.Option(None, "--task", help="Task name (e.g. arith)."),
-        student: Optional[str] = typer.Option(None, "--student", help="Student: HF path/name or scratch:<family>-<size>."),
-        teachers: Optional[List[str]] = typer.Option(None, "--teachers", help="Teacher specs, comma-separated or repeated; union:a+b for a union."),
-        levels: Optional[List[str]] = typer.Option(None, "--levels", help="Levels: 0..6, human, mix:A-B, mix:difficulty, curriculum:A-B (comma-separated)."),
-        formats: Optional[List[str]] = typer.Option(None, "--formats", help="Formats among cot, subq, rar, sym (comma-separated)."),
-        objectives: Optional[List[str]] = typer.Option(None, "--objectives", help="Training objectives crossed with the candidates: sft (default), step-by-step, logit-kd, on-policy, preference (comma-separated)."),
+        task: Optional[str] = field_option(SelectConfig, "task"),
+        student: Optional[str] = field_option(SelectConfig, "student"),
+        teachers: Optional[List[str]] = field_option(SelectConfig, "teachers", note="Comma-separated or repeated."),
+        levels: Optional[List[str]] = field_option(SelectConfig, "levels", note="Comma-separated or repeated."),
+        formats: Optional[List[str]] = field_option(SelectConfig, "formats", note="Comma-separated or repeated."),
+        objectives: Optional[List[str]] = field_option(SelectConfig, "objectives", note="Comma-separated or repeated."),
         teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="logit-kd / on-policy: a local model sharing the student's tokenizer (train.teacher_model)."),
-        budget: Optional[str] = typer.Option(None, "--budget", help="Training tokens (3000000, 3M) or a share of the full grid (40%, 0.4). Default 40%."),
+        budget: Optional[str] = field_option(SelectConfig, "budget", note="E.g. 3000000, 3M, 40% or 0.4."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output directory (selection.json, summary.md, traces.jsonl)."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Training seed and validation carve (default 0)."),
+        seed: Optional[int] = field_option(SelectConfig, "seed"),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Benchmark data directory."),
         task_option: Optional[List[str]] = typer.Option(None, "--task-option", help="Task option KEY=VALUE (repeatable), e.g. n_train=12800."),
-        schedule: Optional[str] = typer.Option(None, "--schedule", help="race (default: drop only candidates clearly worse than the leader, checkpoints at 10/20/40 % of the run until the budget is spent), rejects (drop the worst each round) or halving (keep the best 1/eta)."),
-        eta: Optional[float] = typer.Option(None, "--eta", help="halving: keep the best 1/eta each round (default 2)."),
-        drop_z: Optional[float] = typer.Option(None, "--drop-z", help="Drop a candidate this many paired standard errors below the leader (default 2.58) ..."),
-        drop_min_gap: Optional[float] = typer.Option(None, "--drop-min-gap", help="... and at least this far below it (default 0.05 = 5 accuracy points)."),
-        cooldown: Optional[str] = typer.Option(None, "--cooldown", help="every (default: each round ends with a linear learning-rate decay, scores compare decayed models) or last (warmup-stable-decay: constant rate until the last round)."),
-        mode: Optional[str] = typer.Option(None, "--mode", help="continue (survivors continue from their checkpoint, WSD schedule) or retrain."),
-        score: Optional[str] = typer.Option(None, "--score", help="soft (default: the gold answer's probability after the student's own rationale), hybrid (1 per right answer, else that probability) or accuracy."),
-        final: Optional[str] = typer.Option(None, "--final", help="trend (default: among candidates the leader is not separated from, the best forecast for the full run from the last two checkpoints) or leader (the best last score). Decides only: a rerun with the other rule reuses every round."),
-        screen_batch: Optional[float] = typer.Option(None, "--screen-batch", help="Batch while screening: a share of the training batch (0.25) or examples (8); the same tokens buy more steps, lr scaled by sqrt. Default 1 (the training batch)."),
-        val_size: Optional[int] = typer.Option(None, "--val-size", help="Validation items carved from the training split (default 200)."),
+        schedule: Optional[str] = field_option(SelectConfig, "schedule"),
+        eta: Optional[float] = field_option(SelectConfig, "eta"),
+        drop_z: Optional[float] = field_option(SelectConfig, "drop_z"),
+        drop_min_gap: Optional[float] = field_option(SelectConfig, "drop_min_gap"),
+        cooldown: Optional[str] = field_option(SelectConfig, "cooldown"),
+        mode: Optional[str] = field_option(SelectConfig, "mode"),
+        score: Optional[str] = field_option(SelectConfig, "score"),
+        final: Optional[str] = field_option(SelectConfig, "final"),
+        screen_batch: Optional[float] = field_option(SelectConfig, "screen_batch"),
+        val_size: Optional[int] = field_option(SelectConfig, "val_size"),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Steps of a full run (default: the student's training default)."),
-        first_steps: Optional[int] = typer.Option(None, "--first-steps", help="Steps of the first round, in screening steps (default: race 10 % of the run; rejects/halving solved from the budget)."),
+        first_steps: Optional[int] = field_option(SelectConfig, "first_steps"),
         train_config: Optional[Path] = typer.Option(None, "--train-config", help="YAML of TrainConfig fields."),
         study: Optional[Path] = typer.Option(None, "--study", help="Take task, teachers, levels, formats and training settings from a study directory; output in STUDY/select/."),
-        threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+        threads: Optional[int] = field_option(SelectConfig, "threads"),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML with SelectConfig fields (flags override it)."),
     ) -> None:
         """Choose the best supervision for one student with a fraction of the grid's compute (racing on a validation split carved from train)."""

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from ._common import console
+from ..train import TrainConfig  # (light: pydantic only) the flags' help comes from its fields
+from ._common import console, field_option
 
 
 def register(app: typer.Typer) -> None:
@@ -16,41 +17,44 @@ def register(app: typer.Typer) -> None:
         traces: List[Path] = typer.Option(..., "--traces", help="Trace JSONL (or alpaca JSON) file; repeat to combine files."),
         student: str = typer.Option(..., "--student", help="Local path or hub name of a causal LM, a .gguf file, smollm2-135m, or scratch:<llama|gemma|bloom>-<xxs|xs|s|m>."),
         out: Path = typer.Option(..., "--out", help="Output model directory (created only when training finishes)."),
-        config: Optional[Path] = typer.Option(None, "--config", help="YAML TrainConfig. Default: paper defaults, or the measured scratch defaults for scratch students."),
-        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (overrides epochs)."),
-        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Token budget (prompt+completion tokens, no padding)."),
-        epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the traces (clears max_steps)."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Effective batch size in examples."),
-        micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", help="Examples per forward pass per device (gradient accumulation makes up the rest)."),
-        lr: Optional[float] = typer.Option(None, "--learning-rate", "--lr", help="Peak learning rate (YAML key learning_rate)."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (init, data order)."),
-        lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA (peft) instead of full fine-tuning."),
-        save_steps: Optional[int] = typer.Option(None, "--save-steps", help="Checkpoint interval in steps."),
-        threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
-        objective: Optional[str] = typer.Option(None, "--objective", help="sft (default), step-by-step, logit-kd, on-policy (these two need --teacher-model) or preference."),
-        target: Optional[str] = typer.Option(None, "--target", help="What a reasoning teacher's trace teaches: response, or reasoning+response (<think> tags)."),
-        teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="logit-kd / on-policy: local teacher model sharing the student's tokenizer."),
-        kd_alpha: Optional[float] = typer.Option(None, "--kd-alpha", help="logit-kd: weight of the cross-entropy (1 - it weighs the KL to the teacher)."),
-        kd_top_k: Optional[int] = typer.Option(None, "--kd-top-k", help="logit-kd: teacher tokens kept per position."),
-        on_policy_lambda: Optional[float] = typer.Option(None, "--on-policy-lambda", help="on-policy: fraction of steps on student samples."),
-        on_policy_beta: Optional[float] = typer.Option(None, "--on-policy-beta", help="on-policy: 0 forward KL, 1 reverse KL, between: generalized JSD."),
-        on_policy_warmup: Optional[float] = typer.Option(None, "--on-policy-warmup", help="on-policy: fraction of steps of SFT on the traces before the student samples."),
-        orpo_lambda: Optional[float] = typer.Option(None, "--orpo-lambda", help="preference: weight of ORPO's odds-ratio term."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML TrainConfig (keys: the flags' config names). Default: paper defaults, or the measured scratch defaults for scratch students."),
+        max_steps: Optional[int] = field_option(TrainConfig, "max_steps"),
+        max_tokens: Optional[int] = field_option(TrainConfig, "max_tokens"),
+        epochs: Optional[float] = field_option(TrainConfig, "epochs", note="On the command line it also clears max_steps."),
+        batch_size: Optional[int] = field_option(TrainConfig, "batch_size"),
+        micro_batch_size: Optional[int] = field_option(TrainConfig, "micro_batch_size"),
+        lr: Optional[float] = field_option(TrainConfig, "learning_rate", "--learning-rate", "--lr"),
+        seed: Optional[int] = field_option(TrainConfig, "seed"),
+        lora: Optional[bool] = field_option(TrainConfig, "lora", "--lora/--full"),
+        save_steps: Optional[int] = field_option(TrainConfig, "save_steps"),
+        threads: Optional[int] = field_option(TrainConfig, "threads"),
+        objective: Optional[str] = field_option(TrainConfig, "objective"),
+        target: Optional[str] = field_option(TrainConfig, "target"),
+        teacher_model: Optional[str] = field_option(TrainConfig, "teacher_model"),
+        kd_alpha: Optional[float] = field_option(TrainConfig, "kd_alpha"),
+        kd_top_k: Optional[int] = field_option(TrainConfig, "kd_top_k"),
+        on_policy_lambda: Optional[float] = field_option(TrainConfig, "on_policy_lambda"),
+        on_policy_beta: Optional[float] = field_option(TrainConfig, "on_policy_beta"),
+        on_policy_warmup: Optional[float] = field_option(TrainConfig, "on_policy_warmup"),
+        orpo_lambda: Optional[float] = field_option(TrainConfig, "orpo_lambda"),
         teachers: Optional[str] = typer.Option(None, "--teachers", help="Keep the traces of these teachers (comma-separated)."),
         levels: Optional[str] = typer.Option(None, "--levels", help="Keep the traces of these levels, e.g. 3, 1-6, human."),
         formats: Optional[str] = typer.Option(None, "--formats", help="Keep the traces of these formats: cot, subq, rar, sym (or BSM, RaR, SYM)."),
         tasks: Optional[str] = typer.Option(None, "--tasks", help="Keep the traces of these tasks (comma-separated), e.g. svamp."),
         mix: bool = typer.Option(False, "--mix", help="Train on traces of several (teacher, level, format) cells at once (refused otherwise)."),
-        report_to: Optional[str] = typer.Option(None, "--report-to", help="Trackers, comma-separated: tensorboard (written to OUT/tensorboard), wandb, mlflow, ..."),
-        run_name: Optional[str] = typer.Option(None, "--run-name", help="Run name shown by the trackers."),
-        push_to_hub: Optional[bool] = typer.Option(None, "--push-to-hub", help="Upload the finished model to the Hugging Face Hub."),
-        hub_model_id: Optional[str] = typer.Option(None, "--hub-model-id", help="Hub repository id for --push-to-hub (user/name)."),
+        report_to: Optional[str] = field_option(TrainConfig, "report_to", note="Comma-separated."),
+        run_name: Optional[str] = field_option(TrainConfig, "run_name"),
+        push_to_hub: Optional[bool] = field_option(TrainConfig, "push_to_hub"),
+        hub_model_id: Optional[str] = field_option(TrainConfig, "hub_model_id"),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint (a finished one is kept)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory / interrupted run."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
-        """Fine-tune a student (hub / local / scratch) on teacher traces; completion-only loss."""
-        from ..train import TrainConfig, train
+        """Fine-tune a student (hub / local / scratch) on teacher traces; completion-only loss.
+
+        Settings come from --config (a YAML TrainConfig), then the flags; the defaults shown are the
+        paper's, except for scratch students, which use configs/train_scratch.yaml."""
+        from ..train import train
 
         overrides = dict(
             max_steps=max_steps, max_tokens=max_tokens, epochs=epochs, batch_size=batch_size,

@@ -562,3 +562,23 @@ def test_raw_reasoning_against_its_level_rewrites(tmp_path):
                                       levels=["raw", 2]))
     with pytest.raises(UserError, match="rewrite_with.*no level 1-6"):
         load_study_config(base_config(tmp_path / "y", teachers=["lab:think"], rewrite_with="lab", levels=["raw", 0]))
+
+
+def test_stage_keys_keep_their_stored_values(tmp_path):
+    """A study's stage keys are its cache: they must not move when the config's types change
+    (computed before the curate / train / eval sections became typed)."""
+    cfg = load_study_config({
+        "name": "pin", "output_dir": str(tmp_path / "o"),
+        "tasks": [{"name": "arith", "options": {"steps": 2, "n_train": 64, "n_test": 8}}],
+        "teachers": ["lab"], "levels": [0, 3], "students": ["scratch:llama-xxs"], "seeds": [0],
+        "curate": {"decontaminate": False, "keep": "correct"},
+        "train": {"max_steps": 2, "batch_size": 16, "learning_rate": 0.003, "threads": 1},
+        "eval": {"max_new_tokens": 16, "batch_size": 8}, "generate": {"temperature": 0.0}})
+    keys = {c.level: stage_keys(cfg, c) for c in expand_cells(cfg)}
+    assert keys[0] == {"generate": "6b07df79d14b5ea6", "curate": "e4e21f2f9835e83e", "train": "dfe8c6af7a04fac4",
+                       "evaluate": "022669c6cff940a9"}
+    assert keys[3] == {"generate": "b69a425a5ea3c4ab", "curate": "9cc70fae792ede49", "train": "fc6acc5d033b813a",
+                       "evaluate": "537adf1adfed03cc"}
+    # the resolved config written to study.json reads back to the same keys (report and rescore read it)
+    again = type(cfg).model_validate(json.loads(cfg.model_dump_json()))
+    assert {c.level: stage_keys(again, c) for c in expand_cells(again)} == keys

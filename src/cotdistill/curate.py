@@ -31,6 +31,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import answers
+from .spec import SectionAccess
 from .traces import Trace
 
 REASONS = ("empty", "no_final_answer", "incorrect", "duplicate", "best_of_n", "contaminated")
@@ -136,7 +137,7 @@ def load_test_questions(tasks: Iterable[str], data_dir: Any = None) -> tuple[dic
     return out, info
 
 
-class CurateOptions(BaseModel):
+class CurateOptions(SectionAccess, BaseModel):
     """The keyword options of :func:`curate` as a config section (a study's ``curate:``)."""
 
     model_config = ConfigDict(extra="forbid")

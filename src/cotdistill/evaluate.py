@@ -45,6 +45,7 @@ from .runtime import (DTYPES, Generation, HFGenerator, StudentRuntime, _model_la
                       load_model, parse_decoding, resolve_device, resolve_template)
 from .fileio import load_yaml_mapping
 from .errors import UserError, opt, validation_error
+from .spec import SectionAccess
 from .stats import mcnemar_exact, paired_bootstrap_ci
 from .tasks.base import Example
 from .template import PromptTemplate
@@ -58,7 +59,7 @@ AUTO_MAX_ROWS = 96
 # ------------------------------------------------------------------------------------------
 # configuration
 # ------------------------------------------------------------------------------------------
-class EvalConfig(BaseModel):
+class EvalConfig(SectionAccess, BaseModel):
     """Generation settings of one evaluation (YAML/JSON loadable; unknown fields are an error)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -78,7 +78,9 @@ from .records import SELECTION_FILE, StudyLayout, read_predictions, read_results
 from .stats import wilson_ci
 from .artifacts import RunRecord, check as check_out, claim
 from .errors import GenerateOptions, UserError, drop_masked_secrets, opt, validation_error
-from .spec import TEACHER_MODEL_OBJECTIVES, Candidate, FormatField, ObjectiveField, parse_level_spec, teacher_members
+from .spec import (TEACHER_MODEL_OBJECTIVES, Candidate, FormatField, ObjectiveField, Section, parse_level_spec,
+                   given, teacher_members)
+from .train import TrainConfig
 from .mix import (TraceSource, build_traces, is_loss_mix, loss_mix_table, mix_levels, segment_pieces, student_losses,
                   train_pieces)
 
@@ -144,7 +146,8 @@ class SelectConfig(BaseModel):
     val_size: int = Field(200, ge=10, description="validation items carved from the end of the training split")
     first_steps: int | None = Field(None, ge=1, description="steps of the first round, in screening steps (default: race "
                                                            "10 % of the run; rejects / halving solved from the budget)")
-    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields (max_steps = the full run's length)")
+    train: Section(TrainConfig) = Field(default_factory=TrainConfig,
+                                        description="TrainConfig fields (max_steps = the full run's length)")
     generate: GenerateOptions = Field(default_factory=dict, description="GenerateConfig fields for non-lab teachers")
     eval_batch_size: int = Field(100, ge=1, description="validation items decoded at once")
     threads: int | None = Field(None, ge=1, description="torch threads")
@@ -236,7 +239,7 @@ def candidate_config(base: Any, cand: Candidate, out: Path) -> Any:
 def _train_config(cfg: SelectConfig):
     from .train import TrainConfig
 
-    over = {**cfg.train, "seed": cfg.seed}
+    over = {**given(cfg.train), "seed": cfg.seed}
     try:
         tc = TrainConfig.for_student(cfg.student, **over)
     except UserError as e:

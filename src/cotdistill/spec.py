@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, PlainSerializer, SerializationInfo
 
 from .errors import UserError
 
@@ -359,3 +359,52 @@ LevelField = Annotated[Level, BeforeValidator(_pydantic(parse_level))]
 FormatField = Annotated[Format, BeforeValidator(_pydantic(parse_format))]
 ObjectiveField = Annotated[Objective, BeforeValidator(_pydantic(parse_objective))]
 
+
+
+# ------------------------------------------------------------------------------------------
+# config sections
+# ------------------------------------------------------------------------------------------
+def _given_dump(m: BaseModel, info: SerializationInfo) -> dict[str, Any]:
+    return m.model_dump(mode=info.mode, exclude_unset=True)
+
+
+def Section(model: type[BaseModel]) -> Any:
+    """A config section nested in another config (a study's ``train:``, ``curate:``, ``eval:``), typed
+    as ``model``: validated with it (errors name ``train.learning_rate``), and holding the fields
+    the user set, which is what it dumps (``study.json``, stage keys): defaults that depend on
+    the cell, such as a scratch student's training recipe, are filled in when the cell runs."""
+    return Annotated[model, PlainSerializer(_given_dump, when_used="always")]
+
+
+def given(section: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    """The fields of a :func:`Section` the user set, as a dict (a plain dict is returned as one)."""
+    if isinstance(section, dict):
+        return dict(section)
+    return section.model_dump(exclude_unset=True)
+
+
+class SectionAccess:
+    """Lets a config that serves as a :func:`Section` also read as the dict of the fields that were
+    set, as sections were before they were typed: ``{**cfg.train}``, ``dict(cfg.eval)``,
+    ``cfg.train.get("teacher_model")``, ``cfg.curate == {"keep": "all"}``."""
+
+    def keys(self):
+        return given(self).keys()  # type: ignore[arg-type]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.model_fields_set:  # type: ignore[attr-defined]
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.model_fields_set else default  # type: ignore[attr-defined]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.model_fields_set  # type: ignore[attr-defined]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, dict):
+            return given(self) == other  # type: ignore[arg-type]
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]

@@ -38,8 +38,11 @@ from .records import (CellLayout, StudyLayout, read_cell_result, read_metrics, r
                       write_results)
 from .stats import wilson_ci
 from .errors import GenerateOptions, UserError, opt, protect_secrets, validation_error
-from .spec import (FORMATS, RAW, TEACHER_MODEL_OBJECTIVES, FormatField, ObjectiveField, Supervision, TeacherSpec,  # noqa: F401
-                   is_pseudo, split_teacher, teacher_members)
+from .curate import CurateOptions
+from .evaluate import EvalConfig
+from .spec import (FORMATS, RAW, TEACHER_MODEL_OBJECTIVES, FormatField, ObjectiveField, Section,  # noqa: F401
+                   Supervision, TeacherSpec, given, is_pseudo, split_teacher, teacher_members)
+from .train import TrainConfig
 
 # the teacher's own output, reasoning included (trained as <think>reasoning</think> response); generated
 # with the level-3 prompt, and the source that `rewrite_with` rewrites at levels 1-6
@@ -87,9 +90,11 @@ class StudyConfig(BaseModel):
                     "tasks), logit-kd and on-policy (both need train.teacher_model), preference (ORPO against the "
                     "student's own wrong samples)")
     generate: GenerateOptions = Field(default_factory=dict, description="keyword arguments of cotdistill.generate.generate")
-    curate: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of cotdistill.curate.curate")
-    train: dict[str, Any] = Field(default_factory=dict, description="fields of cotdistill.train.TrainConfig")
-    eval: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of cotdistill.evaluate.evaluate")
+    curate: Section(CurateOptions) = Field(default_factory=CurateOptions, description="cotdistill.curate.CurateOptions fields")
+    train: Section(TrainConfig) = Field(
+        default_factory=TrainConfig,
+        description="cotdistill.train.TrainConfig fields, over the student's defaults (the paper's, or the scratch recipe)")
+    eval: Section(EvalConfig) = Field(default_factory=EvalConfig, description="cotdistill.evaluate.EvalConfig fields")
     threads: int | None = Field(None, ge=1, description="torch threads per cell (default: CPU cores // jobs)")
     exclude: list[dict[str, Any]] = Field(
         default_factory=list,
@@ -225,23 +230,10 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
         if bad:
             raise UserError(f"{source}: field 'exclude.{i}': unknown key {sorted(bad)[0]!r}; "
                             "use task, teacher, level, format, student, seed, objective")
-    _check_train_settings(cfg.train, source)
     needs = [o for o in cfg.objectives if o in TEACHER_MODEL_OBJECTIVES]
-    if needs and not cfg.train.get("teacher_model"):
+    if needs and not cfg.train.teacher_model:
         raise UserError(f"{source}: field 'train.teacher_model': objective {needs[0]} needs a local teacher model "
                         "that shares the students' tokenizer")
-    from .evaluate import EvalConfig
-
-    from .curate import CurateOptions
-
-    try:
-        CurateOptions.model_validate(cfg.curate)
-    except ValidationError as e:
-        raise validation_error(e, source, CurateOptions, section="curate") from None
-    try:
-        EvalConfig.model_validate(cfg.eval)
-    except ValidationError as e:
-        raise validation_error(e, source, EvalConfig, section="eval") from None
     out = Path(cfg.output_dir)
     check_out(out, "study", flag="output_dir", identity=cfg.name, source=source)
     try:
@@ -260,17 +252,6 @@ def _check_teacher(spec: str) -> None:
     for member in t.members or (t,):
         if member.backend == "replay" and not Path(member.model).exists():
             raise UserError(f"replay file {member.model} does not exist")
-
-
-def _check_train_settings(train: dict[str, Any], source: str) -> None:
-    from .train import TrainConfig
-
-    try:
-        TrainConfig.model_validate(train)
-    except ValidationError as e:
-        raise validation_error(e, source, TrainConfig, section="train") from None
-    except TypeError as e:
-        raise UserError(f"{source}: field 'train': {e}") from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -396,11 +377,11 @@ def stage_keys(cfg: StudyConfig, cell: Cell) -> dict[str, str]:
                         "generate": _output_options(cfg.generate),
                         **({"rewrite_with": cfg.rewrite_with, "source": stage_keys(cfg, raw_cell(cell))["generate"]}
                            if is_rewrite(cfg, cell) else {})})
-    cur = content_hash({"gen": gen, "curate": cfg.curate})
-    trn = content_hash({"cur": cur, "student": cell.student, "seed": cell.seed, "train": _train_identity(cfg.train, cell),
+    cur = content_hash({"gen": gen, "curate": given(cfg.curate)})
+    trn = content_hash({"cur": cur, "student": cell.student, "seed": cell.seed, "train": _train_identity(given(cfg.train), cell),
                         **({"objective": cell.objective} if cell.objective != "sft" else {})})  # sft keys unchanged
     # an unset max_new_tokens means "auto" (from the trained model's lengths; it was 512 before)
-    ev = content_hash({"train": trn, "eval": {"max_new_tokens": "auto", **cfg.eval}, "task": cell.task.model_dump(), "data_dir": cfg.data_dir})
+    ev = content_hash({"train": trn, "eval": {"max_new_tokens": "auto", **given(cfg.eval)}, "task": cell.task.model_dump(), "data_dir": cfg.data_dir})
     return {"generate": gen, "curate": cur, "train": trn, "evaluate": ev}
 
 
@@ -522,7 +503,7 @@ def _estimate(cfg, cell: Cell, keys, done, cache) -> tuple[int | None, int | Non
             calls = None
     if n is None or mean_tokens is None:
         return calls, None
-    seen = _examples_seen(cfg.train, n)
+    seen = _examples_seen(given(cfg.train), n)
     char_level = cell.student.startswith("scratch:") and "@" not in cell.student
     scale = 1.0 if char_level else 0.3  # chars -> subword tokens, roughly
     return calls, int(seen * mean_tokens * scale)
@@ -634,7 +615,7 @@ def _curate(cfg: StudyConfig, cell: Cell, src: Path, out: Path, log) -> dict[str
     traces = read_traces(src)
     from .curate import curate
 
-    kw = dict(cfg.curate)
+    kw = given(cfg.curate)
     if kw.get("decontaminate", True) and "test_questions" not in kw:
         # decontaminate against the test split this study evaluates on (with the task's options)
         kw.setdefault("use_task_test_split", False)
@@ -654,14 +635,13 @@ def _curate(cfg: StudyConfig, cell: Cell, src: Path, out: Path, log) -> dict[str
 
 def _train_config(cfg: StudyConfig, cell: Cell):
     """TrainConfig for a cell: the student's defaults (scratch or paper) + the study's ``train`` + seed."""
-    from .train import TrainConfig
 
     extra = {"objective": cell.objective} if cell.objective != "sft" else {}
     # a raw cell learns the teacher's reasoning too (unless the study sets its own target)
     base = {"target": "reasoning+response"} if cell.level == RAW else {}
     if cell.objective == "logit-kd":  # one stored teacher top-k table per trace set, shared by seeds and students
         base["kd_cache"] = str(layout(cfg).teacher_topk)
-    return TrainConfig.for_student(cell.student, **{**base, **cfg.train, "seed": cell.seed, **extra})
+    return TrainConfig.for_student(cell.student, **{**base, **given(cfg.train), "seed": cell.seed, **extra})
 
 
 def _train(cfg: StudyConfig, cell: Cell, traces_path: Path, model_dir: Path, log, resume: bool) -> dict[str, Any]:
@@ -707,7 +687,7 @@ def _evaluate(cfg: StudyConfig, cell: Cell, model_dir: Path, eval_dir: Path, log
     from .evaluate import evaluate as ev
 
     examples = _test_examples(cfg, cell.task)
-    res = ev(str(model_dir), examples=examples, out_dir=eval_dir, progress=False, overwrite=not resume, **cfg.eval)
+    res = ev(str(model_dir), examples=examples, out_dir=eval_dir, progress=False, overwrite=not resume, **given(cfg.eval))
     if isinstance(res, dict):
         return res
     m = read_metrics(eval_dir)
@@ -771,8 +751,8 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
             pass
     marks = _read_json(cl.stages) or {}
     atomic_write_json(cl.config, {"cell": cell.id, **cell.row_keys(), "task_spec": cell.task.model_dump(),
-                                        "keys": keys, "generate": cfg.generate, "curate": cfg.curate,
-                                        "train": cfg.train, "eval": cfg.eval, "data_dir": cfg.data_dir})
+                                        "keys": keys, "generate": cfg.generate, "curate": given(cfg.curate),
+                                        "train": given(cfg.train), "eval": given(cfg.eval), "data_dir": cfg.data_dir})
     stage = "generate"
     try:
         with _redirect_to(cl.log) as log:

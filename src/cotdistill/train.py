@@ -43,7 +43,7 @@ from .artifacts import COMPLETE, RunRecord, is_complete, mark_complete  # noqa: 
 from .fileio import atomic_write_text, load_yaml_mapping
 from .errors import UserError, field_error, opt, validation_error
 from .progress import Progress
-from .spec import OBJECTIVES, TEACHER_MODEL_OBJECTIVES, Objective  # noqa: F401  (re-exported)
+from .spec import OBJECTIVES, TEACHER_MODEL_OBJECTIVES, Objective, SectionAccess  # noqa: F401  (re-exported)
 from .template import NAMED_TEMPLATES, PromptTemplate
 from .traces import Trace, composition, require_one_cell
 
@@ -76,7 +76,7 @@ class LoraSettings(BaseModel):
 
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(SectionAccess, BaseModel):
     """Training hyper-parameters. Defaults reproduce the paper (arXiv 2502.18001): full
     fine-tuning, AdamW, lr 5e-5, 3 epochs, cosine, no warmup, effective batch 64, cutoff 4096,
     seed 100, grad-norm clip 1.0. ``TrainConfig.scratch()`` gives the measured defaults for

@@ -842,12 +842,9 @@ def _claim_out_dir(out: Path, cfg: SelectConfig) -> None:
 @contextlib.contextmanager
 def _quiet(log_path: Path):
     """Send the trainer's printed logs to ``log_path`` (the progress bar stays on the terminal)."""
-    try:
-        from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
-    except Exception:  # pragma: no cover
-        pass
+    hf_logging.disable_progress_bar()
     with open(log_path, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh):
         yield
 

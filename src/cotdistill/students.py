@@ -343,10 +343,6 @@ def _load_gguf(src: StudentSource, **kwargs):
             model = None  # a damaged copy: convert again
     if model is None:
         try:
-            import gguf  # noqa: F401
-        except ImportError:
-            raise UserError(f"student {src.spec!r} is a GGUF file: `pip install gguf` to load it") from None
-        try:
             tok = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
             q = AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file, dtype=torch.float32, **kwargs)
         except (OSError, ValueError, KeyError, RuntimeError) as e:

@@ -37,7 +37,7 @@ from .fileio import atomic_write_json, load_yaml_mapping
 from .records import (CellLayout, StudyLayout, read_cell_result, read_metrics, read_predictions, write_cell_result,
                       write_results)
 from .stats import wilson_ci
-from .errors import GenerateOptions, UserError, opt, protect_secrets, validation_error
+from .errors import GenerateOptions, UserError, opt, protect_secrets, redact, validation_error
 from .curate import CurateOptions
 from .evaluate import EvalConfig
 from .spec import (FORMATS, RAW, TEACHER_MODEL_OBJECTIVES, FormatField, ObjectiveField, Section,  # noqa: F401
@@ -743,12 +743,9 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
     ran: list[str] = []
     t_start = time.time()
     if threads:
-        try:
-            import torch
+        import torch
 
-            torch.set_num_threads(threads)
-        except ImportError:  # pragma: no cover
-            pass
+        torch.set_num_threads(threads)
     marks = _read_json(cl.stages) or {}
     atomic_write_json(cl.config, {"cell": cell.id, **cell.row_keys(), "task_spec": cell.task.model_dump(),
                                         "keys": keys, "generate": cfg.generate, "curate": given(cfg.curate),
@@ -835,13 +832,7 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
     except BaseException as e:  # a failed cell is recorded and does not stop the others
         if isinstance(e, KeyboardInterrupt):
             raise
-        msg = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
-        try:
-            from .errors import redact
-
-            msg = redact(msg, os.environ.get("OPENAI_API_KEY"))
-        except Exception:  # pragma: no cover
-            pass
+        msg = redact(str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}", os.environ.get("OPENAI_API_KEY"))
         with open(cl.log, "a", encoding="utf-8") as f:
             f.write(f"FAILED in stage {stage}: {msg}\n{traceback.format_exc()}\n")
         row = {**cell.row_keys(), "cell": cell.id, "status": "failed", "stage": stage, "error": msg.splitlines()[0][:500]}

@@ -90,9 +90,4 @@ def get_task(name: str, data_dir: str | Path | None = None, **options: Any) -> T
 
 def _ensure_loaded() -> None:
     # importing the adapter modules registers them
-    from . import benchmarks  # noqa: F401
-
-    try:
-        from . import arith  # noqa: F401
-    except ImportError:  # pragma: no cover - during bootstrap
-        pass
+    from . import arith, benchmarks  # noqa: F401

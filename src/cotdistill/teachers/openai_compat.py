@@ -95,10 +95,6 @@ class OpenAITeacher(Teacher):
             key = "EMPTY"  # local servers (vLLM, llama.cpp) accept any key
         self._key = key
         self._rng = random.Random(c.seed)
-        try:
-            import openai  # noqa: F401
-        except ImportError:  # pragma: no cover - a hard dependency
-            raise UserError("the openai backend needs the openai package: pip install openai") from None
 
     def secrets(self) -> list[str]:
         return [self._key]

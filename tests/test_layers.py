@@ -76,7 +76,7 @@ def test_stages_and_core_never_import_the_orchestration_layer():
 
 CORE = ("spec", "records", "answers", "collate", "decoding", "runtime", "students", "stats", "store", "fileio", "errors", "artifacts",
         "progress", "paths", "template")
-STAGES = ("cotdistill.generate", "cotdistill.curate", "cotdistill.train", "cotdistill.evaluate",
+STAGES = ("cotdistill.generate", "cotdistill.curate", "cotdistill.train", "cotdistill.evaluate", "cotdistill.score",
           "cotdistill.teachers", "cotdistill.prompts")
 
 
@@ -88,4 +88,19 @@ def test_the_core_never_imports_a_stage():
         for m in _imports(name, path, False):
             if any(m == u or m.startswith(u + ".") for u in STAGES):
                 bad.append(f"{name} imports {m}")
+    assert not bad, bad
+
+
+def test_only_the_interface_renders_progress():
+    """The library reports progress through events (cotdistill.progress.Reporter) and returns
+    results; rich is used by the CLI and by progress.py (the one renderer) only."""
+    bad = []
+    for name, path in _modules().items():
+        if name.startswith("cotdistill.cli") or name == "cotdistill.progress":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                    else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad += [f"{name} imports {m}" for m in mods if m == "rich" or m.startswith("rich.")]
     assert not bad, bad

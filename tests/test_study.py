@@ -582,3 +582,29 @@ def test_stage_keys_keep_their_stored_values(tmp_path):
     # the resolved config written to study.json reads back to the same keys (report and rescore read it)
     again = type(cfg).model_validate(json.loads(cfg.model_dump_json()))
     assert {c.level: stage_keys(again, c) for c in expand_cells(again)} == keys
+
+
+def test_progress_is_reported_as_events_and_the_cli_draws_the_table(tmp_path):
+    """The library reports the study's progress as events (cells finished, ok, failed, running with
+    their stage); the CLI's LiveTable draws them on a terminal."""
+    import io
+
+    from rich.console import Console
+
+    from cotdistill.cli.study_cmd import LiveTable
+
+    cfg = load_study_config(base_config(tmp_path / "o", levels=[0]))
+    buf = io.StringIO()
+    table = LiveTable(Console(file=buf, force_terminal=True, width=160))
+    events = []
+
+    def progress(ev):
+        events.append(ev)
+        table(ev)
+
+    assert run_study(cfg, jobs=1, progress=progress).done == 1
+    first, last = events[0], events[-1]
+    assert (first.stage, first.total, first.done, first.finished) == ("study", 1, 0, False)
+    assert last.finished and last.done == 1 and last.info["ok"] == 1 and last.info["failed"] == 0
+    assert all(isinstance(e.info["running"], list) for e in events)
+    assert "1/1 cells  done 1  running 0  failed 0" in buf.getvalue()

@@ -23,9 +23,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 from .paths import CACHE_DIR, data_dir as resolve_data_dir
+from .progress import Progress, Reporter
 
 PAPER_REPO = "https://raw.githubusercontent.com/EIT-NLP/Distilling-CoT-Reasoning/main"
 GSM8K = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data"
@@ -104,13 +106,16 @@ def download_all(
     groups: list[str] | None = None,
     dry_run: bool = False,
     timeout: float = 30.0,
-    console=None,
+    progress: Progress = True,
+    say: Callable[[str], None] | None = None,
+    console: Any = None,
 ) -> list[Path]:
-    """Download every missing file of ``groups`` (``benchmarks``, ``paper``; default both). Returns new files."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = console or Console()
+    """Download every missing file of ``groups`` (``benchmarks``, ``paper``; default both). Returns new
+    files. ``say`` receives one line per file (skipped, fetched, would fetch; default: printed, or
+    ``console.print``); ``progress`` reports the files done (:class:`cotdistill.progress.Reporter`)."""
+    if say is None:
+        say = ((lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True)) if console is not None
+               else (lambda m: print(m, flush=True)))
     root = Path(resolve_data_dir(data_dir))
     known = {"benchmarks", "paper"}
     groups = [g.lower() for g in groups] if groups else sorted(known)
@@ -123,20 +128,17 @@ def download_all(
             continue
         p = root / rel
         if p.exists() or p.with_suffix("").exists():
-            console.print(f"skip   {rel} (present)", markup=False, highlight=False, soft_wrap=True)
+            say(f"skip   {rel} (present)")
             continue
         todo.append((rel, url, conv))
     if dry_run:
         for rel, url, _ in todo:
-            console.print(f"would fetch {url} -> {root / rel}", markup=False, highlight=False, soft_wrap=True)
+            say(f"would fetch {url} -> {root / rel}")
         return []
     written = []
-    with Progress(TextColumn("[bold]download[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console) as prog:
-        bar = prog.add_task("", total=len(todo))
+    with Reporter(progress if todo else False, "download", "", len(todo), unit="files", console=console) as rep:
         for rel, url, conv in todo:
-            prog.update(bar, description=rel)
-            prog.console.print(f"fetch  {url} -> {root / rel}", markup=False, highlight=False, soft_wrap=True)
+            say(f"fetch  {url} -> {root / rel}")
             data = _fetch(url, timeout)
             if conv is not None:
                 data = conv(data)
@@ -148,9 +150,8 @@ def download_all(
                     gz.write(data)
             os.replace(tmp, p)
             written.append(p)
-            prog.advance(bar)
-    console.print(f"{len(written)} file(s) downloaded into {root}" + (" (the default cache)" if root == CACHE_DIR else ""),
-                  markup=False, highlight=False, soft_wrap=True)
+            rep.update(advance=1, file=rel)
+    say(f"{len(written)} file(s) downloaded into {root}" + (" (the default cache)" if root == CACHE_DIR else ""))
     return written
 
 

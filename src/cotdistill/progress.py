@@ -109,7 +109,8 @@ def _fmt(k: str, v: Any) -> str:
 
 
 def info_text(info: dict[str, Any]) -> str:
-    return " · ".join(_fmt(k, v) for k, v in info.items() if v is not None)
+    """The scalar figures of ``info`` as text (structured values are for callbacks)."""
+    return " · ".join(_fmt(k, v) for k, v in info.items() if v is not None and not isinstance(v, (list, tuple, dict)))
 
 
 class Reporter:
@@ -169,6 +170,14 @@ class Reporter:
             self._plain.update(done=self.done, extra=info_text(self.info) or None)
         elif self._rich is not None:
             self._rich.update(self._task, completed=self.done, info=info_text(self.info))
+
+    def set_total(self, total: int) -> None:
+        """The step count changed (e.g. a schedule re-planned after a round)."""
+        self.total = int(total)
+        if self._plain is not None:
+            self._plain.total = self.total
+        elif self._rich is not None:
+            self._rich.update(self._task, total=self.total)
 
     def print_plain(self) -> None:
         """Print the current plain line now (only when rendering plain lines with ``plain_line``)."""

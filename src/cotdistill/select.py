@@ -62,7 +62,6 @@ intervals, winner, tokens spent against the grid's), ``summary.md`` (readable),
 from __future__ import annotations
 
 import contextlib
-import sys
 import json
 import math
 import os
@@ -77,6 +76,7 @@ from .fileio import atomic_write_json
 from .records import SELECTION_FILE, StudyLayout, read_predictions, read_results, read_selection, write_selection
 from .stats import wilson_ci
 from .artifacts import RunRecord, check as check_out, claim
+from .progress import ProgressEvent, Reporter
 from .errors import GenerateOptions, UserError, drop_masked_secrets, opt, validation_error
 from .spec import (TEACHER_MODEL_OBJECTIVES, Candidate, FormatField, ObjectiveField, Section, parse_level_spec,
                    given, teacher_members)
@@ -524,7 +524,6 @@ def run_select(cfg: SelectConfig | dict[str, Any], progress: bool = True, consol
 def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any,
                 stack: contextlib.ExitStack) -> dict[str, Any]:
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     if isinstance(cfg, dict):
         cfg = _validated(cfg)
@@ -601,13 +600,6 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
     spent = spent_probes
     model_of: dict[str, str] = {}
     schedule_planned = None
-    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, disable=not progress,
-                    transient=False)
-    from .progress import on_terminal
-
-    plain = progress and not on_terminal(console)  # a log: plain lines instead of the bar
-    t_run0 = time.time()
     work = {"tokens": 0.0, "wall": 0.0, "train_wall": 0.0, "train_tokens": 0.0}  # this invocation's measured cost
 
     def eta_text() -> str:
@@ -615,23 +607,28 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
             return "eta ?"
         return f"eta {max(0.0, budget - spent) * work['wall'] / work['tokens']:.0f} s"
 
-    with prog:
-        total_task = prog.add_task("select", total=len(_remaining_sizes(cfg, len(alive))), info="")
-        if plain:
-            print(f"select: {len(alive)} candidates, budget {int(budget):,} training tokens "
-                  f"({100 * budget / grid_tokens:.0f} % of the grid's {int(grid_tokens):,})", file=sys.stderr, flush=True)
+    def plain_line(ev: ProgressEvent) -> str:  # in a log: a line per scored candidate
+        i = ev.info
+        if not i.get("candidate"):
+            return (f"select: {len(cands)} candidates, budget {int(budget):,} training tokens "
+                    f"({100 * budget / grid_tokens:.0f} % of the grid's {int(grid_tokens):,})")
+        return (f"select: round {i['round']}, {i['candidate']} scored ({i['scored']}/{i['of']}) · spent {i['spent']} · "
+                f"elapsed {ev.elapsed_s:.0f} s")
+
+    with Reporter(progress, "select", cfg.student, len(_remaining_sizes(cfg, len(alive))), unit="rounds",
+                  console=console, plain_line=plain_line) as rep:
         r = 0
         while True:
             mean_cost = sum(cost[c.name] for c in alive) / len(alive)
             if cfg.schedule == "race":
                 target, last = race_target(budget - spent, done_steps, len(alive), mean_cost, max_steps, cfg.mode,
                                            cfg.first_steps)
-                prog.update(total_task, total=r + (1 if last else 2))
+                rep.set_total(r + (1 if last else 2))
                 if schedule_planned is None:
                     schedule_planned = [target]
             else:
                 sizes = _remaining_sizes(cfg, len(alive))
-                prog.update(total_task, total=r + len(sizes))
+                rep.set_total(r + len(sizes))
                 cum = solve_schedule(budget - spent, done_steps, sizes, mean_cost, cfg.eta, max_steps, cfg.mode,
                                      cfg.first_steps if r == 0 else None, shape)
                 if schedule_planned is None:
@@ -643,12 +640,11 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
                                    None if cfg.schedule == "race" else (sizes, cum), out, grid_tokens)
             if target <= done_steps:
                 break  # no budget left for another round
-            rtask = prog.add_task(f"round {r + 1}: {len(alive)} × → step {target}", total=len(alive), info="")
             scores: dict[str, dict[str, Any]] = {}
             items: dict[str, list[float]] = {}
             for c in alive:
                 rdir = out / "runs" / c.slug / f"r{r}-s{target}"
-                prog.update(rtask, info=c.name)
+                rep.update(round=r + 1, step=target, candidate=c.name, scored=len(scores), of=len(alive))
                 score_path = rdir / "val.json"
                 sc = json.loads(score_path.read_text()) if score_path.is_file() else None
                 if sc is None:
@@ -689,12 +685,8 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
                 model_of[c.name] = str(rdir / "model")
                 spent += sc["train_tokens"]
                 scores[c.name] = sc
-                prog.advance(rtask)
-                info_line = f"spent {100 * spent / max(budget, 1):.0f} % of the budget · {eta_text()}"
-                prog.update(total_task, info=info_line)
-                if plain:
-                    print(f"select: round {r + 1}, {c.name} scored ({len(scores)}/{len(alive)}) · {info_line} · "
-                          f"elapsed {time.time() - t_run0:.0f} s", file=sys.stderr, flush=True)
+                rep.update(scored=len(scores), spent=f"{100 * spent / max(budget, 1):.0f} % of the budget · {eta_text()}")
+                rep.print_plain()
             ranked = sorted(alive, key=lambda c: _ranking_key(cfg.score, scores[c.name]), reverse=True)
             keep_n = 1 if last else (len(alive) if cfg.schedule == "race" else sizes[1])  # race drops on evidence only
             kept, dropped = ranked[:keep_n], ranked[keep_n:]
@@ -719,9 +711,7 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
                 "kept": [c.name for c in kept], "dropped": [c.name for c in dropped],
                 "dropped_clearly_worse": [c.name for c in clear],
             })
-            prog.remove_task(rtask)
-            prog.advance(total_task)
-            prog.update(total_task, info=f"best so far {ranked[0].name}")
+            rep.update(advance=1, candidate=None, best=ranked[0].name)
             alive = kept
             done_steps = target
             write_selection(state_path, {"status": "running", "rounds": rounds})

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from .artifacts import check as check_out, claim, content_key, is_complete, mark_complete
 from .fileio import atomic_write_json, load_yaml_mapping
+from .progress import INTERVAL_S, Progress, ProgressEvent, Reporter
 from .records import (CellLayout, StudyLayout, read_cell_result, read_metrics, read_predictions, write_cell_result,
                       write_results)
 from .stats import wilson_ci
@@ -975,7 +976,7 @@ def _worker(cfg_json: str, cell_index: int, threads: int | None, secrets: dict[s
 
 
 def run_study(cfg: StudyConfig, jobs: int = 1, shard: tuple[int, int] | None = None,
-              progress: bool = True, console=None) -> StudySummary:
+              progress: Progress = True, console=None) -> StudySummary:
     """Run every (pending) cell of this shard with ``jobs`` worker processes; merge results.jsonl.
     The output directory is claimed as this study's (another study's directory is refused, and a
     second process on the same shard stops at once)."""
@@ -987,7 +988,7 @@ def run_study(cfg: StudyConfig, jobs: int = 1, shard: tuple[int, int] | None = N
         return _run_study(cfg, root, jobs, shard, progress, console)
 
 
-def _run_study(cfg: StudyConfig, root: Path, jobs: int, shard: tuple[int, int] | None, progress: bool,
+def _run_study(cfg: StudyConfig, root: Path, jobs: int, shard: tuple[int, int] | None, progress: Progress,
                console) -> StudySummary:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -1005,7 +1006,7 @@ def _run_study(cfg: StudyConfig, root: Path, jobs: int, shard: tuple[int, int] |
         st = _cell_dir(cfg, c) / "status.json"
         if st.exists():
             _status(_cell_dir(cfg, c), "pending")
-    view = _LiveView(cfg, mine, enabled=progress, console=console)
+    view = _CellWatch(cfg, mine, progress=progress, console=console)
     ctx = mp.get_context("spawn")
     with view, ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
                                    initargs=(os.getpid(),)) as pool:
@@ -1061,27 +1062,31 @@ def _longest_first(cfg: StudyConfig, cells: list[Cell]) -> list[Cell]:
     return known + [c for c in cells if c.id not in costs]
 
 
-class _LiveView:
-    """A live rich view: one progress bar over cells + a table of running/failed cells with their stage."""
+class _CellWatch:
+    """The study's progress, read from the cells' status files and reported through
+    :class:`cotdistill.progress.Reporter`: ``done`` = finished cells of ``total``; ``info``: ``ok``,
+    ``failed``, ``eta_s``, ``running`` (``[cell, stage, seconds]``, the training stage with the
+    trainer's step, loss, tokens/s and ETA) and ``failures`` (``[cell, stage, error]``). A callable
+    ``progress`` receives these events (the CLI draws a live table from them); ``True`` gives a
+    bar on a terminal and, in a log, a line when a cell finishes and every INTERVAL_S seconds."""
 
-    def __init__(self, cfg: StudyConfig, cells: list[Cell], enabled: bool = True, console=None):
-        self.cfg, self.cells, self.enabled = cfg, cells, enabled
-        self.console = console
-        self.live = None
+    def __init__(self, cfg: StudyConfig, cells: list[Cell], progress: Progress = True, console: Any = None):
+        self.cfg, self.cells = cfg, cells
+        self.rep = Reporter(progress, "study", cfg.name, len(cells), unit="cells", console=console, plain_line=self._line)
+        self._last_finished, self._last_line = -1, 0.0
 
     def _snapshot(self) -> dict[str, Any]:
         states = {c.id: _read_json(_cell_dir(self.cfg, c) / "status.json") or {} for c in self.cells}
         done = sum(1 for s in states.values() if s.get("state") == "done")
         failed = sum(1 for s in states.values() if s.get("state") == "failed")
-        running = [(cid, s) for cid, s in states.items() if s.get("state") == "running"]
-        n = len(self.cells)
-        el = time.time() - self.t0
         finished = done + failed
-        eta = f"{el / finished * (n - finished):.0f}s" if finished else "?"
+        el = time.time() - self.t0
         by_id = {c.id: c for c in self.cells}
-        stages = []
-        for cid, s in running[:12]:
-            stage = str(s.get("stage"))
+        running = []
+        for cid, st in states.items():
+            if st.get("state") != "running":
+                continue
+            stage = str(st.get("stage"))
             if stage == "train":  # the trainer's own progress file: step, loss, tokens/s, ETA
                 from .train import PROGRESS_FILE
 
@@ -1092,69 +1097,39 @@ class _LiveView:
                         stage += f" {p['tokens_per_s']:,.0f} tok/s"
                     if p.get("eta_s") is not None:
                         stage += f" eta {p['eta_s']:.0f}s"
-            stages.append((cid, stage, f"{time.time() - float(s.get('t', time.time())):.0f}s"))
-        fails = [(k, v) for k, v in states.items() if v.get("state") == "failed"]
-        return {"n": n, "done": done, "failed": failed, "finished": finished, "running": running, "el": el,
-                "eta": eta, "stages": stages, "fails": fails}
+            running.append([cid, stage, round(time.time() - float(st.get("t", time.time())))])
+        failures = [[cid, str(st.get("stage")), str(st.get("error", ""))] for cid, st in states.items()
+                    if st.get("state") == "failed"]
+        return {"finished": finished, "ok": done, "failed": failed,
+                "eta_s": round(el / finished * (len(self.cells) - finished)) if finished else None,
+                "running": running, "failures": failures}
 
-    def _render(self):
-        from rich.console import Group
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
+    def _line(self, ev: ProgressEvent) -> str:
+        i = ev.info
+        eta = f"{i['eta_s']}s" if i.get("eta_s") is not None else "?"
+        run = "; ".join(f"{cid}: {stage}" for cid, stage, _ in (i.get("running") or [])[:12])
+        return (f"study: {ev.done}/{ev.total} cells · done {i.get('ok', 0)} · failed {i.get('failed', 0)} · "
+                f"elapsed {ev.elapsed_s:.0f}s · eta {eta}" + (f" · running {run}" if run else ""))
 
-        v = self._snapshot()
-        head = Table.grid(padding=(0, 1))
-        head.add_row(ProgressBar(total=max(v["n"], 1), completed=v["finished"], width=40),
-                     f"{v['finished']}/{v['n']} cells  done {v['done']}  running {len(v['running'])}  failed {v['failed']}  "
-                     f"elapsed {v['el']:.0f}s  eta {v['eta']}")
-        tab = Table(show_header=True, header_style="bold", box=None)
-        tab.add_column("cell")
-        tab.add_column("stage")
-        tab.add_column("for")
-        for row in v["stages"]:
-            tab.add_row(*row)
-        for cid, s in v["fails"][:6]:
-            tab.add_row(f"[red]{cid}[/red]", f"[red]failed in {s.get('stage')}[/red]", str(s.get("error", ""))[:60])
-        return Group(head, tab)
-
-    def _plain(self, force: bool = False) -> None:
-        """Outside a terminal: a line when a cell finishes, and every INTERVAL_S seconds."""
-        from .progress import INTERVAL_S
-
-        v = self._snapshot()
-        if not force and v["finished"] == self._last_finished and time.time() - self._last_line < INTERVAL_S:
-            return
-        self._last_finished, self._last_line = v["finished"], time.time()
-        run = "; ".join(f"{cid}: {stage}" for cid, stage, _ in v["stages"])
-        print(f"study: {v['finished']}/{v['n']} cells · done {v['done']} · failed {v['failed']} · "
-              f"elapsed {v['el']:.0f}s · eta {v['eta']}" + (f" · running {run}" if run else ""),
-              file=sys.stderr, flush=True)
-
-    def __enter__(self):
+    def __enter__(self) -> "_CellWatch":
         self.t0 = time.time()
-        self._plain_mode = False
-        if self.enabled:
-            from .progress import on_terminal
-
-            if on_terminal(self.console):
-                from rich.live import Live
-
-                self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
-                self.live.__enter__()
-            else:
-                self._plain_mode, self._last_finished, self._last_line = True, -1, 0.0
-                self._plain(force=True)
+        v = self._snapshot()
+        self.rep.done = v.pop("finished")
+        self.rep.info.update(v)
+        self.rep.__enter__()
+        self._last_finished, self._last_line = self.rep.done, time.time()
         return self
 
-    def refresh(self):
-        if self.live is not None:
-            self.live.update(self._render())
-        elif self._plain_mode:
-            self._plain()
+    def refresh(self, force: bool = False) -> None:
+        v = self._snapshot()
+        finished = v.pop("finished")
+        self.rep.update(done=finished, **v)
+        # in a log: a line when a cell finishes, and every INTERVAL_S seconds
+        if force or finished != self._last_finished or time.time() - self._last_line >= INTERVAL_S:
+            self._last_finished, self._last_line = finished, time.time()
+            self.rep.print_plain()
 
-    def __exit__(self, *a):
-        if self._plain_mode:
-            self._plain(force=True)
-        if self.live is not None:
-            self.live.update(self._render())
-            self.live.__exit__(*a)
+    def __exit__(self, *a: Any) -> None:
+        self.refresh(force=True)
+        self.rep.__exit__(*a)
+

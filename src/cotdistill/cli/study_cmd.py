@@ -45,6 +45,50 @@ def _print_plan(cfg, plans) -> None:
     )
 
 
+class LiveTable:
+    """The study's progress on a terminal: a bar over the cells and a table of the running cells
+    (stage, the trainer's step / loss / tokens/s) and the failed ones, drawn from the study's
+    progress events (:class:`cotdistill.progress.ProgressEvent`)."""
+
+    def __init__(self, console):
+        self.console = console
+        self.live = None
+
+    def _render(self, ev):
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        i = ev.info
+        eta = f"{i['eta_s']}s" if i.get("eta_s") is not None else "?"
+        running = i.get("running") or []
+        head = Table.grid(padding=(0, 1))
+        head.add_row(ProgressBar(total=max(ev.total, 1), completed=ev.done, width=40),
+                     f"{ev.done}/{ev.total} cells  done {i.get('ok', 0)}  running {len(running)}  failed {i.get('failed', 0)}  "
+                     f"elapsed {ev.elapsed_s:.0f}s  eta {eta}")
+        tab = Table(show_header=True, header_style="bold", box=None)
+        tab.add_column("cell")
+        tab.add_column("stage")
+        tab.add_column("for")
+        for cid, stage, secs in running[:12]:
+            tab.add_row(cid, stage, f"{secs}s")
+        for cid, stage, err in (i.get("failures") or [])[:6]:
+            tab.add_row(f"[red]{cid}[/red]", f"[red]failed in {stage}[/red]", err[:60])
+        return Group(head, tab)
+
+    def __call__(self, ev) -> None:
+        from rich.live import Live
+
+        if self.live is None:
+            self.live = Live(self._render(ev), console=self.console, refresh_per_second=2, transient=False)
+            self.live.__enter__()
+        else:
+            self.live.update(self._render(ev))
+        if ev.finished:
+            self.live.__exit__(None, None, None)
+            self.live = None
+
+
 def _run(cfg, jobs: int, shard: Optional[str], dry_run: bool, report: bool) -> None:
     from ..study import parse_shard, plan_study, run_study
 
@@ -59,7 +103,11 @@ def _run(cfg, jobs: int, shard: Optional[str], dry_run: bool, report: bool) -> N
         _print_plan(cfg, plans)
         return
     t0 = time.time()
-    summary = run_study(cfg, jobs=jobs, shard=sh, progress=True, console=err_console)
+    from ..progress import on_terminal
+
+    # a live table on a terminal; plain progress lines in a log
+    progress = LiveTable(err_console) if on_terminal(err_console) else True
+    summary = run_study(cfg, jobs=jobs, shard=sh, progress=progress, console=err_console)
     console.print(
         f"{summary.done}/{summary.cells} cells ok, {summary.failed} failed, {summary.stages_run} stage(s) run "
         f"in {time.time() - t0:.0f}s → {summary.results_path}"

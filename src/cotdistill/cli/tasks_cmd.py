@@ -64,5 +64,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fill the data directory from the public sources (needs internet); skips files present."""
         from ..download import download_all
+        from ..progress import on_terminal
 
-        download_all(opt_path(data_dir), groups=only or None, dry_run=dry_run, timeout=timeout, console=console)
+        # a bar on a terminal; in a log the per-file lines are the progress
+        download_all(opt_path(data_dir), groups=only or None, dry_run=dry_run, timeout=timeout, console=console,
+                     progress=on_terminal())

@@ -6,9 +6,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1] / "src" / "cotdistill"
 UPPER = ("cotdistill.study", "cotdistill.select", "cotdistill.report", "cotdistill.mix", "cotdistill.cli")
-LOWER = ("spec", "records", "answers", "collate", "decoding", "runtime", "stats", "store", "fileio", "errors", "artifacts", "progress", "paths",
+LOWER = ("registry", "spec", "records", "answers", "collate", "decoding", "runtime", "stats", "store", "fileio", "errors", "artifacts", "progress", "paths",
          "template", "traces", "paper", "tasks", "teachers", "students", "prompts", "generate", "curate", "train",
          "evaluate", "score")
 
@@ -74,7 +76,7 @@ def test_stages_and_core_never_import_the_orchestration_layer():
     assert not bad, bad
 
 
-CORE = ("spec", "records", "answers", "collate", "decoding", "runtime", "students", "stats", "store", "fileio", "errors", "artifacts",
+CORE = ("registry", "spec", "records", "answers", "collate", "decoding", "runtime", "students", "stats", "store", "fileio", "errors", "artifacts",
         "progress", "paths", "template")
 STAGES = ("cotdistill.generate", "cotdistill.curate", "cotdistill.train", "cotdistill.evaluate", "cotdistill.score",
           "cotdistill.teachers", "cotdistill.prompts")
@@ -104,3 +106,23 @@ def test_only_the_interface_renders_progress():
                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             bad += [f"{name} imports {m}" for m in mods if m == "rich" or m.startswith("rich.")]
     assert not bad, bad
+
+
+def test_one_lazy_registry_for_tasks_teachers_and_commands():
+    """Tasks, teacher backends and CLI command groups resolve through cotdistill.registry: a name
+    imports only its own module, and an unknown name is one line listing the known ones."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from cotdistill.teachers import make_teacher; from cotdistill.tasks import get_task, task_names; "
+            "make_teacher('lab'); names = task_names(); get_task('svamp'); "
+            "print(sorted(m for m in ('openai', 'torch', 'cotdistill.teachers.hf_local', 'cotdistill.teachers.openai_compat') "
+            "if m in sys.modules), len(names))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["[]", "8"], r.stdout  # the lab backend and svamp only: no torch, openai client or other backend
+    from cotdistill.errors import UserError
+    from cotdistill.teachers.base import TEACHERS
+
+    with pytest.raises(UserError, match="unknown teacher backend 'nope'; known teacher backends: hf, lab, openai, replay, vllm"):
+        TEACHERS.get("nope")

@@ -5,10 +5,11 @@ Every command turns :class:`cotdistill.errors.UserError` into one line on stderr
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
+
+from ..registry import Registry
 
 app = typer.Typer(
     name="cotdistill",
@@ -34,19 +35,11 @@ def version() -> None:
     print(__version__)
 
 
-# stage modules; each defines ``register(app)``
-_COMMAND_MODULES = [
-    "tasks_cmd",
-    "traces_cmd",
-    "generate_cmd",
-    "train_cmd",
-    "evaluate_cmd",
-    "study_cmd",
-    "select_cmd",
-]
-
-for _name in _COMMAND_MODULES:
-    importlib.import_module(f"cotdistill.cli.{_name}").register(app)
+# one module per stage, each defining ``register(app)`` (imported here: `--help` lists every command)
+COMMANDS = Registry("command group", {name: f"cotdistill.cli.{name}_cmd" for name in
+                                      ("tasks", "traces", "generate", "train", "evaluate", "study", "select")})
+for _name in ("tasks", "traces", "generate", "train", "evaluate", "study", "select"):  # the order of `--help`
+    COMMANDS.get(_name).register(app)
 
 
 def main() -> None:

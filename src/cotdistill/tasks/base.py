@@ -14,6 +14,7 @@ from typing import Any, Callable, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import UserError
+from ..registry import Registry
 
 AnswerType = Literal["number", "choice", "bool", "math"]
 
@@ -63,31 +64,27 @@ class Task:
         return " ".join(text.split())
 
 
-_REGISTRY: dict[str, Callable[..., Task]] = {}
+TASKS = Registry("task", {
+    "gsm8k": "cotdistill.tasks.benchmarks:GSM8K",
+    "svamp": "cotdistill.tasks.benchmarks:SVAMP",
+    "aqua": "cotdistill.tasks.benchmarks:AQuA",
+    "math": "cotdistill.tasks.benchmarks:MATH",
+    "csqa": "cotdistill.tasks.benchmarks:CSQA",
+    "obqa": "cotdistill.tasks.benchmarks:OBQA",
+    "strategyqa": "cotdistill.tasks.benchmarks:StrategyQA",
+    "arith": "cotdistill.tasks.arith:ArithTask",
+})
 
-
-def register(cls):
-    """Class decorator: add a Task subclass to the registry under ``cls.name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
+register = TASKS.decorator(lambda cls: cls.name)
+"""Class decorator: add a Task subclass to the task registry under ``cls.name`` (your own tasks too)."""
 
 
 def task_names() -> list[str]:
-    _ensure_loaded()
-    return sorted(_REGISTRY)
+    return TASKS.names()
 
 
 def get_task(name: str, data_dir: str | Path | None = None, **options: Any) -> Task:
     """Instantiate a task by name; unknown names give a one-line error listing the known ones."""
-    _ensure_loaded()
     from ..paths import data_dir as resolve
 
-    key = name.strip().lower()
-    if key not in _REGISTRY:
-        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[key](data_dir=resolve(data_dir), options=dict(options))
-
-
-def _ensure_loaded() -> None:
-    # importing the adapter modules registers them
-    from . import arith, benchmarks  # noqa: F401
+    return TASKS.get(name)(data_dir=resolve(data_dir), options=dict(options))

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ..errors import UserError
+from ..registry import Registry
 from ..spec import BACKENDS, TeacherSpec  # noqa: F401  (BACKENDS re-exported)
 
 
@@ -125,6 +126,16 @@ class Teacher:
         pass
 
 
+TEACHERS = Registry("teacher backend", {
+    "lab": "cotdistill.teachers.lab:LabTeacher",
+    "openai": "cotdistill.teachers.openai_compat:OpenAITeacher",
+    "hf": "cotdistill.teachers.hf_local:HFTeacher",
+    "vllm": "cotdistill.teachers.vllm:VLLMTeacher",
+    "replay": "cotdistill.teachers.replay:ReplayTeacher",
+})
+"""Teacher backends by the prefix of a teacher spec (``openai:gpt-4o`` -> ``openai``), imported on use."""
+
+
 def make_teacher(spec: str, config: TeacherConfig | None = None) -> Teacher:
     """Build a teacher from ``backend:model`` (``lab`` takes no model)."""
     config = config or TeacherConfig()
@@ -132,22 +143,4 @@ def make_teacher(spec: str, config: TeacherConfig | None = None) -> Teacher:
     if t.is_union:
         raise UserError(f"teacher {spec!r}: a union pools the traces of several teachers; generate with each of them")
     backend, model = t.backend, spec.strip().partition(":")[2]  # a replay file keeps its #NAME for the backend
-    if backend == "lab":
-        from .lab import LabTeacher
-
-        return LabTeacher(model, config)
-    if backend == "openai":
-        from .openai_compat import OpenAITeacher
-
-        return OpenAITeacher(model, config)
-    if backend == "hf":
-        from .hf_local import HFTeacher
-
-        return HFTeacher(model, config)
-    if backend == "vllm":
-        from .vllm import VLLMTeacher
-
-        return VLLMTeacher(model, config)
-    from .replay import ReplayTeacher
-
-    return ReplayTeacher(model, config)
+    return TEACHERS.get(backend)(model, config)

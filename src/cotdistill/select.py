@@ -75,7 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .fileio import atomic_write_json
 from .records import SELECTION_FILE, StudyLayout, read_predictions, read_results, read_selection, write_selection
 from .stats import wilson_ci
-from .artifacts import RunRecord, check as check_out, claim
+from .artifacts import RunRecord, check as check_out, claim, content_key
 from .progress import ProgressEvent, Reporter
 from .errors import GenerateOptions, UserError, drop_masked_secrets, opt, validation_error
 from .spec import (TEACHER_MODEL_OBJECTIVES, Candidate, FormatField, ObjectiveField, Section, parse_level_spec,
@@ -840,9 +840,8 @@ def _quiet(log_path: Path):
 
 
 def _ids_sha(exs: list[Any]) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(e.id for e in exs).encode()).hexdigest()[:16]
+    """The validation items' identity (recorded in selection.json)."""
+    return content_key([e.id for e in exs], 16)
 
 
 def summary_markdown(res: dict[str, Any]) -> str:

@@ -42,6 +42,7 @@ def test_flags_of_config_fields_take_their_help_and_default_from_the_config():
     import typer.main
 
     from cotdistill.cli import app
+    from cotdistill.curate import CurateOptions
     from cotdistill.evaluate import EvalConfig
     from cotdistill.generate import GenerateConfig
     from cotdistill.select import SelectConfig
@@ -50,7 +51,7 @@ def test_flags_of_config_fields_take_their_help_and_default_from_the_config():
     group = typer.main.get_command(app)
     checked = 0
     for name, model, least in (("train", TrainConfig, 20), ("evaluate", EvalConfig, 7), ("generate", GenerateConfig, 19),
-                               ("select", SelectConfig, 20)):
+                               ("select", SelectConfig, 20), ("curate", CurateOptions, 4)):
         n = 0
         for p in group.commands[name].params:
             field = {"lr": "learning_rate"}.get(p.name, p.name)
@@ -62,4 +63,4 @@ def test_flags_of_config_fields_take_their_help_and_default_from_the_config():
             n += 1
         assert n >= least, (name, n)
         checked += n
-    assert checked >= 66
+    assert checked >= 70

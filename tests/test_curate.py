@@ -43,6 +43,11 @@ def test_each_reason_removes_the_right_trace():
     assert rep.examples["contaminated"][1]["similarity"] < 1.0
     kept_best, rep_best = curate(traces, keep="best", test_questions=[test_q], use_task_test_split=False)
     assert [t.id for t in kept_best] == ["e0", "e7", "e9"] and rep_best.removed["best_of_n"] == 1
+    # the options whole, as a config (a study's curate: section): the same result
+    from cotdistill.curate import CurateOptions
+
+    opts = CurateOptions(keep="best", test_questions=[test_q], use_task_test_split=False)
+    assert [t.id for t in curate(traces, opts)[0]] == ["e0", "e7", "e9"]
     # a question that is not close enough stays
     far = _t(10, q="A baker made 24 cakes and sold 9 of them. How many cakes are still left?", gold="15",
              out="24 - 9 = 15. The answer is 15.")
@@ -122,3 +127,17 @@ def test_curate_cli_errors(tmp_path):
     assert r.exit_code != 0
     r = CliRunner().invoke(app, ["curate", str(tmp_path / "a.jsonl"), "--out", str(tmp_path / "o.jsonl"), "--keep", "most"])
     assert r.exit_code != 0
+
+
+def test_decontamination_never_passes_traces_it_could_not_check(tmp_path):
+    """A task whose test split does not load stops curate with one line naming the fix, instead of
+    keeping the traces as if they had been checked; with given test questions it is reported."""
+    from cotdistill.errors import UserError
+
+    with pytest.raises(UserError, match=r"cannot decontaminate the svamp traces: its test split did not load .*"
+                                        r"data_dir.*--no-decontaminate") as e:
+        curate([_t(0)], data_dir=str(tmp_path / "none"))
+    assert "--data-dir" in e.value.for_cli()
+    kept, rep = curate([_t(0)], data_dir=str(tmp_path / "none"), test_questions=["What is 2 + 2?"])
+    assert len(kept) == 1 and rep.test_sources["svamp"].startswith("test split not loaded") and "+ 1 given" in rep.test_sources["svamp"]
+    assert len(curate([_t(0)], data_dir=str(tmp_path / "none"), decontaminate=False)[0]) == 1

@@ -31,6 +31,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import answers
+from .errors import UserError, opt
 from .spec import SectionAccess
 from .traces import Trace
 
@@ -118,22 +119,31 @@ class CurateReport:
                 "test_sources": self.test_sources}
 
 
-def load_test_questions(tasks: Iterable[str], data_dir: Any = None) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Test questions per task via ``get_task(task).load("test")``; unavailable tasks are reported."""
+def load_test_questions(tasks: Iterable[str], data_dir: Any = None,
+                        optional: Iterable[str] = ()) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Test questions per task via ``get_task(task).load("test")``. A test split that cannot be
+    loaded (data missing, unknown task) is a one-line UserError - traces are never passed as
+    decontaminated without having been checked - unless the task is ``optional`` (test questions
+    for it were given): then the report says the split was not loaded."""
+    optional = set(optional)
+    from .tasks import get_task
+
     out: dict[str, list[str]] = {}
     info: dict[str, str] = {}
     for task in sorted(set(tasks)):
         try:
-            from .tasks import get_task
-
             t = get_task(task, data_dir)
             if "test" not in t.splits:
                 info[task] = "no test split"
                 continue
             out[task] = [e.question for e in t.load("test")]
-            info[task] = f"{len(out[task])} test questions from the task's test split"
-        except Exception as e:  # data missing, unknown task, adapter not ready: say so, don't fail
-            info[task] = f"not checked ({' '.join(str(e).split())[:160]})"
+        except (UserError, OSError) as e:
+            if task in optional:
+                info[task] = f"test split not loaded ({' '.join(str(e).split())[:160]})"
+                continue
+            raise UserError(f"cannot decontaminate the {task} traces: its test split did not load ({e}); point "
+                            f"{opt('data_dir')} at the data, or skip the check (decontaminate: false, --no-decontaminate)") from None
+        info[task] = f"{len(out[task])} test questions from the task's test split"
     return out, info
 
 
@@ -142,18 +152,21 @@ class CurateOptions(SectionAccess, BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    keep: Literal["correct", "best", "all"] = "correct"
-    decontaminate: bool = True
-    test_questions: Union[dict[str, list[str]], list[str], None] = None
-    use_task_test_split: bool = True
-    data_dir: Optional[str] = None
-    threshold: float = Field(0.9, gt=0, le=1)
-    ngram: int = Field(5, ge=1)
-    n_examples: int = Field(3, ge=0)
+    keep: Literal["correct", "best", "all"] = Field(
+        "correct", description="correct: every trace whose answer is right; best: one right sample per item; all: no answer check")
+    decontaminate: bool = Field(True, description="remove training questions that (nearly) appear in a test split")
+    test_questions: Union[dict[str, list[str]], list[str], None] = Field(
+        None, description="extra test questions to decontaminate against: per task, or one list for all tasks")
+    use_task_test_split: bool = Field(True, description="decontaminate against each task's own test split")
+    data_dir: Optional[str] = Field(None, description="data directory of the test splits (default: $COTDISTILL_DATA, else the user cache)")
+    threshold: float = Field(0.9, gt=0, le=1, description="near-duplicate threshold on character n-gram Jaccard similarity")
+    ngram: int = Field(5, ge=1, description="character n-gram size of the near-duplicate check")
+    n_examples: int = Field(3, ge=0, description="removed traces kept as examples per reason in the report")
 
 
 def curate(
     traces: Iterable[Trace],
+    config: CurateOptions | None = None,
     *,
     keep: Literal["correct", "best", "all"] = "correct",
     decontaminate: bool = True,
@@ -164,7 +177,13 @@ def curate(
     ngram: int = 5,
     n_examples: int = 3,
 ) -> tuple[list[Trace], CurateReport]:
-    """Filter traces; returns ``(kept, report)``. ``test_questions``: per task, or a list for all tasks."""
+    """Filter traces; returns ``(kept, report)``. ``test_questions``: per task, or a list for all tasks.
+    The options come from the keywords, or all at once from ``config`` (a :class:`CurateOptions`, e.g.
+    a study's ``curate:`` section), which then takes precedence."""
+    if config is not None:
+        keep, decontaminate, test_questions = config.keep, config.decontaminate, config.test_questions
+        use_task_test_split, data_dir, threshold = config.use_task_test_split, config.data_dir, config.threshold
+        ngram, n_examples = config.ngram, config.n_examples
     traces = list(traces)
     rep = CurateReport(total=len(traces))
 
@@ -179,7 +198,9 @@ def curate(
     tests: dict[str, list[str]] = defaultdict(list)
     if decontaminate:
         if use_task_test_split:
-            loaded, info = load_test_questions({t.task for t in traces}, data_dir)
+            given = ({t.task for t in traces} if isinstance(test_questions, list) and test_questions
+                     else set(test_questions or {}))
+            loaded, info = load_test_questions({t.task for t in traces}, data_dir, optional=given)
             for k, v in loaded.items():
                 tests[k].extend(v)
             rep.test_sources.update(info)

@@ -364,7 +364,9 @@ ObjectiveField = Annotated[Objective, BeforeValidator(_pydantic(parse_objective)
 # ------------------------------------------------------------------------------------------
 # config sections
 # ------------------------------------------------------------------------------------------
-def _given_dump(m: BaseModel, info: SerializationInfo) -> dict[str, Any]:
+def _given_dump(m: BaseModel | dict[str, Any], info: SerializationInfo) -> dict[str, Any]:
+    if isinstance(m, dict):  # set without validation (``model_copy(update=...)``)
+        return dict(m)
     return m.model_dump(mode=info.mode, exclude_unset=True)
 
 

@@ -12,7 +12,8 @@ import typer
 
 from ..errors import UserError, validation_error
 from ..fileio import load_yaml_mapping
-from ..generate import GenerateConfig  # (light: pydantic only) the flags' help comes from its fields
+from ..curate import CurateOptions  # (light: pydantic only) the flags' help comes from their fields
+from ..generate import GenerateConfig
 from ._common import DataDirOpt, console, err_console, field_option, opt_path
 
 
@@ -217,11 +218,12 @@ def register(app: typer.Typer) -> None:
     def curate_cmd(
         inp: Path = typer.Argument(..., help="Trace file (traces.jsonl) or a directory that holds one."),
         out: Path = typer.Option(..., "--out", "-o", help="Output traces file (.jsonl) or directory."),
-        keep: str = typer.Option("correct", "--keep", help="correct (all correct), best (one correct sample per item), all (no answer check)."),
-        decontaminate: bool = typer.Option(True, "--decontaminate/--no-decontaminate", help="Remove training questions that appear in a test split."),
+        keep: str = field_option(CurateOptions, "keep", default="correct", show_default=False),
+        decontaminate: bool = field_option(CurateOptions, "decontaminate", "--decontaminate/--no-decontaminate", default=True,
+                                           show_default=False),
         test_file: list[Path] = typer.Option([], "--test-file", help="Extra test questions (JSON/JSONL with question or instruction fields); repeatable."),
-        threshold: float = typer.Option(0.9, "--jaccard", help="Near-duplicate threshold on character n-gram Jaccard."),
-        ngram: int = typer.Option(5, "--ngram", help="Character n-gram size."),
+        threshold: float = field_option(CurateOptions, "threshold", "--threshold", "--jaccard", default=0.9, show_default=False),
+        ngram: int = field_option(CurateOptions, "ngram", default=5, show_default=False),
         data_dir: Optional[Path] = DataDirOpt,
         teachers: Optional[str] = typer.Option(None, "--teachers", help="Keep only these teachers' traces (comma-separated)."),
         levels: Optional[str] = typer.Option(None, "--levels", help="Keep only these levels, e.g. 3, 1-6, human."),
@@ -239,7 +241,7 @@ def register(app: typer.Typer) -> None:
         if keep not in ("correct", "best", "all"):
             raise UserError(f"--keep {keep!r}: choose correct, best or all")
         if not 0 < threshold <= 1:
-            raise UserError(f"--jaccard {threshold}: must be in (0, 1]")
+            raise UserError(f"--threshold/--jaccard {threshold}: must be in (0, 1]")
         from ..artifacts import KINDS, check as check_out, claim, kind_of
 
         out_is_dir = out.is_dir() or not out.suffix

@@ -35,6 +35,37 @@ def teacher_dir(arith_traces, tmp_path_factory) -> Path:
     return out
 
 
+def test_losses_equal_trls_own_gkd_and_orpo_terms(monkeypatch):
+    """The on-policy and preference objectives run inside cotdistill's packing trainer, but their
+    losses are TRL's: GKDTrainer.generalized_jsd_loss and ORPOTrainer.odds_ratio_loss (TRL 1.x keeps
+    both under trl.experimental), computed here on the same logits."""
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    gkd = pytest.importorskip("trl.experimental.gkd")
+    orpo = pytest.importorskip("trl.experimental.orpo")
+    from types import SimpleNamespace
+
+    from cotdistill.objectives import preference_terms
+
+    g = torch.Generator().manual_seed(1)
+    s, t = torch.randn(2, 6, 13, generator=g), torch.randn(2, 6, 13, generator=g)
+    for beta in (0.0, 0.3, 0.5, 1.0):
+        for temp in (1.0, 2.0):
+            ours = generalized_jsd(s.reshape(-1, 13), t.reshape(-1, 13), beta=beta, temperature=temp)
+            trls = gkd.GKDTrainer.generalized_jsd_loss(s, t, beta=beta, temperature=temp, reduction="sum")
+            assert ours.item() == pytest.approx(trls.item(), rel=1e-5), (beta, temp)
+    # ORPO: two chosen rows (4 and 3 tokens), two rejected rows paired with them (2 and 5 tokens)
+    rows = torch.tensor([0] * 4 + [1] * 3 + [2] * 2 + [3] * 5)
+    logits = torch.randn(len(rows), 17, generator=g)
+    targets = torch.randint(0, 17, (len(rows),), generator=g)
+    nll, odds = preference_terms(logits, targets, rows, n_chosen=2, pairs=[0, 1])
+    token_lp = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    mean_lp = torch.stack([token_lp[rows == i].mean() for i in range(4)])  # ORPO averages log-probs per token
+    stub = SimpleNamespace(beta=1.0, accelerator=SimpleNamespace(device="cpu"))
+    ratio = orpo.ORPOTrainer.odds_ratio_loss(stub, mean_lp[:2], mean_lp[2:])[0]
+    assert odds.item() == pytest.approx(-ratio.mean().item(), rel=1e-5)
+    assert nll.item() == pytest.approx(-token_lp[:7].mean().item(), rel=1e-5)
+
+
 def losses(d: Path) -> list[float]:
     return [r["loss"] for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
 

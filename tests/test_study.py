@@ -582,6 +582,18 @@ def test_stage_keys_keep_their_stored_values(tmp_path):
     # the resolved config written to study.json reads back to the same keys (report and rescore read it)
     again = type(cfg).model_validate(json.loads(cfg.model_dump_json()))
     assert {c.level: stage_keys(again, c) for c in expand_cells(again)} == keys
+    # values as written, not as validated: epochs 1 (not 1.0), lr (not learning_rate), "16", report_to "none"
+    raw = load_study_config({
+        "name": "pin2", "output_dir": str(tmp_path / "o2"),
+        "tasks": [{"name": "arith", "options": {"steps": 2, "n_train": 64, "n_test": 8}}],
+        "teachers": ["lab"], "levels": [0, 3], "students": ["scratch:llama-xxs"], "seeds": [0],
+        "objectives": ["sft", "step-by-step"], "curate": {"decontaminate": False, "threshold": 1},
+        "train": {"epochs": 1, "lr": 0.003, "report_to": "none", "threads": 1}, "eval": {"max_new_tokens": "16", "batch_size": 8}})
+    assert {c.id.split("__", 2)[2]: stage_keys(raw, c)["train"] + stage_keys(raw, c)["evaluate"] for c in expand_cells(raw)} == {
+        "L0__cot__scratch-llama-xxs__s0": "1806331e4cbc33d6" "44131723cef45824",
+        "L3__cot__scratch-llama-xxs__s0": "3334b743ff5a41e4" "f35c247499ae1453",
+        "L3__cot__scratch-llama-xxs__s0__step-by-step": "7345667b5523d968" "a46200298cd89253"}
+    assert raw.train.epochs == 1.0 and raw.train["epochs"] == 1 and dict(raw.eval) == {"max_new_tokens": "16", "batch_size": 8}
 
 
 def test_progress_is_reported_as_events_and_the_cli_draws_the_table(tmp_path):

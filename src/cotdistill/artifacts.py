@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError, opt
+from .errors import UserError, switch
 from .fileio import atomic_write_text
 
 MARKER = ".cotdistill.json"
@@ -133,13 +133,13 @@ class RunRecord:
         except (OSError, ValueError):
             rec = None
         if not isinstance(rec, dict):
-            raise UserError(f"{self.path} is corrupt: delete it or start over with {opt('overwrite')}")
+            raise UserError(f"{self.path} is corrupt: delete it or start over with {switch('overwrite')}")
         return self.upgrade(rec) if self.upgrade else rec
 
     def differences(self) -> list[str]:
         """The identity fields whose recorded value differs from now (empty: the same run, or none recorded)."""
         rec = self.stored()
-        if rec is None:
+        if rec is None or rec.get("key") == self.key:  # (the key decides: values may not round-trip JSON exactly)
             return []
         fields = [k for k in self.identity if k != "key"]
         if not any(k in rec for k in fields):  # a key-only record

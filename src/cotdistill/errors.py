@@ -18,13 +18,19 @@ from typing import Annotated, Any
 from pydantic import AfterValidator
 
 
-_OPT = re.compile(r"\{opt:([A-Za-z_][A-Za-z0-9_]*)(?:\|([A-Za-z_][A-Za-z0-9_-]*))?\}")
+_OPT = re.compile(r"\{opt:([A-Za-z_][A-Za-z0-9_]*)\|([A-Za-z0-9_-]*)\|([^{}|]*)\}")
 
 
-def opt(field: str, flag: str | None = None) -> str:
-    """A setting named in a :class:`UserError`: ``field`` (the keyword / config field) for Python
-    callers, ``--flag`` on the command line (default: the field with dashes)."""
-    return "{opt:" + field + (f"|{flag}" if flag else "") + "}"
+def opt(field: str, flag: str | None = None, python: str | None = None) -> str:
+    """A setting named in a :class:`UserError`: ``python`` (default: ``field``, the keyword or config
+    field) for Python callers, ``--flag`` on the command line (default: the field with dashes)."""
+    return "{opt:" + field + "|" + (flag or "") + "|" + (python or "") + "}"
+
+
+def switch(field: str, flag: str | None = None) -> str:
+    """An on/off setting named in a :class:`UserError`: ``field=True`` for Python callers, ``--field`` on
+    the command line."""
+    return opt(field, flag, f"{field}=True")
 
 
 class UserError(Exception):
@@ -36,7 +42,7 @@ class UserError(Exception):
     def __init__(self, message: str):
         # one line, always
         self.template = " ".join(str(message).split())
-        super().__init__(_OPT.sub(lambda m: m.group(1), self.template))
+        super().__init__(_OPT.sub(lambda m: m.group(3) or m.group(1), self.template))
 
     def for_cli(self) -> str:
         """The message with each setting named as its command-line flag."""

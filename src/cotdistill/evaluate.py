@@ -44,7 +44,7 @@ from .score import rescore, response, score_output, score_responses, score_run, 
 from .runtime import (DTYPES, Generation, HFGenerator, StudentRuntime, _model_label, hub_reachable,  # noqa: F401
                       load_model, parse_decoding, resolve_device, resolve_template)
 from .fileio import load_yaml_mapping
-from .errors import UserError, opt, validation_error
+from .errors import UserError, opt, switch, validation_error
 from .spec import SectionAccess
 from .stats import mcnemar_exact, paired_bootstrap_ci
 from .tasks.base import Example
@@ -326,9 +326,9 @@ def _evaluate(
             what = ("the model at this path changed since (retrained or replaced)" if k == "model_key"
                     else f"{k}: {old.get(k)!r} vs now {run_sig.get(k)!r}")
             raise UserError(f"{out} holds predictions of another evaluation ({what}); "
-                            f"use another {opt('out_dir', 'out')} or pass {opt('overwrite')}")
+                            f"use another {opt('out_dir', 'out')} or pass {switch('overwrite')}")
         if not cfg_path.exists() and pred_path.exists() and pred_path.stat().st_size:
-            raise UserError(f"{pred_path} exists without {CONFIG_FILE}: use another {opt('out_dir', 'out')} or pass {opt('overwrite')}")
+            raise UserError(f"{pred_path} exists without {CONFIG_FILE}: use another {opt('out_dir', 'out')} or pass {switch('overwrite')}")
         if not cfg_path.exists():
             record.write()
         if pred_path.exists():
@@ -458,8 +458,8 @@ def compare(a: str | os.PathLike, b: str | os.PathLike) -> dict:
     for p, orig in ((pa, a), (pb, b)):
         if not p.exists():
             raise UserError(f"{orig}: no {PREDICTIONS_FILE} beside it ({p}); pass an evaluation directory or its metrics.json")
-    ra = {r.id: r.correct for r in read_predictions(pa)}
-    rb = {r.id: r.correct for r in read_predictions(pb)}
+    ra = {r.id: r.correct for r in read_predictions(pa, graded=True)}
+    rb = {r.id: r.correct for r in read_predictions(pb, graded=True)}
     shared = [i for i in ra if i in rb]
     if not shared:
         raise UserError(f"{pa} and {pb} share no item ids: compare evaluations of the same task and split")

@@ -125,10 +125,11 @@ class Prediction(_Record):
         return json.dumps(_dump(self), ensure_ascii=False, default=_json_default)
 
 
-def read_predictions(path: str | os.PathLike, repair: bool = False) -> list[Prediction]:
+def read_predictions(path: str | os.PathLike, repair: bool = False, graded: bool = False) -> list[Prediction]:
     """Read ``predictions.jsonl`` (or the one in a directory). A torn last line (a crash mid-write)
     is dropped and, with ``repair``, removed from the file atomically; a bad line elsewhere is a
-    one-line UserError naming it."""
+    one-line UserError naming it. With ``graded`` (readers of verdicts: compare, reports), rows
+    not scored yet (an evaluation stopped before its scoring step) are a one-line UserError."""
     path = Path(path)
     if path.is_dir():
         path = path / PREDICTIONS_FILE
@@ -153,6 +154,12 @@ def read_predictions(path: str | os.PathLike, repair: bool = False) -> list[Pred
             raise UserError(f"{path}:{i}: malformed prediction ({why}); delete that line and rerun to regenerate it") from None
     if torn and repair:
         write_predictions(path, rows)
+    if graded:
+        raw = [r for r in rows if not r.is_graded]
+        if raw:
+            raise UserError(f"{path}: {len(raw)} of {len(rows)} outputs are not scored yet (the evaluation stopped before its "
+                            f"scoring step, e.g. item {raw[0].id!r}): rerun the same `cotdistill evaluate` to finish it, "
+                            f"or `cotdistill rescore {path.parent}`")
     return rows
 
 

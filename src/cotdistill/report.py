@@ -145,7 +145,7 @@ def _predictions(study_dir: Path, cell: str) -> dict[str, int] | None:
     p = StudyLayout(study_dir).cell(cell).predictions
     if not p.exists():
         return None
-    return {r.id: int(r.correct) for r in read_predictions(p)}
+    return {r.id: int(r.correct) for r in read_predictions(p, graded=True)}
 
 
 def paired_test(study_dir: Path, cells_a: list[str], cells_b: list[str]) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import answers
+from .artifacts import claim
 from .errors import UserError
 from .records import (METRICS_FILE, PREDICTIONS_FILE, Prediction, read_metrics, read_predictions, write_metrics,
                       write_predictions)
@@ -116,7 +117,7 @@ def score_run(out_dir: str | os.PathLike, examples: Sequence[Example], keep_othe
     the earlier metrics' other fields and ``extra``) and returns the metrics. Items in the file but
     not in ``examples`` are an error unless ``keep_others`` (they then stay as they are)."""
     out = Path(out_dir)
-    rows = read_predictions(out / PREDICTIONS_FILE, repair=True)
+    rows = list({r.id: r for r in read_predictions(out / PREDICTIONS_FILE, repair=True)}.values())  # one row per item
     order = {e.id: i for i, e in enumerate(examples)}
     missing = [r.id for r in rows if r.id not in order]
     if missing and not keep_others:
@@ -136,5 +137,7 @@ def rescore(out_dir: str | os.PathLike, examples: Sequence[Example], keep_others
     """Grade the stored outputs of an evaluation again with the current answer checker (no model,
     no decoding): rewrites ``predictions.jsonl`` and ``metrics.json`` (their ``answer_checker``
     becomes :data:`cotdistill.answers.VERSION`) and returns the new metrics. A fixed checker thus
-    regrades old evaluations, e.g. every cell of a cached study, in seconds."""
-    return score_run(out_dir, examples, keep_others=keep_others)
+    regrades old evaluations, e.g. every cell of a cached study, in seconds. The directory is claimed
+    as an evaluate run for the duration: an evaluation writing into it is refused, not raced."""
+    with claim(out_dir, "evaluate"):
+        return score_run(out_dir, examples, keep_others=keep_others)

@@ -1033,7 +1033,7 @@ def _cells_paired_z(study: Path, a: dict[str, Any], b: dict[str, Any]) -> float 
         if not g.get("cell") or not p.is_file():
             return None
         try:
-            preds = read_predictions(p)
+            preds = read_predictions(p, graded=True)
         except UserError:
             return None
         per.append({d.id: float(d.correct) for d in preds})

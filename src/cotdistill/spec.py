@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, BeforeValidator, PlainSerializer, SerializationInfo
+from pydantic import BaseModel, BeforeValidator, PlainSerializer, PrivateAttr, SerializationInfo, WrapValidator
 
 from .errors import UserError
 
@@ -365,48 +365,74 @@ ObjectiveField = Annotated[Objective, BeforeValidator(_pydantic(parse_objective)
 # config sections
 # ------------------------------------------------------------------------------------------
 def _given_dump(m: BaseModel | dict[str, Any], info: SerializationInfo) -> dict[str, Any]:
-    if isinstance(m, dict):  # set without validation (``model_copy(update=...)``)
-        return dict(m)
-    return m.model_dump(mode=info.mode, exclude_unset=True)
+    return given(m)
+
+
+def _keep_given(value: Any, handler: Any) -> Any:
+    m = handler(value)
+    if isinstance(value, dict) and isinstance(m, SectionAccess):
+        m._given = dict(value)  # what the user wrote, keys and values as written
+    return m
 
 
 def Section(model: type[BaseModel]) -> Any:
     """A config section nested in another config (a study's ``train:``, ``curate:``, ``eval:``), typed
-    as ``model``: validated with it (errors name ``train.learning_rate``), and holding the fields
-    the user set, which is what it dumps (``study.json``, stage keys): defaults that depend on
-    the cell, such as a scratch student's training recipe, are filled in when the cell runs."""
-    return Annotated[model, PlainSerializer(_given_dump, when_used="always")]
+    as ``model``: validated with it (errors name ``train.learning_rate``), and keeping the mapping
+    the user wrote, which is what it dumps (``study.json``) and what stage keys hash, exactly as
+    written (``epochs: 1`` stays ``1``, ``lr:`` stays ``lr:``), so typing a section never moves a
+    cache key; defaults that depend on the cell, such as a scratch student's training recipe, are
+    filled in when the cell runs."""
+    return Annotated[model, WrapValidator(_keep_given), PlainSerializer(_given_dump, when_used="always")]
 
 
 def given(section: BaseModel | dict[str, Any]) -> dict[str, Any]:
-    """The fields of a :func:`Section` the user set, as a dict (a plain dict is returned as one)."""
+    """What a :func:`Section` was given, as a dict: the mapping the user wrote, else the fields set
+    (a plain dict, e.g. set with ``model_copy(update=...)``, is returned as one)."""
     if isinstance(section, dict):
         return dict(section)
-    return section.model_dump(exclude_unset=True)
+    raw = getattr(section, "_given", None)
+    return dict(raw) if raw is not None else section.model_dump(exclude_unset=True)
 
 
-class SectionAccess:
-    """Lets a config that serves as a :func:`Section` also read as the dict of the fields that were
-    set, as sections were before they were typed: ``{**cfg.train}``, ``dict(cfg.eval)``,
-    ``cfg.train.get("teacher_model")``, ``cfg.curate == {"keep": "all"}``."""
+class SectionAccess(BaseModel):
+    """Base of the configs that serve as a :func:`Section` (``TrainConfig``, ``EvalConfig``,
+    ``CurateOptions``): such a config also reads as the dict it was given (:func:`given`), as
+    sections did before they were typed: ``{**cfg.train}``, ``dict(cfg.eval)``, ``cfg.train.get("x")``,
+    ``"x" in cfg.train``, ``cfg.train.items()``, ``len(cfg.eval)``, ``cfg.curate == {"keep": "all"}``.
+    Attribute access (``cfg.train.learning_rate``) gives the validated value with its default."""
+
+    _given: dict[str, Any] | None = PrivateAttr(default=None)
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
+        m = super().model_copy(update=update, deep=deep)
+        if update and self._given is not None:
+            m._given = {**self._given, **update}
+        return m
 
     def keys(self):
-        return given(self).keys()  # type: ignore[arg-type]
+        return given(self).keys()
+
+    def items(self):
+        return given(self).items()
+
+    def values(self):
+        return given(self).values()
+
+    def __len__(self) -> int:
+        return len(given(self))
 
     def __getitem__(self, key: str) -> Any:
-        if key not in self.model_fields_set:  # type: ignore[attr-defined]
-            raise KeyError(key)
-        return getattr(self, key)
+        return given(self)[key]
 
     def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key) if key in self.model_fields_set else default  # type: ignore[attr-defined]
+        return given(self).get(key, default)
 
     def __contains__(self, key: object) -> bool:
-        return key in self.model_fields_set  # type: ignore[attr-defined]
+        return key in given(self)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, dict):
-            return given(self) == other  # type: ignore[arg-type]
+            return given(self) == other
         return super().__eq__(other)
 
     __hash__ = None  # type: ignore[assignment]

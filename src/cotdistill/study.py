@@ -232,7 +232,7 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
             raise UserError(f"{source}: field 'exclude.{i}': unknown key {sorted(bad)[0]!r}; "
                             "use task, teacher, level, format, student, seed, objective")
     needs = [o for o in cfg.objectives if o in TEACHER_MODEL_OBJECTIVES]
-    if needs and not cfg.train.teacher_model:
+    if needs and not given(cfg.train).get("teacher_model"):
         raise UserError(f"{source}: field 'train.teacher_model': objective {needs[0]} needs a local teacher model "
                         "that shares the students' tokenizer")
     out = Path(cfg.output_dir)
@@ -848,7 +848,7 @@ def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[s
 
 
 def _result_row(cell: Cell, cl: CellLayout, marks: dict) -> dict[str, Any]:
-    preds = read_predictions(cl.predictions)
+    preds = read_predictions(cl.predictions, graded=True)
     m = read_metrics(cl.metrics)
     metrics = m.to_dict() if m is not None else {}
     n = len(preds)
@@ -926,7 +926,10 @@ def rescore_study(study_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Grade every evaluated cell of a study again with the current answer checker
     (:func:`cotdistill.score.rescore`: no model, no decoding): each cell's ``predictions.jsonl`` and
     ``metrics.json``, its ``result.json`` and the study's ``results.jsonl``. Returns one
-    ``{"cell", "before", "after"}`` per cell regraded. A study that is running is refused."""
+    ``{"cell", "before", "after"}`` per cell regraded. Cells whose results a run would not report
+    (config changed since, or evaluation unfinished) are left alone. A study that is running (any
+    shard) is refused."""
+    from .artifacts import hold
     from .score import rescore
 
     d = Path(study_dir).expanduser()
@@ -940,14 +943,21 @@ def rescore_study(study_dir: str | os.PathLike) -> list[dict[str, Any]]:
                         "rerun the study with its YAML instead") from None
     cfg.output_dir = str(d.resolve())
     done = []
-    with claim(d, "study", flag="output_dir", identity=cfg.name):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(claim(d, "study", flag="output_dir", identity=cfg.name))
+        for lock in sorted(d.glob(".cotdistill.shard-*-of-*.lock")):  # a sharded run holds its own locks
+            stack.enter_context(hold(lock, f"output_dir {d}", flag="output_dir"))
         for c in expand_cells(cfg):
             cl = lay.cell(c.id)
             old = read_cell_result(cl.result)
             if old is None or old.status != "ok" or not cl.predictions.is_file():
                 continue
+            marks = _read_json(cl.stages) or {}
+            key = stage_keys(cfg, c)["evaluate"]
+            if (marks.get("evaluate") or {}).get("key") != key or "evaluate_started" in marks:
+                continue  # stale (config changed since) or an evaluation not finished: a run redoes it
             rescore(cl.eval, _test_examples(cfg, c.task), keep_others=True)
-            row = _result_row(c, cl, _read_json(cl.stages) or {})
+            row = _result_row(c, cl, marks)
             write_cell_result(cl.result, {**old.to_dict(), **row, "wall_s": old.get("wall_s", row["wall_s"])})
             done.append({"cell": c.id, "before": old.get("accuracy"), "after": row["accuracy"]})
         merge_results(cfg)

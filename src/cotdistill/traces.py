@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .fileio import atomic_write_text
-from .errors import UserError, field_error, opt
+from .errors import UserError, field_error, opt, switch
 
 from .spec import FORMATS, FormatField, Level, LevelField  # noqa: F401  (FORMATS, Level re-exported)
 
@@ -84,7 +84,7 @@ def require_one_cell(traces: list[Trace], what: str = "the traces") -> None:
     if len(comp) > 1:
         cells = ", ".join(f"{k} ({n})" for k, n in comp.items())
         raise UserError(f"{what} hold {len(comp)} supervision cells: {cells}; pick one with --teachers/--levels/--formats, "
-                        f"or pass {opt('mix')} to train on the mixture")
+                        f"or pass {switch('mix')} to train on the mixture")
     tasks: dict[str, int] = {}
     for t in traces:
         tasks[t.task] = tasks.get(t.task, 0) + 1

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .artifacts import COMPLETE, RunRecord, is_complete, mark_complete  # noqa: F401  (COMPLETE, is_complete re-exported)
 from .fileio import atomic_write_text, load_yaml_mapping
-from .errors import UserError, field_error, opt, validation_error
+from .errors import UserError, field_error, opt, switch, validation_error
 from .progress import Progress
 from .spec import OBJECTIVES, TEACHER_MODEL_OBJECTIVES, Objective, SectionAccess  # noqa: F401  (re-exported)
 from .template import NAMED_TEMPLATES, PromptTemplate
@@ -157,7 +157,7 @@ class TrainConfig(SectionAccess, BaseModel):
     @model_validator(mode="after")
     def _teacher_needed(self):
         if self.objective in TEACHER_MODEL_OBJECTIVES and not self.teacher_model:
-            raise ValueError(f"objective {self.objective} needs teacher_model (--teacher-model): a local model sharing the "
+            raise ValueError(f"objective {self.objective} needs {opt('teacher_model')}: a local model sharing the "
                              "student's tokenizer (e.g. a scratch teacher trained first with cotdistill train)")
         return self
 
@@ -911,12 +911,12 @@ def _train(
         if k not in ("empty", "model"):
             what = KINDS.get(k, "a file" if k == "file" else "a non-empty directory that cotdistill did not write")
             raise UserError(f"{opt('out_dir', 'out')} {out} is {what}, not a model directory: choose another {opt('out_dir', 'out')} "
-                            f"({opt('overwrite')} replaces only a model directory)")
+                            f"({switch('overwrite')} replaces only a model directory)")
         if is_complete(out) and resume and not overwrite:
             return load_result(out)
         if not overwrite:
             what = "a finished run" if is_complete(out) else "a directory that is not a finished run"
-            raise UserError(f"output directory {out} already exists ({what}): choose another {opt('out_dir', 'out')} or pass {opt('overwrite')}")
+            raise UserError(f"output directory {out} already exists ({what}): choose another {opt('out_dir', 'out')} or pass {switch('overwrite')}")
     if cfg.push_to_hub and not cfg.hub_model_id:
         raise UserError(f"{opt('push_to_hub')} needs {opt('hub_model_id')} (user/name)")
     data = load_traces(traces)
@@ -1078,13 +1078,13 @@ def _train(
                         "key": "config, student or data"}
                 raise OtherRunError(
                     f"{work} holds an interrupted run with a different {' and '.join(what.get(k, k) for k in diff)}: "
-                    f"rerun with the original settings, or pass {opt('overwrite')} to start over"
+                    f"rerun with the original settings, or pass {switch('overwrite')} to start over"
                 )
             resume_from = last
         else:
             raise UserError(
-                f"{work} holds an interrupted run (last {last.name}): pass {opt('resume')} to continue it "
-                f"or {opt('overwrite')} to start over"
+                f"{work} holds an interrupted run (last {last.name}): pass {switch('resume')} to continue it "
+                f"or {switch('overwrite')} to start over"
             )
     if overwrite and out.exists() and main:
         shutil.rmtree(out)

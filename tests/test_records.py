@@ -58,6 +58,13 @@ def test_a_raw_response_is_a_prediction_not_yet_graded(tmp_path):
     ex = Example(id="7", task="t", split="test", question="3 + 4?", answer="7", answer_type="number")
     (graded,) = score_responses([raw], [ex])
     assert graded.is_graded and graded.correct and graded.pred == "7" and graded.rule is not None
+    # a reader of verdicts refuses an evaluation stopped before its scoring step, naming the fix
+    from cotdistill.evaluate import compare
+
+    with pytest.raises(UserError, match=r"1 of 1 outputs are not scored yet .*cotdistill rescore"):
+        read_predictions(p, graded=True)
+    with pytest.raises(UserError, match="not scored yet"):
+        compare(p, p)
 
 
 def test_metrics_and_cell_results(tmp_path):

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from . import answers
 from .errors import UserError, opt
@@ -147,7 +147,7 @@ def load_test_questions(tasks: Iterable[str], data_dir: Any = None,
     return out, info
 
 
-class CurateOptions(SectionAccess, BaseModel):
+class CurateOptions(SectionAccess):  # (a pydantic model)
     """The keyword options of :func:`curate` as a config section (a study's ``curate:``)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from .artifacts import RunRecord, check as check_out, claim, model_key
 from .progress import Progress, Reporter
@@ -59,7 +59,7 @@ AUTO_MAX_ROWS = 96
 # ------------------------------------------------------------------------------------------
 # configuration
 # ------------------------------------------------------------------------------------------
-class EvalConfig(SectionAccess, BaseModel):
+class EvalConfig(SectionAccess):  # (a pydantic model)
     """Generation settings of one evaluation (YAML/JSON loadable; unknown fields are an error)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -82,9 +82,10 @@ class EvalConfig(SectionAccess, BaseModel):
         """A YAML file (or nothing) with ``overrides`` (command-line flags) on top, validated once;
         unknown keys or bad values are a one-line UserError naming the file."""
         data = load_yaml_mapping(path, ", ".join(cls.model_fields)) if path is not None else {}
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        data.update(given)
         source = str(path) if path is not None else "the command-line options"
-        if path is not None and overrides:
+        if path is not None and given:
             source += " (with the command-line options)"
         try:
             return cls.model_validate(data)

@@ -27,9 +27,6 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(set(self._targets) | set(self._loaded))
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.strip().lower() in set(self._targets) | set(self._loaded)
-
     def add(self, name: str, obj: Any) -> Any:
         """Register ``obj`` under ``name`` (replacing a lazy target of that name)."""
         self._loaded[name.lower()] = obj
@@ -46,9 +43,6 @@ class Registry:
         obj = getattr(mod, attr) if attr else mod
         self._loaded.setdefault(key, obj)  # (importing the module may have registered it already)
         return self._loaded[key]
-
-    def items(self) -> list[tuple[str, Any]]:
-        return [(n, self.get(n)) for n in self.names()]
 
     def decorator(self, key: Callable[[Any], str]) -> Callable[[Any], Any]:
         """A class decorator that registers a class under ``key(cls)``."""

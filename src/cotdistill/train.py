@@ -76,7 +76,7 @@ class LoraSettings(BaseModel):
 
 
 
-class TrainConfig(SectionAccess, BaseModel):
+class TrainConfig(SectionAccess):  # (a pydantic model)
     """Training hyper-parameters. Defaults reproduce the paper (arXiv 2502.18001): full
     fine-tuning, AdamW, lr 5e-5, 3 epochs, cosine, no warmup, effective batch 64, cutoff 4096,
     seed 100, grad-norm clip 1.0. ``TrainConfig.scratch()`` gives the measured defaults for

@@ -36,9 +36,9 @@ def version() -> None:
 
 
 # one module per stage, each defining ``register(app)`` (imported here: `--help` lists every command)
-COMMANDS = Registry("command group", {name: f"cotdistill.cli.{name}_cmd" for name in
-                                      ("tasks", "traces", "generate", "train", "evaluate", "study", "select")})
-for _name in ("tasks", "traces", "generate", "train", "evaluate", "study", "select"):  # the order of `--help`
+_ORDER = ("tasks", "traces", "generate", "train", "evaluate", "study", "select")  # the order of `--help`
+COMMANDS = Registry("command group", {name: f"cotdistill.cli.{name}_cmd" for name in _ORDER})
+for _name in _ORDER:
     COMMANDS.get(_name).register(app)
 
 

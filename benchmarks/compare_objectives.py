@@ -7,7 +7,7 @@
 2. A teacher model for the logit objectives: `scratch:llama-xs` trained for 800 steps (two passes)
    on those traces with `cotdistill train` (the students' character tokenizer), evaluated on the
    test split. (`scratch:llama-s` at 400 steps stayed at 9.3 %: a teacher below its students.)
-3. A study over objectives [sft, logit-kd, on-policy, preference] x students [scratch:llama-xxs,
+3. A study over objectives [sft, logit-kd, on-policy, preference, step-by-step] x students [scratch:llama-xxs,
    scratch:llama-xs] x seeds, every cell with the quickstart recipe (400 steps x 32 examples) on
    the same traces; the report compares each objective's curve with the student's SFT by paired
    tests on the same 300 test items.
@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--teacher", default="scratch:llama-xs", help="the teacher model's architecture")
     ap.add_argument("--teacher-steps", type=int, default=800)
-    ap.add_argument("--objectives", default="sft,logit-kd,on-policy,preference")
+    ap.add_argument("--objectives", default="sft,logit-kd,on-policy,preference,step-by-step")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--on-policy-warmup", type=float, default=0.5,
                     help="on-policy: fraction of steps of SFT before the student samples (a scratch student's "

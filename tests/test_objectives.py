@@ -162,11 +162,13 @@ def test_objectives_are_a_study_factor_with_a_shared_teacher_table(teacher_dir, 
     base = {"name": "obj", "output_dir": str(tmp_path / "o"),
             "tasks": [{"name": "arith", "options": {"steps": 2, "n_train": 64, "n_test": 12}}],
             "teachers": ["lab"], "levels": [3], "students": ["scratch:llama-xxs"], "seeds": [0, 1],
-            "objectives": ["sft", "logit-kd", "on-policy"], "curate": {"decontaminate": False},
-            "train": {"max_steps": 2, "batch_size": 8, "threads": 1, "teacher_model": str(teacher_dir)},
+            "objectives": ["sft", "logit-kd", "on-policy", "preference", "step-by-step"],
+            "curate": {"decontaminate": False},
+            "train": {"max_steps": 2, "batch_size": 8, "threads": 1, "teacher_model": str(teacher_dir),
+                      "on_policy_max_new_tokens": 16},
             "eval": {"max_new_tokens": 8}}
     cfg = load_study_config(base)
-    assert len(expand_cells(cfg)) == 6
+    assert len(expand_cells(cfg)) == 10
     from cotdistill.study import stage_keys
 
     plain = load_study_config({**base, "objectives": ["sft"], "train": {k: v for k, v in base["train"].items()
@@ -181,8 +183,13 @@ def test_objectives_are_a_study_factor_with_a_shared_teacher_table(teacher_dir, 
     tables = list((tmp_path / "o" / "cache" / "teacher-topk").glob("teacher-topk-*.pt"))
     assert len(tables) == 1  # both seeds' logit-kd cells read one table
     text = write_report(tmp_path / "o")["md"].read_text()
-    assert "scratch:llama-xxs [logit-kd]" in text and "scratch:llama-xxs [on-policy]" in text
-    for obj in ("logit-kd", "on-policy"):  # each objective against the student's SFT, by a paired test
+    objectives = ("logit-kd", "on-policy", "preference", "step-by-step")
+    for obj in objectives:
+        summary = json.loads(next((tmp_path / "o" / "cells").glob(f"*__s0__{obj}")).joinpath(
+            "model", "train_summary.json").read_text())
+        assert summary["objective"] == obj
+        assert f"scratch:llama-xxs [{obj}]" in text
+    for obj in objectives:  # each objective against the student's SFT, by a paired test
         line = next(x for x in text.splitlines() if f"Objective {obj} against SFT for **scratch:llama-xxs**" in x)
         assert "McNemar p" in line
     with pytest.raises(UserError, match="train.teacher_model"):

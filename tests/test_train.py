@@ -585,14 +585,17 @@ def test_step_by_step_objective_trains_two_tasks_and_answers_the_label_task(shar
     model answers without writing a rationale."""
     traces = svamp(shared_data, 8)
     out = tmp_path / "m"
-    res = train(traces, "scratch:llama-xxs", out, tiny_cfg(max_steps=2, batch_size=4, objective="step-by-step"),
-                progress=False)
-    assert res.summary["objective"] == "step-by-step"
+    write_traces(tmp_path / "traces.jsonl", traces)
+    r = _cli("train", "--traces", str(tmp_path / "traces.jsonl"), "--student", "scratch:llama-xxs", "--out", str(out),
+             "--objective", "step-by-step", "--max-steps", "2", "--batch-size", "4", "--threads", "1", "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["objective"] == "step-by-step"
     tpl = PromptTemplate.load(out)
     assert tpl.question_prefix == "[label] " and tpl.render_prompt("q") == "Question: [label] q\nAnswer:"
     sft = train(traces, "scratch:llama-xxs", tmp_path / "s", tiny_cfg(max_steps=2, batch_size=4), progress=False)
     # twice the examples per epoch: the label and the rationale task
-    assert res.summary["examples"] == 2 * sft.summary["examples"]
+    assert summary["examples"] == 2 * sft.summary["examples"]
 
 
 def test_command_line_flags_join_the_yaml_before_validation(tmp_path):

@@ -96,6 +96,9 @@ def test_cli_trains_and_evaluates_smollm2(smollm2_path, shared_data, tmp_path):
     summary = json.loads((model / "train_summary.json").read_text())
     assert summary["student_description"] == "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)"
     assert summary["steps"] == 3 and summary["model_class"] == "LlamaForCausalLM"
+    # a 576-wide model on a CPU: packed rows, attention over each example alone
+    assert summary["batching"] == "packed (attention per example)"
+    assert summary["attention"] == "sdpa (fp32, per example on CPU)"
     assert json.loads((model / "cotdistill_template.json").read_text())["kind"] == "chat"
     ev = tmp_path / "eval"
     r = subprocess.run([sys.executable, "-m", "cotdistill.cli", "evaluate", "--model", str(model), "--task", "svamp",

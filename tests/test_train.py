@@ -168,20 +168,88 @@ def test_one_example_per_row_needs_no_mask_and_matches_each_example_alone(shared
             assert (out[r, :n] - alone).abs().max().item() < 1e-5
 
 
-def test_cpu_bf16_attention_runs_in_fp32_and_the_saved_model_keeps_sdpa(shared_data, tmp_path):
-    """Narrow heads on a CPU under bf16 autocast: attention in float32 (same values as fp32 sdpa on
-    the bf16 inputs, gradients flow), recorded in the summary; the saved model loads with sdpa."""
+def test_packed_examples_attend_per_example_on_a_wide_model_and_padding_masks_still_apply():
+    """A model wide enough for per-example attention on a CPU (hidden 512, grouped-query heads):
+    `packing_mode` picks it, rows are filled and carry the examples' boundaries, and every packed
+    example's logits equal the example run alone. With a padding mask (left-padded sampling, padded
+    completion batches) the same attention gives sdpa's logits and greedy continuations."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from cotdistill.train import _cpu_attention
+
+    torch.manual_seed(0)
+    conf = LlamaConfig(vocab_size=96, hidden_size=512, intermediate_size=256, num_hidden_layers=2,
+                       num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=256)
+    conf._attn_implementation = "sdpa"
+    model = LlamaForCausalLM(conf).eval()
+    ids = torch.randint(4, 90, (3, 11))
+    att = torch.ones(3, 11, dtype=torch.long)
+    att[1, :4] = 0
+    att[2, :7] = 0
+    with torch.no_grad():
+        plain = model(input_ids=ids, attention_mask=att).logits
+        plain_gen = model.generate(input_ids=ids, attention_mask=att, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert _cpu_attention(model, TrainConfig.default(), "cpu") == "sdpa"
+    assert packing_mode(model, segments=True) == "segments"
+    with torch.no_grad():
+        ours = model(input_ids=ids, attention_mask=att).logits
+        assert torch.equal(model.generate(input_ids=ids, attention_mask=att, max_new_tokens=4, do_sample=False,
+                                          pad_token_id=0), plain_gen)
+    keep = att.bool()
+    assert (ours[keep] - plain[keep]).abs().max().item() < 1e-4
+    lengths = [23, 5, 40, 17, 9, 31]
+    feats = [{"input_ids": torch.randint(4, 90, (n,)).tolist(), "labels": [IGNORE] + [1] * (n - 1)} for n in lengths]
+    b = PackingCollator(0, 64, "segments", hidden_size=512)(feats)
+    assert b["input_ids"].shape[0] < len(feats) and "attention_mask" not in b
+    assert b["cu_seq_lens_q"].tolist()[-1] == b["input_ids"].numel()
+    b.pop("n_tokens"), b.pop("labels")
+    with torch.no_grad():
+        packed = model(**b).logits
+        worst, seen = 0.0, 0
+        for r in range(packed.shape[0]):
+            starts = (b["position_ids"][r] == 0).nonzero().flatten().tolist()
+            for s in starts:
+                f = next((f for f in feats if f["input_ids"] == b["input_ids"][r, s:s + len(f["input_ids"])].tolist()), None)
+                if f is None:
+                    continue  # the padding tail
+                alone = model(input_ids=torch.tensor([f["input_ids"]])).logits[0]
+                worst = max(worst, (packed[r, s:s + len(f["input_ids"])] - alone).abs().max().item())
+                seen += 1
+    assert seen == len(feats) and worst < 1e-4
+
+
+def test_cpu_attention_runs_in_fp32_per_example_and_the_saved_model_keeps_sdpa(shared_data, tmp_path):
+    """Training attention on a CPU: float32 under bf16 autocast; with the packed examples'
+    boundaries (cu_seq_lens) each example attends only to itself, equal in values and gradients to
+    sdpa with the dense block-causal mask (grouped-query heads, examples of mixed lengths, a
+    padding tail); without them, plain sdpa. Recorded in the summary; the saved model loads with sdpa."""
     from transformers import AutoModelForCausalLM
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from cotdistill.train import _sdpa_fp32
+    from cotdistill.collate import block_causal_mask, segment_kwargs
+    from cotdistill.train import _cpu_sdpa
 
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 4, 9, 32, generator=g).bfloat16().requires_grad_() for _ in range(3))
     module = torch.nn.Module()
-    module.is_causal, module.num_key_value_groups = True, 1
+    module.is_causal, module.num_key_value_groups, module.scaling = True, 3, 0.125
+    rows = [[5, 17, 9, 3], [30, 4]]  # per row: example lengths, the last one of row 0 a padding tail
+    T = 34
+    q = torch.randn(2, 6, T, 16, generator=g).requires_grad_()
+    k, v = (torch.randn(2, 2, T, 16, generator=g).requires_grad_() for _ in range(2))
+    seg = torch.tensor([sum(([i] * n for i, n in enumerate(r)), []) for r in rows])
+    spans = [n for r in rows for n in r]
+    out, _ = _cpu_sdpa(module, q, k, v, None, scaling=0.125, **segment_kwargs(spans))
+    ref, _ = sdpa_attention_forward(module, q, k, v, block_causal_mask(seg), scaling=0.125)
+    assert out.shape == ref.shape == (2, T, 6, 16)
+    assert torch.allclose(out, ref, atol=1e-5)
+    w = torch.randn(out.shape, generator=g)
+    grads = torch.autograd.grad((out * w).sum(), (q, k, v))
+    want = torch.autograd.grad((ref * w).sum(), (q, k, v))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, want))
+    module.num_key_value_groups = 1
+    q, k, v = (torch.randn(2, 4, 9, 32, generator=g).bfloat16().requires_grad_() for _ in range(3))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, _ = _sdpa_fp32(module, q, k, v, None)
+        out, _ = _cpu_sdpa(module, q, k, v, None)
     ref, _ = sdpa_attention_forward(module, q.float(), k.float(), v.float(), None)
     assert out.dtype == torch.bfloat16
     assert torch.allclose(out.float(), ref.to(torch.bfloat16).float(), atol=1e-2)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 
 IGNORE = -100
-PackMode = Literal["bool", "float", "position_ids"]
+PackMode = Literal["segments", "bool", "float", "position_ids"]
 
 
 TAIL_TOKENS = 64  # overlong="truncate" keeps the completion's last tokens: its final answer and EOS
@@ -112,14 +112,18 @@ class PackingCollator:
     tries row lengths from the longest example up to ``pack_length`` and takes the cheapest
     layout (fewer padding slots against smaller attention blocks). With ``position_ids``
     (flash-attention's varlen path, no cross-example work) rows are filled up to ``pack_length``.
-    ``hidden_size=None`` means no attention term: rows are filled up to ``pack_length``."""
+    ``hidden_size=None`` means no attention term: rows are filled up to ``pack_length``.
+    ``mode="segments"`` (cotdistill's CPU attention, which attends within each example): rows are
+    filled up to ``pack_length`` and the batch carries the examples' boundaries as varlen
+    ``cu_seq_lens_q`` / ``cu_seq_lens_k`` (cumulative lengths over the row-major flattened tokens, a
+    row's padding tail counted as one more segment) and ``max_length_q`` / ``max_length_k``."""
 
     def __init__(self, pad_id: int, pack_length: int = 512, mode: PackMode = "bool",
                  hidden_size: int | None = None):
         self.pad_id = int(pad_id)
         self.pack_length = int(pack_length)
         self.mode = mode
-        self.attn_scale = 6.0 * hidden_size if hidden_size and mode != "position_ids" else None
+        self.attn_scale = 6.0 * hidden_size if hidden_size and mode in ("bool", "float") else None
 
     def layout(self, lengths: Sequence[int]) -> tuple[list[list[int]], int]:
         """Rows (example indices) and the row length for one micro-batch."""
@@ -152,6 +156,7 @@ class PackingCollator:
         labels = torch.full((R, T), IGNORE, dtype=torch.long)
         pos = torch.zeros((R, T), dtype=torch.long)
         seg = torch.full((R, T), -1, dtype=torch.long)
+        spans: list[int] = []  # segment lengths, row-major (a row's padding tail is one segment)
         for r, members in enumerate(rows):
             o = 0
             for k, i in enumerate(sorted(members)):
@@ -160,16 +165,28 @@ class PackingCollator:
                 labels[r, o : o + n] = torch.tensor(features[i]["labels"])
                 pos[r, o : o + n] = torch.arange(n)
                 seg[r, o : o + n] = k
+                spans.append(n)
                 o += n
             if o < T:  # padding continues the position count (only matters for position-id packing)
                 pos[r, o:] = torch.arange(T - o)
-        batch: dict[str, torch.Tensor] = {"input_ids": ids, "labels": labels, "position_ids": pos}
+                spans.append(T - o)
+        batch: dict[str, Any] = {"input_ids": ids, "labels": labels, "position_ids": pos}
+        if self.mode == "segments":
+            batch.update(segment_kwargs(spans))
         if self.mode in ("bool", "float") and any(len(r) > 1 for r in rows):
             # one example per row (right-padded) needs no mask beyond causal: sdpa's is_causal path
             batch["attention_mask"] = block_causal_mask(seg)
         batch["n_tokens"] = torch.tensor(sum(lengths), dtype=torch.long)
         _add_topk(batch, features, [i for members in rows for i in sorted(members)])
         return batch
+
+
+def segment_kwargs(spans: Sequence[int]) -> dict[str, Any]:
+    """Varlen attention arguments (the names transformers' flash-attention path uses) for segments
+    of these lengths laid out back to back over the row-major flattened batch."""
+    cu = torch.zeros(len(spans) + 1, dtype=torch.int32)
+    cu[1:] = torch.cumsum(torch.tensor(spans, dtype=torch.int32), 0)
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": max(spans), "max_length_k": max(spans)}
 
 
 def _add_topk(batch: dict[str, Any], features: list[dict[str, Any]], order: list[int]) -> None:
@@ -225,12 +242,13 @@ def float_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return out.masked_fill(~mask, torch.finfo(dtype).min)
 
 
-def packing_mode(model: Any, tol: float | None = None) -> PackMode | None:
+def packing_mode(model: Any, tol: float | None = None, segments: bool = False) -> PackMode | None:
     """Which packing form reproduces, on this model, the logits of each example run alone.
 
-    Tries an explicit boolean 4-D mask, an additive float 4-D mask, then position ids alone
-    (flash-attention's varlen path). Returns the first that matches within ``tol`` (default
-    1e-4 for fp32 weights, 5e-2 for half precision), or None (pad instead).
+    Tries (with ``segments``) the examples' boundaries as varlen arguments, then an explicit
+    boolean 4-D mask, an additive float 4-D mask, then position ids alone (flash-attention's
+    varlen path). Returns the first that matches within ``tol`` (default 1e-4 for fp32 weights,
+    5e-2 for half precision), or None (pad instead).
     """
     param = next(model.parameters())
     dtype, device = param.dtype, param.device
@@ -251,9 +269,12 @@ def packing_mode(model: Any, tol: float | None = None) -> PackMode | None:
             seg = torch.tensor([[0] * lens[0] + [1] * lens[1] + [-1] * 3])
             mask = block_causal_mask(seg)
             order = [0, 1]
-            for mode in ("bool", "float", "position_ids"):
+            for mode in ("segments", "bool", "float", "position_ids")[0 if segments else 1:]:
                 kw: dict[str, Any] = {"position_ids": pos.to(device)}
-                if mode == "bool":
+                if mode == "segments":
+                    kw.update({k: v.to(device) if isinstance(v, torch.Tensor) else v
+                               for k, v in segment_kwargs(lens + (3,)).items()})
+                elif mode == "bool":
                     kw["attention_mask"] = mask.to(device)
                 elif mode == "float":
                     kw["attention_mask"] = float_mask(mask, dtype).to(device)

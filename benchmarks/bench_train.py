@@ -8,7 +8,10 @@ GPT-4o SVAMP level-3 traces, the student's own chat template on both sides (TRL 
 prompt/completion records, cotdistill its chat template), batch 8, one epoch, against TRL's
 defaults (gradient checkpointing, bf16) and TRL without gradient checkpointing. MFU is
 6 * parameters * tokens/s over a bf16 matmul peak this script measures itself (2048^3 GEMM on the
-same threads).
+same threads). The last row, "matmuls alone (ceiling)", times only the model's own matmuls (every
+projection and the LM head, forward and both backward products, bf16) at the shapes of cotdistill's
+run: the throughput and MFU a trainer would reach if everything else (attention, element-wise work,
+the optimizer) were free.
 
 The figure is non-pad tokens (prompt + completion + EOS) per second of `trainer.train()`; the
 configurations are interleaved (A B C A B C ...) so machine load affects all alike.
@@ -111,6 +114,51 @@ def bf16_peak(threads, n=2048, reps=10):
     return 2 * n**3 / best
 
 
+def matmul_ceiling(config, tokens, target_tokens, steps, threads, reps=3):
+    """Seconds the model's own matmuls take for a run of `steps` optimizer steps of `tokens` tokens
+    (`target_tokens` of them through the LM head, as cotdistill computes it), forward and backward
+    (input and weight gradients), in bf16 on this device, with nothing else: every projection of
+    every layer plus the LM head, at the shapes training gives them. 6 x parameters x tokens over
+    this time (and the peak) is the MFU a trainer would reach if everything but its matmuls were
+    free."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    h = config.hidden_size
+    d = getattr(config, "head_dim", None) or h // config.num_attention_heads
+    kv = config.num_key_value_heads * d
+    shapes = [(h, config.num_attention_heads * d), (h, kv), (h, kv), (config.num_attention_heads * d, h),
+              (h, config.intermediate_size), (h, config.intermediate_size), (config.intermediate_size, h)]
+    n = tokens // steps
+
+    def layer_set(rows, pairs):
+        xs = [torch.randn(rows, k, dtype=torch.bfloat16, device=dev) for k, _ in pairs]
+        ws = [torch.randn(k, m, dtype=torch.bfloat16, device=dev) for k, m in pairs]
+        gs = [torch.randn(rows, m, dtype=torch.bfloat16, device=dev) for _, m in pairs]
+        return xs, ws, gs
+
+    # every layer its own tensors, as in training (no layer finds another's data in cache)
+    sets = [layer_set(n, shapes) for _ in range(config.num_hidden_layers)]
+    sets.append(layer_set(target_tokens // steps, [(h, config.vocab_size)]))
+
+    def one_step():
+        for xs, ws, gs in sets:
+            for x, w, g in zip(xs, ws, gs):
+                x @ w          # forward
+                g @ w.t()      # input gradient
+                x.t() @ g      # weight gradient
+
+    one_step()
+    best = float("inf")
+    for _ in range(reps):
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        one_step()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return best * steps
+
+
 def run_cotdistill_pretrained(traces, model_dir, batch, tmp, **overrides):
     from cotdistill.train import TrainConfig, train
 
@@ -119,6 +167,7 @@ def run_cotdistill_pretrained(traces, model_dir, batch, tmp, **overrides):
                               logging_steps=1000, **overrides)
     r = train(traces, str(model_dir), out, cfg, progress=False)
     shutil.rmtree(out, ignore_errors=True)
+    run_cotdistill_pretrained.last = r.summary
     return r.train_tokens, r.summary["train_wall_s"]
 
 
@@ -157,6 +206,7 @@ def main_pretrained(a):
         model_dir = Path(tmp) / "student"  # a plain model directory both trainers load alike
         model, tok = load_pretrained(a.student)
         n_params = count_params(model)
+        config = model.config
         model.save_pretrained(model_dir)
         tok.save_pretrained(model_dir)
         del model
@@ -176,11 +226,18 @@ def main_pretrained(a):
                 print(f"rep {rep} {k:28s} {tok_n:8d} tokens {wall:7.2f} s {tok_n / wall:9.1f} tok/s", flush=True)
     base = statistics.median(res["trl_sft_default"])
     base_nc = statistics.median(res["trl_sft_no_checkpointing"])
+    # the matmul-only ceiling at the shapes of cotdistill's run (its tokens, steps and LM-head rows)
+    last = run_cotdistill_pretrained.last
+    ceiling_s = matmul_ceiling(config, last["train_tokens"], last["completion_tokens"], last["steps"], a.threads)
+    ceiling = last["train_tokens"] / ceiling_s
     rows = []
     for k, v in res.items():
         m = statistics.median(v)
         rows.append({"configuration": k, "tokens_per_s": round(m, 1), "vs_trl_default": round(m / base, 3),
                      "vs_trl_no_checkpointing": round(m / base_nc, 3), "mfu": round(6 * n_params * m / peak, 4)})
+    rows.append({"configuration": "matmuls alone (ceiling)", "tokens_per_s": round(ceiling, 1),
+                 "vs_trl_default": round(ceiling / base, 3), "vs_trl_no_checkpointing": round(ceiling / base_nc, 3),
+                 "mfu": round(6 * n_params * ceiling / peak, 4)})
     machine = machine_line(a.threads)
     print()
     print("command:", " ".join([sys.executable, *sys.argv]))

@@ -11,7 +11,9 @@ NOT isolate packed examples with sdpa attention in transformers 5.x (each exampl
 its predecessors in the row), so the collator also builds an explicit 4-D boolean mask
 ``(rows, 1, T, T)`` = "same example AND causal". :func:`packing_mode` checks, on the actual model,
 which mask form reproduces the logits of each example run alone; where none does (BLOOM builds its
-ALiBi bias from a 2-D mask) training falls back to padded batches grouped by length.
+ALiBi bias from a 2-D mask) training falls back to padded batches grouped by length. With
+cotdistill's CPU attention on a wide model (``mode="segments"``) rows carry the examples'
+boundaries instead of a mask, and each example attends only to itself.
 """
 
 from __future__ import annotations

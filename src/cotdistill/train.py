@@ -472,7 +472,7 @@ def _hidden_size(model) -> int | None:
 CPU_ATTENTION = "cotdistill_cpu_sdpa"
 # Attention over each packed example alone (rows filled to pack_length) pays for gathering the
 # examples; it wins where the model's attention is worth saving: SmolLM2-135M (hidden 576) on 128
-# SVAMP traces, batch 8: 367 tok/s against 306 with dense masked rows; the scratch students
+# SVAMP traces, batch 8: 374 tok/s against 306 with dense masked rows; the scratch students
 # (hidden 128) on arith: 67k / 35k tok/s against 78k / 43k. Narrower models keep the 4-D mask.
 SEGMENTS_MIN_HIDDEN = 512
 
@@ -494,9 +494,9 @@ def _cpu_sdpa(module, query, key, value, attention_mask, cu_seq_lens_q=None, cu_
             out, weights = sdpa_attention_forward(module, q, k, v, attention_mask, **kwargs)
             return out.to(dtype), weights
         B, H, T, D = q.shape
-        groups = H // k.shape[1]
-        if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
-            k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+        rep = H // k.shape[1]
+        if rep > 1:  # grouped-query attention: each key/value head serves `rep` query heads
+            k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
         flat = [x.transpose(1, 2).reshape(B * T, H, D) for x in (q, k, v)]
         dropout = kwargs.get("dropout", 0.0) if module.training else 0.0
         groups, order = _length_groups(cu_seq_lens_q.tolist(), q.device)

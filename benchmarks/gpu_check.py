@@ -16,7 +16,11 @@ locally, nothing is downloaded:
 4. TRL ``SFTTrainer`` on the same prompt/completion pairs, the same batch and steps (its defaults
    and without gradient checkpointing), tokens/s;
 5. ``cotdistill evaluate`` (continuous batching, bf16) of the trained model on ``--eval-items``
-   test items, generated tokens/s.
+   test items, generated tokens/s;
+6. each ``--distributed`` preset (``ddp``, ``fsdp``, ``deepspeed-zero2``, ``deepspeed-zero3``) through
+   ``cotdistill train --distributed P --nproc N`` (N = the GPUs here) for a few steps: whether it
+   trains, its loss, tokens/s and the parallelism the trainer used (DeepSpeed presets are reported as
+   not run when ``deepspeed`` is not installed).
 
     python benchmarks/gpu_check.py --out $OUT/gpu_check.json          # on the GPU, < 10 minutes
     python benchmarks/gpu_check.py --tiny --out /tmp/gpu_check.json   # a CPU smoke run of the script
@@ -87,6 +91,46 @@ def run_trl(traces, model_dir: Path, batch: int, steps: int, checkpointing: bool
             "gradient_checkpointing": checkpointing}
 
 
+def run_presets(traces, base: Path, tmp: Path, steps: int, batch: int) -> dict:
+    """Each --distributed preset on every GPU of this machine, a few steps through the CLI."""
+    import importlib.util
+    import subprocess
+
+    import torch
+    import yaml
+
+    from cotdistill.distributed import PRESETS
+    from cotdistill.traces import write_traces
+    from cotdistill.train import TrainConfig
+
+    n = torch.cuda.device_count()
+    tf = tmp / "preset-traces.jsonl"
+    write_traces(tf, traces[: steps * batch])
+    cfg = TrainConfig.default(max_steps=steps, epochs=1, batch_size=batch, precision="bf16", model_dtype="float32",
+                              save_steps=10_000, logging_steps=1, template="plain", pack_length=4096)
+    cfg_file = tmp / "preset-train.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    out: dict = {}
+    for preset in PRESETS:
+        if preset.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+            out[preset] = "not run: deepspeed is not installed"
+            continue
+        d = tmp / f"preset-{preset}"
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "cotdistill", "train", "--traces", str(tf), "--student", str(base),
+                            "--out", str(d), "--config", str(cfg_file), "--quiet", "--distributed", preset,
+                            "--nproc", str(n)], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            out[preset] = {"ok": False, "error": (r.stderr or r.stdout).strip()[-1500:]}
+        else:
+            s = json.loads((d / "train_summary.json").read_text())
+            out[preset] = {"ok": True, "processes": s.get("world_size"), "parallelism": s.get("parallelism"),
+                           "final_loss": s.get("final_loss"), "tokens_per_s": s.get("tokens_per_s"),
+                           "wall_s": round(time.perf_counter() - t0, 1)}
+        print(f"preset {preset}: {out[preset]}", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=60)
@@ -97,6 +141,8 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, help="device dense bf16 peak, when not a known GPU")
     ap.add_argument("--tiny", action="store_true", help="a 2-layer model: a smoke run of this script on a CPU")
     ap.add_argument("--skip-trl", action="store_true")
+    ap.add_argument("--skip-presets", action="store_true", help="do not run the --distributed presets")
+    ap.add_argument("--preset-steps", type=int, default=8)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -159,6 +205,8 @@ def main() -> None:
                                                                 "generate_s", "n_length_capped", "dtype", "device")}
         report["cotdistill_evaluate"]["wall_s"] = round(time.perf_counter() - t0, 1)
         print(f"cotdistill evaluate: {m['n']} items, {m['tokens_per_s']:,.0f} generated tokens/s", flush=True)
+        if not args.skip_presets and torch.cuda.is_available():
+            report["presets"] = run_presets(traces, base, tmp, args.preset_steps, args.batch)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")

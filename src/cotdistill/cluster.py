@@ -76,7 +76,10 @@ class ClusterConfig(BaseModel):
     mem: str | None = Field(None, description="memory per cell job, e.g. 32G (Slurm) ")
     cpus_per_cell: int | None = Field(None, ge=1, description="CPU cores per cell (Slurm cpus-per-task, Ray num_cpus; "
                                                               "also the cell's torch threads)")
-    gpus_per_cell: int = Field(0, ge=0, description="GPUs per cell (Slurm gpus-per-node, Ray num_gpus)")
+    gpus_per_cell: int = Field(0, ge=0, description="GPUs per cell (Slurm gpus-per-node, Ray num_gpus); above 1 the "
+                                                    "cell trains through `accelerate launch` with the `distributed` preset")
+    distributed: Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"] = Field(
+        "ddp", description="how a cell with several GPUs trains: ddp, fsdp, deepspeed-zero2, deepspeed-zero3")
     constraint: str | None = Field(None, description="Slurm node features, e.g. a100")
     max_parallel: int | None = Field(None, ge=1, description="at most this many cells at once (Slurm --array=0-N%K "
                                                              "per array; Ray: tasks in flight)")

@@ -726,6 +726,8 @@ def _train(cfg: StudyConfig, cell: Cell, traces_path: Path, model_dir: Path, log
     mixed = isinstance(cell.level, str) and cell.level not in ("human", RAW)
     from .train import OtherRunError
 
+    if cfg.cluster.gpus_per_cell > 1:  # one model on several GPUs: `cotdistill train` under accelerate launch
+        return _train_launched(cfg, cell, conf, traces_path, model_dir, resume, mixed)
     try:
         res = train_fn(read_traces(traces_path), cell.student, model_dir, conf, resume=resume, progress=False,
                        overwrite=not resume, mix=mixed)
@@ -744,6 +746,27 @@ def _train(cfg: StudyConfig, cell: Cell, traces_path: Path, model_dir: Path, log
     else:
         info.update(getattr(res, "__dict__", {}) or {})
     return {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def _train_launched(cfg: StudyConfig, cell: Cell, conf, traces_path: Path, model_dir: Path, resume: bool,
+                    mixed: bool) -> dict[str, Any]:
+    """Train a cell on ``cluster.gpus_per_cell`` processes with the ``cluster.distributed`` preset."""
+    import yaml
+
+    from .distributed import launch
+
+    work = Path(f"{model_dir}.launch")
+    work.mkdir(parents=True, exist_ok=True)
+    conf_file = work / "train.yaml"
+    conf_file.write_text(yaml.safe_dump(conf.model_dump(mode="json")), encoding="utf-8")
+    args = ["train", "--traces", str(traces_path), "--student", cell.student, "--out", str(model_dir),
+            "--config", str(conf_file), "--quiet", "--resume" if resume else "--overwrite", *(["--mix"] if mixed else [])]
+    rc = launch(cfg.cluster.distributed, cfg.cluster.gpus_per_cell, args, work)
+    if rc != 0:
+        raise UserError(f"training on {cfg.cluster.gpus_per_cell} processes ({cfg.cluster.distributed}) exited with {rc}; "
+                        f"see {layout(cfg).cell(cell.id).log}")
+    summary = json.loads((model_dir / "train_summary.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
 def _evaluate(cfg: StudyConfig, cell: Cell, model_dir: Path, eval_dir: Path, log, resume: bool) -> dict[str, Any]:

@@ -380,6 +380,16 @@ def _peak_flops(cfg: TrainConfig, precision: str) -> float | None:
     return None
 
 
+def _parallel_args(cfg: "TrainConfig", model: Any) -> dict[str, Any]:
+    """TrainingArguments for sharded training: the config's own deepspeed / fsdp settings, else the
+    preset ``cotdistill train --distributed`` launched this process with."""
+    from .distributed import trainer_args
+
+    if cfg.deepspeed or cfg.fsdp:
+        return {"deepspeed": cfg.deepspeed, "fsdp": cfg.fsdp or "", "fsdp_config": cfg.fsdp_config}
+    return trainer_args(model)
+
+
 def _last_checkpoint(ckpt_dir: Path) -> Path | None:
     """Latest checkpoint whose trainer state was written (a checkpoint cut by a kill is skipped)."""
     if not ckpt_dir.is_dir():
@@ -1208,9 +1218,7 @@ def _train(
         dataloader_num_workers=0,
         train_sampling_strategy="random" if mode else "group_by_length",
         include_num_input_tokens_seen="no",
-        deepspeed=cfg.deepspeed,
-        fsdp=cfg.fsdp or "",
-        fsdp_config=cfg.fsdp_config,
+        **_parallel_args(cfg, model),
         ddp_find_unused_parameters=False if world > 1 else None,
         log_level="warning",
     )
@@ -1313,6 +1321,7 @@ def _train(
             "micro_batch_size": micro,
             "grad_accum": accum,
             "world_size": world,
+            "parallelism": str(getattr(trainer.accelerator, "distributed_type", "NO")).split(".")[-1].lower(),
             "train_tokens": total_tokens,
             "longest_completion_tokens": max(completion_lengths),
             "completion_tokens": int(round(completion_tokens_per_epoch * state.global_step * cfg.batch_size / len(rows))),

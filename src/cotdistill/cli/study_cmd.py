@@ -251,7 +251,8 @@ def register(app: typer.Typer) -> None:
         time_limit: Optional[str] = typer.Option(None, "--time", help="time limit per cell job: minutes or [D-]HH:MM:SS [config: cluster.time; default: 4:00:00]"),
         mem: Optional[str] = typer.Option(None, "--mem", help="memory per cell job, e.g. 32G [config: cluster.mem]"),
         cpus_per_cell: Optional[int] = typer.Option(None, "--cpus-per-cell", help="CPU cores per cell job, also its torch threads [config: cluster.cpus_per_cell]"),
-        gpus_per_cell: Optional[int] = typer.Option(None, "--gpus-per-cell", help="GPUs per cell job [config: cluster.gpus_per_cell; default: 0]"),
+        gpus_per_cell: Optional[int] = typer.Option(None, "--gpus-per-cell", help="GPUs per cell job; above 1 a cell trains through `accelerate launch` [config: cluster.gpus_per_cell; default: 0]"),
+        distributed: Optional[str] = typer.Option(None, "--distributed", help="how a cell with several GPUs trains: ddp, fsdp, deepspeed-zero2, deepspeed-zero3 [config: cluster.distributed; default: ddp]"),
         constraint: Optional[str] = typer.Option(None, "--constraint", help="Slurm node features [config: cluster.constraint]"),
         max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="at most this many cells at once [config: cluster.max_parallel]"),
         setup: Optional[List[str]] = typer.Option(None, "--setup", help="a shell line run before each job, e.g. 'source ~/venv/bin/activate' (repeatable) [config: cluster.setup]"),
@@ -264,7 +265,8 @@ def register(app: typer.Typer) -> None:
 
         cluster = {k: v for k, v in {
             "executor": executor, "partition": partition, "account": account, "qos": qos, "time": time_limit,
-            "mem": mem, "cpus_per_cell": cpus_per_cell, "gpus_per_cell": gpus_per_cell, "constraint": constraint,
+            "mem": mem, "cpus_per_cell": cpus_per_cell, "gpus_per_cell": gpus_per_cell, "distributed": distributed,
+            "constraint": constraint,
             "max_parallel": max_parallel, "setup": list(setup) if setup else None, "ray_address": ray_address}.items()
             if v is not None}
         if sbatch:

@@ -49,6 +49,8 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint (a finished one is kept)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory / interrupted run."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+        distributed: Optional[str] = typer.Option(None, "--distributed", help="Train on several processes through `accelerate launch` with a preset: ddp, fsdp, deepspeed-zero2, deepspeed-zero3 (on a CPU: ddp and fsdp with gloo)."),
+        nproc: Optional[int] = typer.Option(None, "--nproc", help="Processes for --distributed (default: the GPUs of this machine, else 2)."),
     ) -> None:
         """Fine-tune a student (hub / local / scratch) on teacher traces; completion-only loss.
 
@@ -56,6 +58,18 @@ def register(app: typer.Typer) -> None:
         paper's, except for scratch students, which use configs/train_scratch.yaml."""
         from ..train import train
 
+        if distributed or nproc:
+            import sys
+
+            from .. import distributed as dist
+
+            if not dist.launched():
+                preset = dist.check_preset(distributed or "ddp")
+                n = nproc or dist._gpus() or 2
+                args = _without_launch_flags(sys.argv[1:])
+                out.parent.mkdir(parents=True, exist_ok=True) if out.parent != Path("") else None
+                rc = dist.launch(preset, n, args, workdir=Path(f"{out}.launch"))
+                raise typer.Exit(rc)
         overrides = dict(
             max_steps=max_steps, max_tokens=max_tokens, epochs=epochs, batch_size=batch_size,
             micro_batch_size=micro_batch_size, learning_rate=lr, seed=seed, lora=lora,
@@ -84,3 +98,19 @@ def register(app: typer.Typer) -> None:
             f"[bold]trained[/] {student} -> {res.model_dir}  steps {res.steps}  tokens {res.train_tokens:,}  "
             f"final loss {res.final_loss:.4f}  {res.tokens_per_s:,.0f} tok/s  {res.wall_s:.1f} s  ({s.get('batching')})"
         )
+
+
+def _without_launch_flags(argv: list[str]) -> list[str]:
+    """The ``train`` command line without --distributed / --nproc (what each launched process runs)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--distributed", "--nproc"):
+            skip = True
+            continue
+        if a.startswith(("--distributed=", "--nproc=")):
+            continue
+        out.append(a)
+    return out

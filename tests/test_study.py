@@ -620,3 +620,52 @@ def test_progress_is_reported_as_events_and_the_cli_draws_the_table(tmp_path):
     assert last.finished and last.done == 1 and last.info["ok"] == 1 and last.info["failed"] == 0
     assert all(isinstance(e.info["running"], list) for e in events)
     assert "1/1 cells  done 1  running 0  failed 0" in buf.getvalue()
+
+
+def test_an_evaluated_cell_needs_neither_its_weights_nor_its_caches(tmp_path):
+    """Models and caches deleted to save space (or a study restored from its records): the evaluated
+    cells stay done, a rerun generates, curates and trains nothing, and the report is the same."""
+    import shutil
+
+    cfg = load_study_config(base_config(tmp_path / "o"))
+    first = run_study(cfg, progress=False)
+    assert first.done == 2
+    before = (tmp_path / "o" / "results.jsonl").read_text()
+    for cell in (tmp_path / "o" / "cells").iterdir():
+        shutil.rmtree(cell / "model")
+        (cell / "traces.jsonl").unlink()
+    shutil.rmtree(tmp_path / "o" / "cache")
+    assert all(p.complete for p in plan_study(cfg))
+    again = run_study(cfg, progress=False)
+    assert again.done == 2 and again.stages_run == 0, again.ran
+    assert not (tmp_path / "o" / "cache").exists()
+    assert (tmp_path / "o" / "results.jsonl").read_text() == before
+
+
+def test_a_replay_file_is_known_by_its_content(tmp_path):
+    """A replay file copied or imported again (a new mtime, the same bytes) keeps every stage key;
+    other bytes change them. A study keyed on the old size-and-mtime signature is carried over."""
+    import os as _os
+
+    src = tmp_path / "t.jsonl"
+    from cotdistill.traces import Trace, write_traces
+
+    write_traces(src, [Trace(id="1", task="arith", question="q", gold="1", teacher="x", level=3, output="The answer is 1")])
+    cfg = load_study_config(base_config(tmp_path / "o", teachers=[f"replay:{src}#x"], levels=[3]))
+    cell = expand_cells(cfg)[0]
+    k1 = stage_keys(cfg, cell)
+    _os.utime(src, (1, 1))
+    from cotdistill import study as st
+
+    st._FILE_DIGESTS.clear()
+    assert stage_keys(cfg, cell) == k1
+    assert stage_keys(cfg, cell, legacy=True) != k1
+    # a stage log written with the legacy keys is carried over to the content keys
+    legacy = stage_keys(cfg, cell, legacy=True)
+    cdir = tmp_path / "o" / "cells" / cell.id
+    cdir.mkdir(parents=True)
+    (cdir / "stages.json").write_text(json.dumps({"train": {"key": legacy["train"]}, "evaluate": {"key": legacy["evaluate"]}}))
+    marks = st._marks(cfg, cell, k1)
+    assert marks["train"]["key"] == k1["train"] and marks["evaluate"]["key"] == k1["evaluate"]
+    write_traces(src, [Trace(id="1", task="arith", question="q", gold="2", teacher="x", level=3, output="The answer is 2")])
+    assert stage_keys(cfg, cell)["generate"] != k1["generate"]

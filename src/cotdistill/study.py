@@ -505,6 +505,9 @@ def _done_stages(cfg: StudyConfig, cell: Cell, keys: dict[str, str]) -> list[str
     lay = layout(cfg)
     done = []
     marks = _marks(cfg, cell, keys)
+    if ((marks.get("evaluate") or {}).get("key") == keys["evaluate"] and (marks.get("train") or {}).get("key") == keys["train"]
+            and lay.cell(cell.id).predictions.exists()):
+        return list(STAGES)  # evaluated with this chain of keys: done, whether or not its caches are kept
     for st in STAGES:
         if st == "generate":
             ok = is_complete(lay.generate_dir(keys["generate"]))
@@ -872,6 +875,24 @@ def prepare_cell(cfg: StudyConfig, cell: Cell) -> dict[str, Any]:
     return {"curated": str(cur), "ran": ran}
 
 
+def _link_traces(cl: CellLayout, cur_path: Path, marks: dict[str, Any], keys: dict[str, str]) -> None:
+    """The cell's ``traces.jsonl``: a hard link to (else a copy of) the curated traces it trains on."""
+    if cl.traces.exists() and (marks.get("curate") or {}).get("key") == keys["curate"]:
+        return
+    tmp = cl.dir / ".traces.jsonl.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.link(cur_path, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(cur_path, tmp)
+    os.replace(tmp, cl.traces)
+    marks["curate"] = {"key": keys["curate"]}
+    atomic_write_json(cl.stages, marks)
+
+
 def run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[str, Any]:
     """Run (or skip) every stage of one cell; returns ``{"row": ..., "ran": [stages]}``. Never raises.
     A cell that another process is running (a second submission, a shard, a cluster job) is left to
@@ -917,28 +938,18 @@ def _run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[
                 stage = st
                 _status(cdir, "running", st)
 
-            cur_path, shared = _prepare(cfg, cell, keys, on_stage)
-            ran += shared
-            stage = "curate"
-            tr_link = cl.traces
-            if not tr_link.exists() or (marks.get("curate") or {}).get("key") != keys["curate"]:
-                tmp = cdir / ".traces.jsonl.tmp"
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-                try:
-                    os.link(cur_path, tmp)
-                except OSError:
-                    import shutil
-
-                    shutil.copyfile(cur_path, tmp)
-                os.replace(tmp, tr_link)
-                marks["curate"] = {"key": keys["curate"]}
-                atomic_write_json(cl.stages, marks)
+            # a cell evaluated with this chain of keys is done: its traces and weights are needed no more
+            # (caches or models may have been deleted to save space; nothing is generated or paid again)
+            evaluated = ((marks.get("evaluate") or {}).get("key") == keys["evaluate"]
+                         and (marks.get("train") or {}).get("key") == keys["train"] and cl.predictions.exists())
+            if not evaluated:
+                cur_path, shared = _prepare(cfg, cell, keys, on_stage)
+                ran += shared
+                stage = "curate"
+                _link_traces(cl, cur_path, marks, keys)
             # train
             stage = "train"
-            # a cell evaluated with this model's key needs its weights no more (they may have been deleted)
-            evaluated = (marks.get("evaluate") or {}).get("key") == keys["evaluate"] and cl.predictions.exists()
-            if (marks.get("train") or {}).get("key") != keys["train"] or not (cl.model.exists() or evaluated):
+            if not evaluated and ((marks.get("train") or {}).get("key") != keys["train"] or not cl.model.exists()):
                 _status(cdir, "running", "train")
                 # same inputs as an interrupted attempt: continue from its checkpoint; else start over
                 resume = marks.get("train_started") == keys["train"]
@@ -947,7 +958,7 @@ def _run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[
                 marks["train_started"] = keys["train"]
                 atomic_write_json(cl.stages, marks)
                 t0, c0 = time.time(), time.process_time()
-                info = _train(cfg, cell, tr_link, cl.model, log, resume=resume)
+                info = _train(cfg, cell, cl.traces, cl.model, log, resume=resume)
                 marks["train"] = {"key": keys["train"], "wall_s": round(time.time() - t0, 2),
                                   "cpu_s": round(time.process_time() - c0, 2), "info": info}
                 marks.pop("train_started", None)

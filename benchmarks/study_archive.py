@@ -11,7 +11,12 @@ as the cells they were.
     python benchmarks/study_archive.py restore benchmarks/results/studies/paper-svamp-teachers-smollm2 paper-svamp-teachers-smollm2-out
 
 Restore into the directory the study's YAML names (the cells' keys include the replay file's path
-and content, so the same YAML and replay file must be used).
+and content, so the same YAML and replay file must be used). With ``--config YAML`` the cells go
+into that study instead, those of its cells whose stage keys equal the archived ones (a cell shared by
+two studies - the same task, teacher, level, format, student, seed and recipe - is trained once):
+
+    python benchmarks/study_archive.py restore benchmarks/results/studies/paper-svamp-teachers-smollm2 \
+        paper-svamp-smollm2-out --config examples/paper_svamp_smollm2.yaml
 """
 
 from __future__ import annotations
@@ -60,23 +65,35 @@ def save(study: Path, dest: Path) -> int:
     return n
 
 
-def restore(src: Path, study: Path, data_dir: str | None) -> int:
+def restore(src: Path, study: Path, data_dir: str | None, config: Path | None = None) -> int:
     from cotdistill.artifacts import claim
     from cotdistill.fileio import atomic_write_json, atomic_write_text
+    from cotdistill.study import expand_cells, load_study_config, stage_keys
     from cotdistill.tasks import get_task
 
     cfg = _read(src / "study.json") or {}
+    wanted = None
+    if config is not None:  # the cells of another study that are the same runs
+        target = load_study_config(config, overrides={"output_dir": str(study.resolve())})
+        wanted = {c.id: stage_keys(target, c) for c in expand_cells(target)}
+        cfg = target.model_dump()
     tests: dict[str, dict] = {}
     n = 0
     with claim(study, "study", flag="output_dir", identity=cfg.get("name")):
         if not (study / "study.json").exists():
-            (study / "study.json").write_text(json.dumps({**cfg, "output_dir": str(study.resolve())}, indent=1) + "\n")
+            (study / "study.json").write_text(json.dumps({**cfg, "output_dir": str(study.resolve())}, indent=1,
+                                                         default=str) + "\n")
         for z in sorted((src / "cells").glob("*.json.gz")):
             cell = study / "cells" / z.name[: -len(".json.gz")]
             if (cell / "eval" / "predictions.jsonl").exists():
                 continue  # a cell of this directory wins
             with gzip.open(z, "rt", encoding="utf-8") as f:
                 bundle = json.load(f)
+            if wanted is not None:
+                keys = wanted.get(cell.name)
+                marks = bundle["files"].get("stages.json") or {}
+                if keys is None or any((marks.get(st) or {}).get("key") != keys[st] for st in ("train", "evaluate")):
+                    continue
             conf = bundle["files"]["config.json"] or {}
             task = conf.get("task_spec", {}).get("name") or conf.get("task")
             if task not in tests:
@@ -110,11 +127,12 @@ def main() -> None:
     r.add_argument("src", type=Path)
     r.add_argument("study", type=Path)
     r.add_argument("--data-dir", default=None)
+    r.add_argument("--config", type=Path, default=None, help="restore into this study (its cells with the same keys)")
     a = ap.parse_args()
     if a.cmd == "save":
         print(f"saved {save(a.study, a.dest)} finished cell(s) to {a.dest}")
     else:
-        print(f"restored {restore(a.src, a.study, a.data_dir)} cell(s) into {a.study}")
+        print(f"restored {restore(a.src, a.study, a.data_dir, a.config)} cell(s) into {a.study}")
 
 
 if __name__ == "__main__":

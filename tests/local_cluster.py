@@ -84,6 +84,8 @@ class LocalSlurm:
             "SchedulerParameters=sched_interval=1,bf_interval=1",
             "MinJobAge=300", "KillWait=5", "InactiveLimit=0", "Waittime=0",
             "JobRequeue=1", "PreemptType=preempt/none",
+            # a job that asks for no memory gets its CPUs' share, not the whole node (Slurm's default)
+            f"DefMemPerCPU={mem_mb // cpus}",
             f"NodeName={host} NodeAddr=127.0.0.1 NodeHostname={host} CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN",
             f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO",
         ]) + "\n")

@@ -214,3 +214,42 @@ def test_library_errors_name_fields_and_the_cli_names_flags():
     with pytest.raises(UserError) as e:
         resolve_device("tpu")
     assert str(e.value).startswith("device 'tpu'") and e.value.for_cli().startswith("--device 'tpu'")
+
+
+def test_a_tracker_whose_package_is_missing_is_refused_before_anything_is_made(tmp_path):
+    """`train --report-to X` names the extra that installs X, before any directory is made."""
+    import importlib.util
+
+    from cotdistill.traces import Trace, write_traces
+
+    missing = next((t for t in ("wandb", "mlflow") if importlib.util.find_spec(t) is None), None)
+    if missing is None:
+        pytest.skip("wandb and mlflow are both installed here")
+    tf = tmp_path / "t.jsonl"
+    write_traces(tf, [Trace(id="0", task="svamp", question="q", gold="1", teacher="t", level=3, output="The answer is 1")])
+    r = subprocess.run([sys.executable, "-m", "cotdistill", "train", "--traces", str(tf), "--student", "scratch:llama-xxs",
+                        "--out", str(tmp_path / "m"), "--report-to", missing], capture_output=True, text=True)
+    assert r.returncode == 2 and f"pip install 'cotdistill[{missing}]'" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.jsonl"]
+
+
+def test_typed_names_get_a_did_you_mean(tmp_path):
+    """A mistyped student short name or study key names the intended one (not the hub, not a
+    missing key it causes)."""
+    cases = [
+        (["train", "--traces", "T", "--student", "smolm2-135m", "--out", str(tmp_path / "m")], "did you mean 'smollm2-135m'?"),
+        (["study", "Y", "--dry-run"], "unknown key 'student' (did you mean 'students'?)"),
+        (["train", "--traces", "T", "--student", "scratch:llama-xxs", "--out", str(tmp_path / "m"), "--distributed", "dpp"],
+         "did you mean 'ddp'?"),
+    ]
+    from cotdistill.traces import Trace, write_traces
+
+    tf = tmp_path / "t.jsonl"
+    write_traces(tf, [Trace(id="0", task="svamp", question="q", gold="1", teacher="t", level=3, output="The answer is 1")])
+    y = tmp_path / "s.yaml"
+    y.write_text(f"name: x\noutput_dir: {tmp_path / 'o'}\ntasks: [arith]\nteachers: [lab]\nstudent: [scratch:llama-xxs]\n")
+    for args, msg in cases:
+        args = [str(tf) if a == "T" else str(y) if a == "Y" else a for a in args]
+        r = subprocess.run([sys.executable, "-m", "cotdistill", *args], capture_output=True, text=True)
+        assert r.returncode == 2 and msg in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "m").exists() and not (tmp_path / "o").exists()

@@ -140,7 +140,7 @@ def test_dry_run_shows_jobs_resources_dependencies_and_a_script_and_submits_noth
                  "#SBATCH --kill-on-invalid-dep=yes", "module load cuda/12.4"):
         assert line in out, line
     assert "nothing was submitted" in out
-    assert not (tmp_path / "out" / "cluster").exists()
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
     bad = cli("study", str(y), "--dry-run", "--time", "soon")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "cluster.time" in bad.stderr, bad.stderr
 
@@ -268,3 +268,80 @@ def test_ray_study_on_a_two_node_cluster_gives_the_local_results(local_reference
     assert subs[-1]["executor"] == "ray" and len(subs[-1]["tasks"]) == 4
     assert outputs(tmp_path / "out") == outputs(local_reference)
     assert accuracies(tmp_path / "out") == accuracies(local_reference)
+
+
+def _bad_replay_study(tmp_path: Path) -> dict:
+    """Lab cells that succeed beside replay cells whose traces cannot be made (the replay file holds
+    none of the training questions): their generation fails."""
+    from cotdistill.traces import Trace, write_traces
+
+    bad = tmp_path / "bad.jsonl"
+    write_traces(bad, [Trace(id="not-in-the-task", task="arith", question="q?", gold="1", teacher="x", level=3,
+                             output="The answer is 1")])
+    return study_dict(tmp_path / "out", name="faults", levels=[3], seeds=[0], teachers=["lab", f"replay:{bad}#x"])
+
+
+def test_status_of_a_local_study_names_the_failed_stage_and_its_log(tmp_path):
+    y = write(tmp_path, _bad_replay_study(tmp_path))
+    r = cli("study", str(y), "--no-report")
+    assert r.returncode == 1  # a failed cell: the run says so, the other cell finished
+    st = cli("study", "status", str(tmp_path / "out"), "--json")
+    assert st.returncode == 0, st.stderr
+    rows = {x["cell"].split("__")[1]: x for x in map(json.loads, st.stdout.splitlines())}
+    assert rows["lab"]["state"] == "done" and rows["lab"]["accuracy"] is not None
+    bad = next(v for k, v in rows.items() if k != "lab")
+    assert bad["state"] == "failed" and bad["stage"] == "generate" and "calls failed" in bad["detail"]
+    assert any("FAILED in stage generate" in ln for ln in bad["log_tail"])
+    table = cli("study", "status", str(tmp_path / "out"))
+    assert "1 done, 1 failed" in table.stdout and "last lines of its log" in table.stdout
+    none = cli("study", "status", str(tmp_path))
+    assert none.returncode == 2 and "no study.json" in none.stderr and none.stderr.count("\n") == 1
+
+
+def test_slurm_failed_generation_cancels_only_its_cells(slurm, tmp_path):
+    y = write(tmp_path, _bad_replay_study(tmp_path))
+    r = cli("study", str(y), "--executor", "slurm", "--cpus-per-cell", "1", "--time", "10")
+    assert r.returncode == 0, r.stderr
+    states = {s.cell.split("__")[1]: s for s in wait_idle(tmp_path / "out")}
+    assert states["lab"].state == "done"
+    bad = next(v for k, v in states.items() if k != "lab")
+    assert bad.state == "failed" and bad.stage == "generate" and "calls failed" in bad.detail, bad.as_dict()
+    assert any("FAILED in stage generate" in ln for ln in bad.log_tail)
+
+
+RAY_KILL_DRIVER = r'''
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+y, out = sys.argv[1], Path(sys.argv[2])
+drv = subprocess.Popen([sys.executable, "-m", "cotdistill", "study", y, "--executor", "ray", "--cpus-per-cell", "2", "--no-report"])
+t0 = time.time()
+pid = None
+while time.time() - t0 < 400 and pid is None:
+    for cell in (out / "cells").glob("*"):
+        ck = [p for p in (cell / "model.partial" / "checkpoints").glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+        st = cell / "status.json"
+        if ck and st.exists():
+            pid = json.loads(st.read_text())["pid"]
+    time.sleep(0.3)
+assert pid is not None, "no checkpoint"
+os.kill(pid, signal.SIGKILL)   # the node's worker process dies mid-training: Ray runs the task again
+rc = drv.wait(timeout=600)
+print("KILLED", pid, "RC", rc)
+'''
+
+
+def test_ray_task_whose_worker_dies_is_retried_and_resumes_from_its_checkpoint(tmp_path):
+    why = ray_missing()
+    if why:
+        _unavailable(why)
+    y = _long_cell(tmp_path, "raykill")
+    script = tmp_path / "drive.py"
+    script.write_text(RAY_KILL_DRIVER)
+    cmd = f"{sys.executable} {script} {y} {tmp_path / 'out'}"
+    r = subprocess.run(ray_script(cmd, port=6400 + (os.getpid() + 7) % 500, head_cpus=2, worker_cpus=2),
+                       capture_output=True, text=True, timeout=900, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert r.returncode == 0 and "KILLED" in r.stdout and "RC 0" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    states = study_status(tmp_path / "out")
+    assert states[0].state == "done", states[0].as_dict()
+    cell = next((tmp_path / "out" / "cells").iterdir())
+    assert _train_resumed(cell)

@@ -336,7 +336,7 @@ def test_paper_replay_example_runs_on_scratch_student(shared_data, tmp_path):
     for name in ("SVAMP_ChatGPT_level3_ranked.json.gz", "SVAMP_only_ans.json.gz"):
         (src / name).symlink_to(shared_data / "paper" / name)
     rep = import_paper(src, shared_data)
-    write_traces(tmp_path / "paper_traces.jsonl", rep.traces)
+    write_traces(tmp_path / "paper-traces" / "traces.jsonl", rep.traces)
     # the example as shipped resolves replay files relative to itself: use a copy beside the traces
     cfg = yaml.safe_load((ROOT / "examples" / "paper_replay.yaml").read_text())
     (tmp_path / "ex").mkdir()
@@ -669,3 +669,23 @@ def test_a_replay_file_is_known_by_its_content(tmp_path):
     assert marks["train"]["key"] == k1["train"] and marks["evaluate"]["key"] == k1["evaluate"]
     write_traces(src, [Trace(id="1", task="arith", question="q", gold="2", teacher="x", level=3, output="The answer is 2")])
     assert stage_keys(cfg, cell)["generate"] != k1["generate"]
+
+
+def test_a_dry_run_writes_nothing_and_counts_a_replay_files_training_tokens(tmp_path):
+    """Replay traces need no generation: the dry run counts their tokens from the file; and it
+    creates no directory."""
+    from cotdistill.traces import Trace, write_traces
+
+    src = tmp_path / "t.jsonl"
+    write_traces(src, [Trace(id=str(i), task="arith", question="What is 2 + 2?", gold="4", teacher="x", level=3,
+                             output="2 + 2 = 4. The answer is 4") for i in range(5)])
+    cfg = base_config(tmp_path / "never", teachers=[f"replay:{src}#x"], levels=[3])
+    y = write_cfg(tmp_path, cfg)
+    r = subprocess.run([sys.executable, "-m", "cotdistill", "study", str(y), "--dry-run"], capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "250"})
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "never").exists()
+    plan = plan_study(load_study_config(cfg, create=False))
+    assert plan[0].train_tokens is not None and plan[0].train_tokens > 0
+    assert f"{plan[0].train_tokens:,}" in r.stdout
+    assert not (tmp_path / "never").exists()

@@ -267,9 +267,11 @@ def _needs_gpu_for_generation(cell) -> bool:
     return spec.startswith(("hf:", "vllm:"))
 
 
-def _slurm_params(cfg, kind: str, n: int, dependency: str | None) -> dict[str, Any]:
+def _slurm_params(cfg, kind: str, n: int, dependency: str | None, cells: list[Any] = ()) -> dict[str, Any]:
     cc = cfg.cluster
     gpus = cc.gpus_per_cell
+    # generation needs the cells' GPUs only when the teacher runs here (hf:, vllm:); API and replay teachers do not
+    gpu_job = kind == "cells" or any(_needs_gpu_for_generation(c) for c in cells)
     p: dict[str, Any] = {
         "job_name": f"{cfg.name}-{kind}"[:60], "time": cc.minutes, "signal_delay_s": 120,
         "array_parallelism": min(n, cc.max_parallel) if cc.max_parallel else n, "stderr_to_stdout": True,
@@ -280,7 +282,7 @@ def _slurm_params(cfg, kind: str, n: int, dependency: str | None) -> dict[str, A
             p[k] = getattr(cc, k)
     if cc.cpus_per_cell:
         p["cpus_per_task"] = cc.cpus_per_cell
-    if gpus and kind == "cells":
+    if gpus and gpu_job:
         p["gpus_per_node"] = gpus
     if dependency:
         p["dependency"] = dependency
@@ -329,13 +331,12 @@ def submit_slurm(cfg, plan: JobPlan, dry_run: bool = False) -> Submission:
     if dry_run:
         for kind, cells, _, g in jobs_spec:
             dep = None if g is None else f"afterok:<prepare>_{g}"
-            params = _slurm_params(cfg, kind, len(cells), dep)
+            params = _slurm_params(cfg, kind, len(cells), dep, cells)
             sub.jobs.append({"kind": kind, "job": None, "tasks": [c.id for c in cells], "dependency": dep,
                              "params": params})
-        if jobs_spec:
-            kind, cells, _, g = jobs_spec[-1]
-            sub.script = _sbatch_script(cfg, _slurm_params(cfg, kind, len(cells), None if g is None else "afterok:<prepare>_0"),
-                                        len(cells))
+        if sub.jobs:  # the last array's script, as sbatch will receive it
+            last = sub.jobs[-1]
+            sub.script = _sbatch_script(cfg, last["params"], len(last["tasks"]))
         return sub
     import submitit
 
@@ -345,7 +346,7 @@ def submit_slurm(cfg, plan: JobPlan, dry_run: bool = False) -> Submission:
     prep_job: str | None = None
     for kind, cells, _, g in jobs_spec:
         dep = None if g is None else f"afterok:{prep_job}_{g}"
-        params = _slurm_params(cfg, kind, len(cells), dep)
+        params = _slurm_params(cfg, kind, len(cells), dep, cells)
         ex = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=cfg.cluster.max_requeues, python=_python(cfg))
         ex.update_parameters(**params)
         names = [c.id for c in cells]
@@ -407,7 +408,8 @@ def run_ray(cfg, plan: JobPlan, progress=None) -> dict[str, Any]:
     out = str(Path(cfg.output_dir))
     try:
         res = {"num_cpus": cc.cpus_per_cell or 1}
-        prep_fn = ray.remote(max_retries=2)(run_task).options(**res)
+        prep_gpus = cc.gpus_per_cell if any(_needs_gpu_for_generation(c) for c in plan.prepare) else 0
+        prep_fn = ray.remote(max_retries=2)(run_task).options(**res, num_gpus=prep_gpus)
         cell_fn = ray.remote(max_retries=2)(_ray_cell).options(**res, num_gpus=cc.gpus_per_cell)
         prep_refs = [prep_fn.remote(out, "prepare", c.id) for c in plan.prepare]
         todo = [(c, None if g is None else prep_refs[g]) for g, cells in plan.groups.items() for c in cells]
@@ -476,10 +478,11 @@ def active_cells(out: str | os.PathLike) -> set[str]:
     return cells
 
 
-def submit_study(cfg, dry_run: bool = False, progress=None) -> Submission:
+def submit_study(cfg, dry_run: bool = False, progress=None, console=None) -> Submission:
     """Submit the cells of ``cfg`` that are not done (nor queued or running already) to its
     ``cluster.executor`` (slurm or ray). The study directory is claimed for the submission itself,
-    so two submissions of one study at once queue each cell once."""
+    so two submissions of one study at once queue each cell once. Slurm returns once submitted;
+    Ray runs to the end, reporting the cells' progress to ``progress`` (as :func:`run_study`)."""
     from .artifacts import claim
     from .fileio import atomic_write_json
     from .study import layout
@@ -502,11 +505,18 @@ def submit_study(cfg, dry_run: bool = False, progress=None) -> Submission:
             if not plan.to_run:
                 return Submission("slurm", [], plan)
             return submit_slurm(cfg, plan)
-    results = run_ray(cfg, plan, progress=progress) if plan.to_run else {}
-    from .study import merge_results
+        # the Ray driver runs the study to its end, holding the submission lock as a local run holds its own
+        results: dict[str, Any] = {}
+        if plan.to_run:
+            from .study import _CellWatch
 
-    merge_results(cfg)
-    return Submission("ray", [{"kind": "cells", "tasks": list(results), "results": results}], plan)
+            cells = [c for g in plan.groups.values() for c in g]
+            with _CellWatch(cfg, cells, progress=progress if progress is not None else True, console=console) as view:
+                results = run_ray(cfg, plan, progress=view.refresh)
+        from .study import merge_results
+
+        merge_results(cfg)
+        return Submission("ray", [{"kind": "cells", "tasks": list(results), "results": results}], plan)
 
 
 def _ray_params(cfg, gpus: int) -> dict[str, Any]:
@@ -550,7 +560,12 @@ def _tail(p: Path, n: int = 5) -> list[str]:
             lines = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return []
-    return [ln[-200:] for ln in lines if ln.strip()][-n:]
+    lines = [ln[:300] for ln in lines if ln.strip()]
+    failed = [i for i, ln in enumerate(lines) if ln.startswith("FAILED in stage")]
+    if failed:  # the error line, then the end of its traceback
+        i = failed[-1]
+        return [lines[i], *lines[max(i + 1, len(lines) - (n - 1)):]]
+    return lines[-n:]
 
 
 def study_status(out: str | os.PathLike) -> list[CellState]:
@@ -584,12 +599,9 @@ def study_status(out: str | os.PathLike) -> list[CellState]:
             row.state, row.accuracy = "done", res.get("accuracy")
             row.detail = f"accuracy {res.get('accuracy'):.4f}" if res.get("accuracy") is not None else ""
         elif q and q[0] in ("PENDING", "REQUEUED", "CONFIGURING"):
-            row.state, row.detail = "queued", q[1] if q[1] not in ("None", "") else ""
-            prep = jobs.get(f"prepare:{c.id}")
-            if prep is None:  # the preparation that this cell waits on, if any
-                for s in subs:
-                    if s.get("kind") == "cells" and c.id in (s.get("tasks") or []) and s.get("dependency"):
-                        row.detail = f"waits on {s['dependency'].split(':', 1)[1]} (generation)" if "Dependency" in row.detail else row.detail
+            reason = q[1] if q[1] not in ("None", "") else ""
+            row.state = "queued"
+            row.detail = "waits for its traces (the generation job)" if reason == "Dependency" else reason
         elif st.get("state") == "running" and (
                 (q and q[0] in ("RUNNING", "COMPLETING"))
                 or (not q and _pid_alive(st.get("pid"), st.get("host")) is not False and not (job and slurm_ids and not q))):

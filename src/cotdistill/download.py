@@ -1,6 +1,6 @@
 """``cotdistill data download``: fill the data directory from the public sources.
 
-Every file is stored gzip-compressed under the layout of ``shared/data`` (see
+Every file is stored gzip-compressed under the data directory's layout (see
 :mod:`cotdistill.paths`). Files already present (``X.gz`` or ``X``) are skipped, so the command is
 resumable; each file is written atomically (temp file + rename). Offline, the first failing request
 is a one-line :class:`~cotdistill.errors.UserError`.

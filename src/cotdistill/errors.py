@@ -90,14 +90,20 @@ def validation_error(e, source: str, model=None, section: str = "") -> UserError
     nested section (``tasks.0.x`` names the keys of the ``tasks`` items); ``section`` prefixes the
     field path (``train`` -> ``'train.lr'``) when ``model`` is validated as a section of a larger file.
     The one formatter of validation errors: every config and record reports through it."""
-    err = e.errors()[0]
+    errs = e.errors()
+    # an unknown key explains a missing one beside it ('student:' for 'students:'): name it first
+    err = next((x for x in errs if x.get("type") == "extra_forbidden"), errs[0])
     parts = [str(x) for x in err.get("loc", ())]
     loc = ".".join(([section] if section else []) + parts) or section or "config"
     kind = err.get("type")
     if kind == "extra_forbidden":
+        import difflib
+
         inner = _model_at(model, list(err.get("loc", ()))[:-1]) if model is not None else None
         known = f"; valid keys: {', '.join(inner.model_fields)}" if inner is not None else ""
-        return UserError(f"{source}: unknown key {loc!r}{known}")
+        close = difflib.get_close_matches(parts[-1] if parts else "", list(inner.model_fields), n=1) if inner else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return UserError(f"{source}: unknown key {loc!r}{hint}{known}")
     if kind == "missing":
         return UserError(f"{source}: missing required key {loc!r}")
     msg = str(err.get("msg", "")).removeprefix("Value error, ")

@@ -257,6 +257,13 @@ def resolve_student(spec: str | os.PathLike) -> StudentSource:
         return StudentSource(s, "gguf", str(p.resolve().parent), p.name, _gguf_description(p))
     if p.exists():
         return StudentSource(s, "local", str(p), None, str(p))
+    if "/" not in s:  # not a path here and no hub name (those are ORG/NAME): a short name mistyped?
+        import difflib
+
+        close = difflib.get_close_matches(key, list(NAMED_STUDENTS), n=1, cutoff=0.75)
+        if close:
+            raise UserError(f"student {s!r}: did you mean {close[0]!r}? (short names: {', '.join(NAMED_STUDENTS)}; "
+                            "else a model directory, a .gguf file, a hub name ORG/NAME or scratch:FAMILY-SIZE)")
     return StudentSource(s, "hub", s, None, s)
 
 

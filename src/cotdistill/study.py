@@ -153,11 +153,13 @@ class StudyConfig(BaseModel):
         return data
 
 
-def load_study_config(path: str | os.PathLike | dict, overrides: dict[str, Any] | None = None) -> StudyConfig:
+def load_study_config(path: str | os.PathLike | dict, overrides: dict[str, Any] | None = None,
+                      create: bool = True) -> StudyConfig:
     """Load and fully validate a study config (YAML file or dict) before any work is done.
 
     A relative ``output_dir`` is relative to the working directory; relative ``data_dir`` and
     ``replay:`` paths are relative to the config file's directory. ``overrides`` replace top-level keys (e.g. ``{"students": ["scratch:llama-xs"]}``).
+    ``create=False`` (a dry run) checks that the output directory could be made without making it.
     """
     if isinstance(path, dict):
         raw, source, base = dict(path), "config", Path.cwd()
@@ -189,11 +191,11 @@ def load_study_config(path: str | os.PathLike | dict, overrides: dict[str, Any] 
             t = f"replay:{fp}" + (f"#{who}" if who else "")
         teachers.append(t)
     cfg.teachers = teachers
-    validate_study(cfg, source)
+    validate_study(cfg, source, create=create)
     return cfg
 
 
-def validate_study(cfg: StudyConfig, source: str = "config") -> None:
+def validate_study(cfg: StudyConfig, source: str = "config", create: bool = True) -> None:
     """Check names, files and the output directory; raise one-line UserErrors naming the field."""
     from .tasks import get_task, task_names
 
@@ -245,6 +247,12 @@ def validate_study(cfg: StudyConfig, source: str = "config") -> None:
                         "that shares the students' tokenizer")
     out = Path(cfg.output_dir)
     check_out(out, "study", flag="output_dir", identity=cfg.name, source=source)
+    if not create:  # a dry run writes nothing: the nearest existing directory must be writable
+        near = next((p for p in [out, *out.parents] if p.exists()), None)
+        if near is None or not os.access(near, os.W_OK | os.X_OK):
+            raise UserError(f"{source}: field 'output_dir': cannot create {out} ({near} is not writable); "
+                            "choose a writable directory")
+        return
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".probe-{os.getpid()}"
@@ -475,7 +483,7 @@ def _read_json(p: Path) -> Any:
         return None
 
 
-def _marks(cfg: StudyConfig, cell: Cell, keys: dict[str, str]) -> dict[str, Any]:
+def _marks(cfg: StudyConfig, cell: Cell, keys: dict[str, str], persist: bool = True) -> dict[str, Any]:
     """A cell's stage log (``stages.json``). A log keyed on a replay file's size and mtime (studies
     written before replay files were known by their content) is carried over to the content keys
     when the file is the one it was made with, so its trained and evaluated stages stay done."""
@@ -496,7 +504,7 @@ def _marks(cfg: StudyConfig, cell: Cell, keys: dict[str, str]) -> dict[str, Any]
         if marks.get(st) and marks[st] == old[st.split("_")[0]]:
             marks[st] = keys[st.split("_")[0]]
             moved = True
-    if moved:
+    if moved and persist:
         atomic_write_json(path, marks)
     return marks
 
@@ -504,7 +512,7 @@ def _marks(cfg: StudyConfig, cell: Cell, keys: dict[str, str]) -> dict[str, Any]
 def _done_stages(cfg: StudyConfig, cell: Cell, keys: dict[str, str]) -> list[str]:
     lay = layout(cfg)
     done = []
-    marks = _marks(cfg, cell, keys)
+    marks = _marks(cfg, cell, keys, persist=False)  # a plan (a dry run) writes nothing
     if ((marks.get("evaluate") or {}).get("key") == keys["evaluate"] and (marks.get("train") or {}).get("key") == keys["train"]
             and lay.cell(cell.id).predictions.exists()):
         return list(STAGES)  # evaluated with this chain of keys: done, whether or not its caches are kept
@@ -543,6 +551,8 @@ def _estimate(cfg, cell: Cell, keys, done, cache) -> tuple[int | None, int | Non
         tr = read_traces(cur)
         n = len(tr)
         mean_tokens = sum(len(t.question) + len(t.output) + 20 for t in tr) / max(n, 1)
+    elif (rs := _replay_cell_stats(cfg, cell)) is not None:
+        n, mean_tokens = rs
     elif _lab_made(cfg, cell):
         ck = ("lab", cell.task.model_dump_json(), cell.level, cell.format)
         if ck not in cache:
@@ -573,6 +583,47 @@ def _estimate(cfg, cell: Cell, keys, done, cache) -> tuple[int | None, int | Non
     char_level = cell.student.startswith("scratch:") and "@" not in cell.student
     scale = 1.0 if char_level else 0.3  # chars -> subword tokens, roughly
     return calls, int(seen * mean_tokens * scale)
+
+
+_REPLAY_STATS: dict[tuple, dict[tuple, list[float]]] = {}
+
+
+def _replay_stats(path: str, who: str | None) -> dict[tuple, list[float]]:
+    """(task, level, format) -> [rows, characters] of a replay file's first samples (one read per file)."""
+    key = (path, who, json.dumps(_file_sig(f"replay:{path}", legacy=True)))
+    if key not in _REPLAY_STATS:
+        stats: dict[tuple, list[float]] = {}
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if (who and r.get("teacher") != who) or r.get("sample", 0):
+                    continue
+                st = stats.setdefault((r.get("task"), str(r.get("level")), r.get("format", "cot")), [0, 0])
+                st[0] += 1
+                st[1] += len(r.get("question") or "") + len(r.get("output") or "") + 20
+        _REPLAY_STATS[key] = stats
+    return _REPLAY_STATS[key]
+
+
+def _replay_cell_stats(cfg: StudyConfig, cell: Cell) -> tuple[int, float] | None:
+    """(examples, mean characters) a replay cell will train on, read from the file (no generation)."""
+    spec, who = split_teacher(cell.teacher)
+    if not spec.startswith("replay:") or is_pseudo(cell.level, cell.teacher) or is_rewrite(cfg, cell) or cell.level == RAW:
+        return None
+    try:
+        if cell.level == 0:  # answer only: "The answer is X" after each training question
+            exs = _train_examples(cfg, cell.task)
+            return len(exs), sum(len(e.question) + 20 for e in exs[:256]) / max(min(len(exs), 256), 1)
+        got = _replay_stats(spec.split(":", 1)[1], who).get((cell.task.name, str(cell.level), cell.format))
+    except (OSError, UserError):
+        return None
+    if not got or not got[0]:
+        return None
+    n = int(got[0]) if not cell.task.train_size else min(int(got[0]), cell.task.train_size)
+    return n, got[1] / got[0]
 
 
 def _lab_made(cfg: StudyConfig, cell: Cell) -> bool:

@@ -52,6 +52,8 @@ CONFIG_FILE = "train_config.json"
 METRICS = "metrics.jsonl"
 LOSS_PNG = "loss.png"
 PROGRESS_FILE = "progress.json"  # in <out>.partial/ while training runs
+# experiment trackers of report_to: the package each needs and the extra that installs it
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 # dense bf16 peak (FLOP/s) of accelerators we know, for MFU; CPU peaks are machine-specific
@@ -168,7 +170,14 @@ class TrainConfig(SectionAccess):  # (a pydantic model)
             return []
         if isinstance(v, str):
             v = [x.strip() for x in v.split(",")]
-        return [x for x in v if x and x != "none"]
+        v = [x for x in v if x and x != "none"]
+        import importlib.util
+
+        for tracker in v:  # checked when the config is read, before any directory is made
+            module, extra = TRACKERS.get(tracker, (None, None))
+            if module and importlib.util.find_spec(module) is None:
+                raise ValueError(f"{tracker} needs the {module} package: pip install 'cotdistill[{extra}]'")
+        return v
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod
@@ -881,7 +890,7 @@ def _tracker_callbacks(cfg: TrainConfig, work: Path, main: bool) -> list:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise UserError("report_to: tensorboard needs the tensorboard package: `pip install tensorboard`") from None
+        raise UserError("report_to: tensorboard needs the tensorboard package: pip install 'cotdistill[tensorboard]'") from None
     from transformers.integrations import TensorBoardCallback
 
     return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(work / "tensorboard")))]

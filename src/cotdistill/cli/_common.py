@@ -14,7 +14,7 @@ err_console = Console(stderr=True)
 DataDirOpt = typer.Option(
     None,
     "--data-dir",
-    help="Data directory (layout of shared/data). Default: $COTDISTILL_DATA, else ~/.cache/cotdistill/data.",
+    help="Data directory (benchmarks/ and paper/, as `cotdistill data download` writes it). Default: $COTDISTILL_DATA, else ~/.cache/cotdistill/data.",
 )
 
 

@@ -167,7 +167,10 @@ def _submit(cfg, dry_run: bool, report: bool) -> None:
             print(sub.script, flush=True)
         console.print("nothing was submitted (dry run)")
         return
-    sub = submit_study(cfg)
+    from ..progress import on_terminal
+
+    progress = LiveTable(err_console) if on_terminal(err_console) else True
+    sub = submit_study(cfg, progress=progress, console=err_console)
     if cfg.cluster.executor == "slurm":
         _print_jobs(cfg, sub)
         if sub.jobs:
@@ -279,7 +282,7 @@ def register(app: typer.Typer) -> None:
             cluster["sbatch"] = extra
         overrides = {"students": list(student) if student else None, "seeds": list(seed) if seed else None,
                      "output_dir": str(out.resolve()) if out else None, "cluster": cluster or None}
-        cfg = load_study_config(config, overrides=overrides)
+        cfg = load_study_config(config, overrides=overrides, create=not dry_run)
         _run(cfg, jobs, shard, dry_run, report)
 
     @study_app.command("status")
@@ -333,7 +336,7 @@ def register(app: typer.Typer) -> None:
 
         cfg_path = resources.files("cotdistill") / "configs" / "quickstart.yaml"
         with resources.as_file(cfg_path) as p:
-            cfg = load_study_config(p, overrides={"output_dir": str(out.resolve())})
+            cfg = load_study_config(p, overrides={"output_dir": str(out.resolve())}, create=not dry_run)
         t0 = time.time()
         _run(cfg, jobs, None, dry_run, report=True)
         if not dry_run:

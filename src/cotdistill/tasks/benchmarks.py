@@ -1,7 +1,7 @@
 """Adapters for the seven benchmarks of the paper (arXiv 2502.18001), with the paper's splits.
 
 Every adapter reads from the data directory (``--data-dir`` > ``$COTDISTILL_DATA`` >
-``~/.cache/cotdistill/data``, layout of ``shared/data``); a missing file is a one-line error
+``~/.cache/cotdistill/data``, as ``cotdistill data download`` writes it); a missing file is a one-line error
 naming the file and both ways to provide it.
 
 =============  ===========  =====================================================  ==========================================

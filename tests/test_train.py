@@ -532,7 +532,7 @@ def test_tensorboard_logs_land_in_the_model_directory(shared_data, tmp_path):
     loss = acc.Scalars("train/loss")
     assert [e.step for e in loss] == [1, 2, 4, 6]
     assert loss[-1].value == pytest.approx(res.final_loss, rel=1e-4)
-    assert TrainConfig.scratch(report_to="none").report_to == [] and TrainConfig.scratch(report_to="wandb,mlflow").report_to == ["wandb", "mlflow"]
+    assert TrainConfig.scratch(report_to="none").report_to == [] and TrainConfig.scratch(report_to=" tensorboard,none").report_to == ["tensorboard"]
 
 
 def test_push_to_hub_failure_keeps_the_model(shared_data, tmp_path, monkeypatch):

@@ -25,18 +25,10 @@ PAPER_FILE = "paper/SVAMP_gemini_level3_ranked.json.gz"
 def test_two_process_ddp_matches_single_process(shared_data, tmp_path):
     if shutil.which("torchrun") is None:
         pytest.skip("torchrun not on PATH")
-    rows = json.load(gzip.open(shared_data / PAPER_FILE, "rt"))[:24]
-    traces = [Trace(id=str(i), task="svamp", question=r["instruction"], gold="", teacher="gemini",
-                    level=3, output=r["output"]) for i, r in enumerate(rows)]
-    tf = tmp_path / "traces.jsonl"
-    write_traces(tf, traces)
-    # fp32 so that the only difference is the order of the gradient reduction
-    # cutoff_len above every example: none is dropped, so both runs see the same 24 (an odd count
-    # would make DistributedSampler pad a rank with a repeated example)
-    cfg = TrainConfig.scratch(max_steps=4, batch_size=8, warmup_steps=1, precision="fp32",
-                              threads=1, logging_steps=1, save_steps=1000, cutoff_len=4096)
-    cfg_file = tmp_path / "train.yaml"
-    cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    # fp32 so that the only difference is the order of the gradient reduction; cutoff_len above every
+    # example: none is dropped, so both runs see the same 24 (an odd count would make DistributedSampler
+    # pad a rank with a repeated example)
+    traces, tf, cfg, cfg_file = _svamp_traces(shared_data, tmp_path)
 
     ddp = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

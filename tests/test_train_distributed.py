@@ -21,6 +21,19 @@ from cotdistill.train import TrainConfig, train
 PAPER_FILE = "paper/SVAMP_gemini_level3_ranked.json.gz"
 
 
+def _launch(cmd: list[str], timeout: float = 300) -> tuple[int, str]:
+    """Run a multi-process launcher in its own process group, so a timeout kills the launcher AND
+    its workers (no orphans); (exit code, stderr)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"{' '.join(cmd[:4])} did not finish in {timeout:.0f} s")
+    return proc.returncode, err
+
+
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process(shared_data, tmp_path):
     if shutil.which("torchrun") is None:
@@ -34,16 +47,8 @@ def test_two_process_ddp_matches_single_process(shared_data, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "cotdistill", "train", "--traces", str(tf), "--student", "scratch:llama-xxs",
            "--out", str(ddp), "--config", str(cfg_file), "--quiet"]
-    # own process group, so a timeout kills the launcher AND its workers (no orphans)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("two-process training did not finish in 300 s")
-    r = subprocess.CompletedProcess(cmd, proc.returncode, "", err)
-    assert r.returncode == 0, r.stderr[-3000:]
+    rc, err = _launch(cmd)
+    assert rc == 0, err[-3000:]
     s = json.loads((ddp / "train_summary.json").read_text())
     assert s["world_size"] == 2 and s["micro_batch_size"] == 4
     a, b = s["rank_param_checksums"]
@@ -80,14 +85,8 @@ def test_train_distributed_ddp_preset_through_accelerate_matches_one_process(sha
     traces, tf, cfg, cfg_file = _svamp_traces(shared_data, tmp_path)
     cmd = [sys.executable, "-m", "cotdistill", "train", "--traces", str(tf), "--student", "scratch:llama-xxs",
            "--out", str(tmp_path / "ddp"), "--config", str(cfg_file), "--quiet", "--distributed", "ddp", "--nproc", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("accelerate launch did not finish in 300 s")
-    assert proc.returncode == 0, err[-3000:]
+    rc, err = _launch(cmd)
+    assert rc == 0, err[-3000:]
     s = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
     assert s["world_size"] == 2 and s["parallelism"] == "multi_cpu" and s["micro_batch_size"] == 4
     assert (tmp_path / "ddp.launch" / "accelerate-ddp.yaml").is_file()

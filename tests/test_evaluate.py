@@ -203,7 +203,7 @@ def test_end_to_end_batch_invariance_and_recount(student_dir, svamp_test, tmp_pa
         for k in ("n", "n_correct", "accuracy", "ci_low", "ci_high", "parse_failure_rate", "mean_output_tokens"):
             assert re[k] == pytest.approx(m[k]), k
         assert m["n"] == 16 and m["task"] == "svamp" and m["decoding"] == "greedy"
-        assert m["template"] == "saved" and m["tokens_per_s"] > 0 and m["wall_s"] > 0
+        assert m["template_source"] == "saved" and m["tokens_per_s"] > 0 and m["wall_s"] > 0
         assert m["ci_low"] <= m["accuracy"] <= m["ci_high"]
     # left padding changes nothing: identical greedy outputs at batch 1 and 16
     assert outs[1] == outs[16]
@@ -246,7 +246,7 @@ def test_loaded_model_any_task_and_beam(student_dir, tmp_path):
     model, tok = load_pretrained(str(student_dir))
     items = get_task("arith").load("test")[:3]
     g = evaluate(model, items, tokenizer=tok, max_new_tokens=12, progress=False)
-    assert g["n"] == 3 and g["task"] == "arith" and g["template"] == "saved"
+    assert g["n"] == 3 and g["task"] == "arith" and g["template_source"] == "saved"
     c = evaluate(model, items, tokenizer=tok, config=EvalConfig(max_new_tokens=4, batch_size=2), progress=False)
     assert (c["max_new_tokens"], c["batch_size"]) == (4, 2) and c["mean_output_tokens"] <= 4
     gen1 = HFGenerator(model, tok, PromptTemplate(), "greedy", 12, cache_implementation="dynamic")
@@ -317,6 +317,16 @@ def test_cli_evaluate_then_compare(student_dir, shared_data, tmp_path):
     assert "accuracy" in r.stdout
     m = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert m["n"] == 3 and m["split"] == "test" and m["max_new_tokens"] == 8
+    # what the run was limited to is in its files, and the summary says it
+    assert m["limit"] == 3 and m["n_split"] == 300 and m["template_source"] == "saved" and m["template"] in ("chat", "plain")
+    assert json.loads((tmp_path / "a" / "eval_config.json").read_text())["limit"] == 3
+    assert "first 3 of the split's 300 items" in " ".join(r.stdout.split())
+    # a rerun without --limit extends the same run (the limit is recorded, not part of its identity)
+    r = _cli("evaluate", *[x for x in common if x not in ("--limit", "3")], "--limit", "4", "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert m["n"] == 4 and m["n_generated_this_run"] == 1 and m["limit"] == 4
+    assert json.loads((tmp_path / "a" / "eval_config.json").read_text())["limit"] == 4
     # B: the same items through the Python API at batch size 1 (must agree item for item)
     evaluate(str(student_dir), get_task("svamp", data_dir=shared_data).load("test"), limit=3, max_new_tokens=8,
              batch_size=1, out_dir=tmp_path / "b", progress=False)
@@ -328,6 +338,8 @@ def test_cli_evaluate_then_compare(student_dir, shared_data, tmp_path):
     r = _cli("evaluate", *[x for x in common if x != "--quiet"], "--out", str(tmp_path / "c"))
     assert r.returncode == 0, r.stderr
     assert "evaluate svamp: 0/3 items (0 %)" in r.stderr and "evaluate svamp: 3/3 items (100 %)" in r.stderr
+    # and only those: no third-party bars (transformers' weight loading) in a log
+    assert "Loading weights" not in r.stderr and "it/s]" not in r.stderr, r.stderr
 
 
 def test_cli_errors_are_one_line(student_dir, tmp_path):

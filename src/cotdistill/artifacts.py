@@ -147,8 +147,10 @@ class RunRecord:
         names = fields + (sorted(set(rec) - set(fields) - {"key"}) if self.exact else [])  # identity order first
         return [k for k in names if rec.get(k) != self.identity.get(k) and not (k in self.optional and k not in rec)]
 
-    def write(self) -> None:
-        atomic_write_text(self.path, json.dumps({**self.identity, "key": self.key}, indent=2, default=str) + "\n")
+    def write(self, extra: dict[str, Any] | None = None) -> None:
+        """Write the record; ``extra`` fields are recorded for the reader and never compared."""
+        rec = {**self.identity, "key": self.key, **{k: v for k, v in (extra or {}).items() if k not in self.identity}}
+        atomic_write_text(self.path, json.dumps(rec, indent=2, default=str) + "\n")
 
 
 KINDS = {

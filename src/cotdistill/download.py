@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .fileio import atomic_open
 from .paths import CACHE_DIR, data_dir as resolve_data_dir
 from .progress import Progress, Reporter
 
@@ -143,12 +144,9 @@ def download_all(
             if conv is not None:
                 data = conv(data)
             p = root / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(p.name + ".tmp")
-            with open(tmp, "wb") as f:
+            with atomic_open(p, "wb") as f:
                 with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
                     gz.write(data)
-            os.replace(tmp, p)
             written.append(p)
             rep.update(advance=1, file=rel)
     say(f"{len(written)} file(s) downloaded into {root}" + (" (the default cache)" if root == CACHE_DIR else ""))

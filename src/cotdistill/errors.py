@@ -33,6 +33,14 @@ def switch(field: str, flag: str | None = None) -> str:
     return opt(field, flag, f"{field}=True")
 
 
+def did_you_mean(word: Any, choices: Any, cutoff: float = 0.6) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to what the user typed, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word).strip().lower(), [str(c) for c in choices], n=1, cutoff=cutoff)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 class UserError(Exception):
     """An error caused by user input; printed as one line, exit code 2. ``str(e)`` names settings
     as fields, :meth:`for_cli` as command-line flags (see :func:`opt`)."""
@@ -47,6 +55,15 @@ class UserError(Exception):
     def for_cli(self) -> str:
         """The message with each setting named as its command-line flag."""
         return _OPT.sub(lambda m: "--" + (m.group(2) or m.group(1)).replace("_", "-"), getattr(self, "template", str(self)))
+
+
+class Interrupted(UserError):
+    """A run stopped by a signal (Ctrl-C, SIGTERM from a scheduler or ``kill``) after keeping its
+    work; the message says how to resume. The CLI prints it in one line, exit 128 + the signal."""
+
+    def __init__(self, message: str, signum: int = 2):
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 def redact(text: str, *secrets: str | None) -> str:

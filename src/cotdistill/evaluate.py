@@ -45,6 +45,7 @@ from .runtime import (DTYPES, Generation, HFGenerator, StudentRuntime, _model_la
                       load_model, parse_decoding, resolve_device, resolve_template)
 from .fileio import load_yaml_mapping
 from .errors import UserError, opt, switch, validation_error
+from .paths import nearby
 from .spec import SectionAccess
 from .stats import mcnemar_exact, paired_bootstrap_ci
 from .tasks.base import Example
@@ -242,6 +243,7 @@ def _evaluate(
 
         examples = get_task(task, data_dir=data_dir).load(split)
     examples = list(examples)
+    n_split = len(examples)
     if limit is not None:
         examples = examples[:limit]
     if not examples:
@@ -330,8 +332,8 @@ def _evaluate(
                             f"use another {opt('out_dir', 'out')} or pass {switch('overwrite')}")
         if not cfg_path.exists() and pred_path.exists() and pred_path.stat().st_size:
             raise UserError(f"{pred_path} exists without {CONFIG_FILE}: use another {opt('out_dir', 'out')} or pass {switch('overwrite')}")
-        if not cfg_path.exists():
-            record.write()
+        if not cfg_path.exists() or (record.stored() or {}).get("limit") != limit:
+            record.write(extra={"limit": limit})  # (what the latest run was limited to: not part of the identity)
         if pred_path.exists():
             wanted = {e.id for e in examples}
             for r in read_predictions(pred_path, repair=True):
@@ -387,7 +389,10 @@ def _evaluate(
         "max_new_tokens": cfg.max_new_tokens,
         "max_new_tokens_source": cap_source,
         "batch_size": cfg.batch_size,
-        "template": tpl_label,
+        "limit": limit,  # the first N items of the split (None: all of them)
+        "n_split": n_split,
+        "template": tpl.kind,
+        "template_source": tpl_label,  # saved (with the model), custom, a named template, or the tokenizer's kind
         "backend": cfg.backend,
         "dtype": str(next(mdl.parameters()).dtype).replace("torch.", "") if mdl is not None else dtype,
         "device": str(next(mdl.parameters()).device) if mdl is not None else "vllm",
@@ -458,7 +463,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike) -> dict:
     pa, pb = _pred_path(a), _pred_path(b)
     for p, orig in ((pa, a), (pb, b)):
         if not p.exists():
-            raise UserError(f"{orig}: no {PREDICTIONS_FILE} beside it ({p}); pass an evaluation directory or its metrics.json")
+            raise UserError(f"{orig}: no {PREDICTIONS_FILE} beside it ({p}){nearby(orig, PREDICTIONS_FILE)}; pass an evaluation directory or its metrics.json")
     ra = {r.id: r.correct for r in read_predictions(pa, graded=True)}
     rb = {r.id: r.correct for r in read_predictions(pb, graded=True)}
     shared = [i for i in ra if i in rb]

@@ -386,7 +386,7 @@ def _generate(examples, out: Path, config: GenerateConfig, teacher, progress, co
     kept: list[Trace] = []
     if traces_path.is_file():  # earlier runs into this directory: keep what this call does not redo
         new = {t.key for t in traces}
-        kept = [t for t in read_traces(traces_path) if t.key not in new]
+        kept = [t for t in read_traces(traces_path, empty_ok=True) if t.key not in new]  # (empty: every call failed)
     write_traces(traces_path, kept + traces)
     atomic_write_text(out / "failed.jsonl", "".join(json.dumps(f) + "\n" for f in failed))
     summary = summarize(traces, config, failed)

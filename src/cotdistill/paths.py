@@ -1,6 +1,6 @@
 """Where data lives: ``--data-dir``, else ``$COTDISTILL_DATA``, else ``~/.cache/cotdistill/data``.
 
-The directory has the layout of the project's shared data::
+The directory holds (``cotdistill data download`` fills it)::
 
     DATA/benchmarks/gsm8k/{train,test}.jsonl.gz
     DATA/benchmarks/svamp/SVAMP.json.gz
@@ -18,6 +18,24 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+
+def nearby(path: str | os.PathLike, marker: str, what: str = "") -> str:
+    """A hint for a directory one level off: `` (did you mean P?)`` where the parent of ``path``, or
+    a directory one or two levels below it, holds ``marker`` (e.g. ``predictions.jsonl``); else ``""``."""
+    p = Path(path)
+    found: list[Path] = []
+    try:
+        if p.is_dir():
+            found = sorted(q.parent for q in p.glob(f"*/{marker}"))[:3] or sorted(q.parent for q in p.glob(f"*/*/{marker}"))[:3]
+        if not found and (p.resolve().parent / marker).exists():
+            found = [p.parent if str(p) not in (".", "") else Path("..")]
+    except OSError:
+        return ""
+    if not found:
+        return ""
+    more = f" ({len(found)} shown)" if len(found) == 3 else ""
+    return f" (did you mean {' or '.join(str(f) for f in found)}{what}?{more})"
+
 
 ENV_VAR = "COTDISTILL_DATA"
 CACHE_DIR = Path("~/.cache/cotdistill/data").expanduser()

@@ -26,6 +26,20 @@ def on_terminal(console: Any = None) -> bool:
     return sys.stderr.isatty()
 
 
+def quiet_third_party() -> None:
+    """Off a terminal, silence the progress bars of transformers, huggingface_hub, datasets and
+    tqdm (weight loading, GGUF conversion, downloads): a log gets the toolkit's plain lines only.
+    Set through the environment, so worker processes inherit it; a variable the user set wins."""
+    if on_terminal():
+        return
+    for k in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+        os.environ.setdefault(k, "1")
+    if "transformers" in sys.modules and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def _dur(s: float) -> str:
     s = max(0.0, s)
     if s < 120:

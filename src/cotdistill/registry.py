@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 
 
 class Registry:
@@ -37,7 +37,8 @@ class Registry:
         if key in self._loaded:
             return self._loaded[key]
         if key not in self._targets:
-            raise UserError(f"unknown {self.what} {name!r}; known {self.what}s: {', '.join(self.names())}")
+            raise UserError(f"unknown {self.what} {name!r}{did_you_mean(key, self.names(), cutoff=0.7)}; "
+                            f"known {self.what}s: {', '.join(self.names())}")
         module, _, attr = self._targets[key].partition(":")
         mod = importlib.import_module(module)
         obj = getattr(mod, attr) if attr else mod

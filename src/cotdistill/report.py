@@ -26,6 +26,7 @@ from typing import Any
 
 from .fileio import atomic_write_text
 from .errors import UserError
+from .paths import nearby
 from .records import StudyLayout, read_predictions, read_results
 
 GroupKey = tuple  # (task, teacher, format)
@@ -56,7 +57,8 @@ def load_results(study_dir: str | os.PathLike) -> list[dict[str, Any]]:
             except (UserError, OSError):
                 pass  # e.g. a replay file moved since: results.jsonl as the study last wrote it
     if not lay.results.exists():
-        raise UserError(f"{d} has no results.jsonl: run `cotdistill study CONFIG` first")
+        raise UserError(f"{d} has no results.jsonl{nearby(d, 'study.json')}: pass a study's output_dir, "
+                        "or run `cotdistill study CONFIG` first")
     rows = [r.to_dict() for r in read_results(lay.results)]
     for r in rows:  # an objective other than SFT is its own curve, compared with the student's SFT curve
         if r.get("objective", "sft") != "sft":

@@ -72,7 +72,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .fileio import atomic_write_json
+from .fileio import atomic_open, atomic_write_json, atomic_write_text
 from .records import SELECTION_FILE, StudyLayout, read_predictions, read_results, read_selection, write_selection
 from .stats import wilson_ci
 from .artifacts import RunRecord, check as check_out, claim, content_key
@@ -667,11 +667,9 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
                                                 candidate_config(base, c, out).with_overrides(max_steps=target), cfg.seed)
                         sc = score_model(rdir / "model", val_ex, max_new_tokens=int(val_len[c.name] * 1.5) + 16,
                                          batch_size=cfg.eval_batch_size)
-                        tmp = rdir / ".val_predictions.jsonl.tmp"
-                        with open(tmp, "w", encoding="utf-8") as f:
+                        with atomic_open(rdir / "val_predictions.jsonl") as f:
                             for p in sc.pop("predictions"):
                                 f.write(json.dumps(p) + "\n")
-                        os.replace(tmp, rdir / "val_predictions.jsonl")
                         sc.update({"train_tokens": info["train_tokens"], "steps_this_round": info["steps"],
                                    "compute_flops": info.get("compute_flops"),
                                    "wall_s": round(info["wall_s"], 2), "round_wall_s": round(time.time() - t_c, 2)})
@@ -749,9 +747,7 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
     all_tr = build_traces(winner, examples, source, mix_table=win_mix)
     from .traces import write_traces
 
-    tmp = out / ".traces.jsonl.tmp"
-    write_traces(tmp, all_tr)
-    os.replace(tmp, out / "traces.jsonl")
+    write_traces(out / "traces.jsonl", all_tr)
     result = {
         "status": "done",
         "config": cfg.model_dump(),
@@ -791,9 +787,7 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
         result["winner"]["note"] = ("a curriculum depends on training order: train it with "
                                     "cotdistill.mix.train_candidate (phased), not a shuffled `cotdistill train`")
     write_selection(state_path, result)
-    tmp = out / ".summary.md.tmp"
-    tmp.write_text(summary_markdown(result), encoding="utf-8")
-    os.replace(tmp, out / "summary.md")
+    atomic_write_text(out / "summary.md", summary_markdown(result))
     return result
 
 

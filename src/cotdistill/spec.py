@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, BeforeValidator, PlainSerializer, PrivateAttr, SerializationInfo, WrapValidator
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 
 # ------------------------------------------------------------------------------------------
 # levels
@@ -52,7 +52,11 @@ def parse_level(value: Any) -> int | str:
         if s == HUMAN:
             return s
         if not s.isdigit():
-            raise UserError(f"level {value!r}: use {MIN_LEVEL}..{MAX_LEVEL} (0 = answer only) or 'human'")
+            if s == RAW:
+                raise UserError(f"level 'raw' (a reasoning teacher's thinking) is not a level here: "
+                                f"use {MIN_LEVEL}..{MAX_LEVEL} (0 = answer only) or 'human'")
+            raise UserError(f"level {value!r}{did_you_mean(s, [HUMAN, RAW])}: use {MIN_LEVEL}..{MAX_LEVEL} "
+                            "(0 = answer only) or 'human' (or 'raw' where a reasoning teacher's thinking is kept)")
         value = int(s)
     if not isinstance(value, int) or not MIN_LEVEL <= value <= MAX_LEVEL:
         raise UserError(f"level {value!r} is out of range: levels are {MIN_LEVEL} (answer only) to {MAX_LEVEL}")
@@ -111,7 +115,7 @@ def parse_format(value: Any) -> str:
     """One format: cot, subq, rar, sym (also the paper's BSM, RaR, SYM, any case)."""
     f = FORMAT_ALIASES.get(str(value).strip().lower())
     if f is None:
-        raise UserError(f"unknown format {value!r}; choose from {', '.join(FORMATS)} (or the paper's BSM, RaR, SYM)")
+        raise UserError(f"unknown format {value!r}{did_you_mean(value, FORMATS)}; choose from {', '.join(FORMATS)} (or the paper's BSM, RaR, SYM)")
     return f
 
 
@@ -171,7 +175,7 @@ class Supervision:
             if any(not MIN_LEVEL <= x <= MAX_LEVEL for x in lv):
                 raise UserError(f"level {value!r}: curriculum levels must be 0..6")
             return cls("curriculum", lv, listed=True)
-        raise UserError(f"level {value!r} is not available; {_SUPERVISION_HELP}")
+        raise UserError(f"level {value!r} is not available{did_you_mean(s, [HUMAN, 'mix:difficulty'])}; {_SUPERVISION_HELP}")
 
     @property
     def value(self) -> int | str:
@@ -238,7 +242,7 @@ class TeacherSpec:
         backend, _, model = s.partition(":")
         backend = backend.strip().lower()
         if backend not in BACKENDS:
-            raise UserError(f"unknown teacher {s!r}; {TEACHER_HELP}")
+            raise UserError(f"unknown teacher {s!r}{did_you_mean(backend, BACKENDS)}; {TEACHER_HELP}")
         label = None
         if backend == "replay" and "#" in model:
             model, _, label = model.rpartition("#")

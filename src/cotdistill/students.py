@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 import string
 from collections import Counter
 from collections.abc import Iterable
@@ -349,6 +350,8 @@ def _load_gguf(src: StudentSource, **kwargs):
         except (OSError, ValueError, KeyError, RuntimeError):
             model = None  # a damaged copy: convert again
     if model is None:
+        print(f"converting {Path(str(src.gguf_file)).name} to a plain model once (about 40 s; kept in "
+              f"{gguf_cache_dir(src).parent})", file=sys.stderr, flush=True)
         try:
             tok = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
             q = AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file, dtype=torch.float32, **kwargs)

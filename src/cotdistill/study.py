@@ -38,7 +38,8 @@ from .progress import INTERVAL_S, Progress, ProgressEvent, Reporter
 from .records import (CellLayout, StudyLayout, read_cell_result, read_metrics, read_predictions, write_cell_result,
                       write_results)
 from .stats import wilson_ci
-from .errors import GenerateOptions, UserError, opt, protect_secrets, redact, validation_error
+from .errors import GenerateOptions, Interrupted, UserError, did_you_mean, opt, protect_secrets, redact, validation_error
+from .paths import nearby
 from .cluster import ClusterConfig
 from .curate import CurateOptions
 from .evaluate import EvalConfig
@@ -49,6 +50,8 @@ from .train import TrainConfig
 # the teacher's own output, reasoning included (trained as <think>reasoning</think> response); generated
 # with the level-3 prompt, and the source that `rewrite_with` rewrites at levels 1-6
 RAW_PROMPT_LEVEL = 3
+STUDY_LEVELS_HELP = ("use 0..6 (0 = answer only), 'human', 'raw' (a reasoning teacher's own thinking), "
+                     "'mix:A-B', 'mix:A-B:loss', 'mix:difficulty', 'curriculum:A-B' or 'curriculum:A,B,C'")
 
 # 0..6, "human", "raw", or a mixed / curriculum pseudo-level of cotdistill.mix ("mix:3-6", "curriculum:1-6")
 Level = Union[int, str]
@@ -127,11 +130,14 @@ class StudyConfig(BaseModel):
                 out.append(RAW)
                 continue
             if isinstance(x, int) and not 0 <= x <= 6:
-                raise ValueError(f"level {x} (entry {i}) is not available; use 0..6 (0 = answer only) or 'human'")
+                raise ValueError(f"level {x} (entry {i}) is not available; {STUDY_LEVELS_HELP}")
             try:
                 out.append(Supervision.parse(x).value)  # canonical: "3" -> 3, "mix:difficulty" -> "mix:3-6"
             except UserError as e:
-                raise ValueError(f"entry {i}: {e}") from None
+                if "is not available" not in str(e):  # a malformed mix / curriculum says what is wrong with it
+                    raise ValueError(f"entry {i}: {e}") from None
+                hint = did_you_mean(x, ["human", RAW, "mix:difficulty", "mix:difficulty:loss"])
+                raise ValueError(f"level {x!r} (entry {i}) is not available{hint}; {STUDY_LEVELS_HELP}") from None
         if len(set(map(str, out))) != len(out):
             raise ValueError("levels are repeated")
         return out
@@ -158,7 +164,7 @@ def load_study_config(path: str | os.PathLike | dict, overrides: dict[str, Any] 
     """Load and fully validate a study config (YAML file or dict) before any work is done.
 
     A relative ``output_dir`` is relative to the working directory; relative ``data_dir`` and
-    ``replay:`` paths are relative to the config file's directory. ``overrides`` replace top-level keys (e.g. ``{"students": ["scratch:llama-xs"]}``).
+    ``replay:`` paths are relative to the config file's directory (``$VARS`` and ``~`` expand). ``overrides`` replace top-level keys (e.g. ``{"students": ["scratch:llama-xs"]}``).
     ``create=False`` (a dry run) checks that the output directory could be made without making it.
     """
     if isinstance(path, dict):
@@ -185,9 +191,12 @@ def load_study_config(path: str | os.PathLike | dict, overrides: dict[str, Any] 
     for t in cfg.teachers:
         if t.startswith("replay:"):
             t, who = split_teacher(t)
-            fp = Path(t.split(":", 1)[1]).expanduser()
+            written = t.split(":", 1)[1]
+            fp = Path(os.path.expandvars(written)).expanduser()
             if not fp.is_absolute():
                 fp = (base / fp).resolve()
+            if not fp.exists():
+                raise UserError(_missing_replay(source, len(teachers), written, fp, base))
             t = f"replay:{fp}" + (f"#{who}" if who else "")
         teachers.append(t)
     cfg.teachers = teachers
@@ -201,7 +210,7 @@ def validate_study(cfg: StudyConfig, source: str = "config", create: bool = True
 
     for i, t in enumerate(cfg.tasks):
         if t.name.strip().lower() not in task_names():
-            raise UserError(f"{source}: field 'tasks.{i}.name': unknown task {t.name!r}; known tasks: {', '.join(task_names())}")
+            raise UserError(f"{source}: field 'tasks.{i}.name': unknown task {t.name!r}{did_you_mean(t.name, task_names())}; known tasks: {', '.join(task_names())}")
         if t.name == "arith":
             get_task("arith", **t.options)._opts()  # option errors now, not later
     for i, spec in enumerate(cfg.teachers):
@@ -262,6 +271,20 @@ def validate_study(cfg: StudyConfig, source: str = "config", create: bool = True
         raise UserError(
             f"{source}: field 'output_dir': cannot write to {out} ({e.strerror or e}); choose a writable directory"
         ) from None
+
+
+def _missing_replay(source: str, i: int, written: str, fp: Path, base: Path) -> str:
+    """The one-line error for a study's replay file that is not there: where the path led and how to fix it."""
+    msg = f"{source}: field 'teachers.{i}': replay file {written} not found"
+    if Path(os.path.expandvars(written)).expanduser().is_absolute():
+        return msg + "; check the path"
+    msg += (f" at {fp} (relative paths in a study file are relative to the file's directory, {base})")
+    here = Path(os.path.expandvars(written)).expanduser().resolve()
+    if here.exists():
+        return msg + f"; the working directory has it: write the absolute path replay:{here}"
+    hint = (f"; make it with `cotdistill import-paper $COTDISTILL_DATA/paper --out {fp.parent}`"
+            if fp.name == "traces.jsonl" else "")
+    return msg + hint + ", or write an absolute path ($VARS expand)"
 
 
 def _check_teacher(spec: str) -> None:
@@ -568,8 +591,8 @@ def _estimate(cfg, cell: Cell, keys, done, cache) -> tuple[int | None, int | Non
             cache[ck] = (len(exs), mt)
         n, mean_tokens = cache[ck]
     samples = int(cfg.generate.get("samples", cfg.generate.get("n", 1)) or 1)
-    if "generate" in done or cell.teacher.startswith("replay:"):
-        calls = 0
+    if "generate" in done or cell.teacher.startswith("replay:") or cell.level == 0:
+        calls = 0  # level 0 is the gold answer: no teacher call
     elif n is not None:
         calls = n * samples
     else:
@@ -1045,7 +1068,7 @@ def _run_cell(cfg: StudyConfig, cell: Cell, threads: int | None = None) -> dict[
             row = _result_row(cell, cl, marks)
             print(f"result: accuracy {row['accuracy']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]", flush=True)
     except BaseException as e:  # a failed cell is recorded and does not stop the others
-        if isinstance(e, KeyboardInterrupt):
+        if isinstance(e, (KeyboardInterrupt, Interrupted)):
             raise
         msg = redact(str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}", os.environ.get("OPENAI_API_KEY"))
         with open(cl.log, "a", encoding="utf-8") as f:
@@ -1134,7 +1157,7 @@ def load_written_study(study_dir: str | os.PathLike) -> StudyConfig:
     d = Path(study_dir).expanduser()
     lay = StudyLayout(d)
     if not lay.config.is_file():
-        raise UserError(f"{d} has no study.json: pass a study's output_dir")
+        raise UserError(f"{d} has no study.json{nearby(d, 'study.json')}: pass a study's output_dir")
     try:
         cfg = StudyConfig.model_validate(json.loads(lay.config.read_text(encoding="utf-8")))
     except (ValidationError, ValueError) as e:
@@ -1180,7 +1203,8 @@ def rescore_study(study_dir: str | os.PathLike) -> list[dict[str, Any]]:
     d = Path(study_dir).expanduser()
     lay = StudyLayout(d)
     if not lay.config.is_file():
-        raise UserError(f"{d} has no study.json: pass a study's output_dir, or an evaluation directory")
+        raise UserError(f"{d} has no study.json{nearby(d, 'study.json') or nearby(d, 'predictions.jsonl')}: "
+                        "pass a study's output_dir, or an evaluation directory")
     cfg = load_written_study(d)
     done = []
     with contextlib.ExitStack() as stack:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .fileio import atomic_write_text
 from .errors import UserError, field_error, opt, switch
+from .paths import nearby
 
 from .spec import FORMATS, FormatField, Level, LevelField  # noqa: F401  (FORMATS, Level re-exported)
 
@@ -94,12 +95,13 @@ def require_one_cell(traces: list[Trace], what: str = "the traces") -> None:
                         + "; pick one with --tasks, or pass --mix to train on all of them")
 
 
-def read_traces(path: str | os.PathLike) -> list[Trace]:
-    return list(iter_traces(path))
+def read_traces(path: str | os.PathLike, empty_ok: bool = False) -> list[Trace]:
+    return list(iter_traces(path, empty_ok=empty_ok))
 
 
-def iter_traces(path: str | os.PathLike) -> Iterator[Trace]:
-    """Yield validated traces; a bad line raises UserError naming file and line."""
+def iter_traces(path: str | os.PathLike, empty_ok: bool = False) -> Iterator[Trace]:
+    """Yield validated traces; a bad line raises UserError naming file and line. An empty file is
+    an error (nothing to train on) unless ``empty_ok`` (a run's own earlier output being extended)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"trace file {path} does not exist: pass a traces.jsonl written by `cotdistill import-paper` or `cotdistill generate`")
@@ -107,7 +109,8 @@ def iter_traces(path: str | os.PathLike) -> Iterator[Trace]:
         if (path / "traces.jsonl").exists():
             path = path / "traces.jsonl"
         else:
-            raise UserError(f"{path} is a directory without traces.jsonl: pass the JSONL file itself")
+            raise UserError(f"{path} is a directory without traces.jsonl{nearby(path, 'traces.jsonl')}: "
+                            "pass the JSONL file itself")
     n = 0
     with open(path, "rb") as f:
         for i, raw in enumerate(f, 1):
@@ -127,23 +130,19 @@ def iter_traces(path: str | os.PathLike) -> Iterator[Trace]:
             except ValidationError as e:
                 raise UserError(f"{path}:{i}: invalid trace, {field_error(e)}") from None
             n += 1
-    if n == 0:
+    if n == 0 and not empty_ok:
         raise UserError(f"{path} has no traces: it is empty; regenerate it or pass another file")
 
 
 def write_traces(path: str | os.PathLike, traces: Iterable[Trace]) -> int:
     """Write traces atomically (temp file + rename): a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    from .fileio import atomic_open
+
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for t in traces:
             f.write(t.model_dump_json(exclude_none=True) + "\n")
             n += 1
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return n
 
 

@@ -30,6 +30,7 @@ import math
 import os
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .artifacts import COMPLETE, RunRecord, is_complete, mark_complete  # noqa: F401  (COMPLETE, is_complete re-exported)
 from .fileio import atomic_write_text, load_yaml_mapping
-from .errors import UserError, field_error, opt, switch, validation_error
+from .errors import Interrupted, UserError, field_error, opt, switch, validation_error
 from .progress import Progress
 from .spec import OBJECTIVES, TEACHER_MODEL_OBJECTIVES, Objective, SectionAccess  # noqa: F401  (re-exported)
 from .template import NAMED_TEMPLATES, PromptTemplate
@@ -868,6 +869,54 @@ def _progress_file(path: Path, total_steps: int, main: bool):
     return ProgressFile()
 
 
+class _GracefulStop:
+    """While training, SIGTERM (a scheduler's time limit, ``kill``) and Ctrl-C ask the trainer to
+    finish the current optimizer step, save a checkpoint and stop; a second signal stops at once.
+    Installed only in the main thread; the handlers in place before are restored after."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_GracefulStop":
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for s in (signal.SIGTERM, signal.SIGINT):
+            self._old[s] = signal.getsignal(s)
+            signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # the second one: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+        print("train: signal received, finishing this step and saving a checkpoint (signal again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for s, h in self._old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        stop = self
+
+        class StopOnSignal(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if stop.signum is not None:
+                    control.should_save = True
+                    control.should_training_stop = True
+                return control
+
+        return StopOnSignal()
+
+
 def _log_last_step():
     """Log the last step too (transformers logs the first and every ``logging_steps``-th), so the
     final loss of a run is its last steps' loss, not the first step's in a short run."""
@@ -1237,6 +1286,7 @@ def _train(
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     peak = _peak_flops(cfg, precision)
     Trainer = _make_trainer_class()
+    graceful = _GracefulStop()
     trainer = Trainer(
         model=model,
         args=args,
@@ -1252,7 +1302,8 @@ def _train(
         target_head=head,
         n_params=n_trainable if cfg.lora.enabled else n_params,
         peak_flops=peak,
-        callbacks=[_log_last_step(), _progress_callback(max_steps, progress), _progress_file(work / PROGRESS_FILE, max_steps, main)]
+        callbacks=[_log_last_step(), _progress_callback(max_steps, progress), _progress_file(work / PROGRESS_FILE, max_steps, main),
+                   graceful.callback()]
         + _tracker_callbacks(cfg, work, main),
     )
     if teacher_ctx is not None and teacher_ctx["model"] is not None:
@@ -1271,8 +1322,16 @@ def _train(
         notes = (["fp32"] if precision != "fp32" else []) + (["per example"] if mode == "segments" else [])
         attention = f"{restore_attention} ({', '.join(notes)} on CPU)" if notes else restore_attention
     t_train = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with graceful:
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_wall = time.perf_counter() - t_train
+    if graceful.signum is not None:
+        import signal
+
+        last = _last_checkpoint(ckpt_dir)
+        raise Interrupted(f"{signal.Signals(graceful.signum).name} at step {trainer.state.global_step} of {max_steps}; "
+                          f"checkpoint saved in {last}; resume with the same command and {switch('resume')}",
+                          graceful.signum)
     trainer.flush_tokens()
     if head is not None:
         head.remove()

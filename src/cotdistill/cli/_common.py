@@ -62,17 +62,20 @@ def opt_path(p: Optional[Path]) -> Optional[str]:
 
 
 def filter_cells(traces, teachers: str | None, levels: str | None, formats: str | None, tasks: str | None = None):
-    """``--teachers/--levels/--formats/--tasks``: the traces of the chosen (teacher, level, format) cells
+    """``--teachers/--levels/--formats/--tasks``: the traces (or a function reading them) of the chosen (teacher, level, format) cells
     and tasks; a filter that matches nothing is a one-line error listing what the files hold."""
-    if not (teachers or levels or formats or tasks):
-        return traces
     from ..errors import UserError
     from ..spec import parse_formats, parse_levels
     from ..traces import composition, select_traces
 
+    lv = parse_levels(levels) if levels else None  # (the flags are checked before the files are read)
+    fm = parse_formats(formats) if formats else None
+    if callable(traces):
+        traces = traces()
+    if not (teachers or levels or formats or tasks):
+        return traces
     kept = select_traces(traces, teachers=[t.strip() for t in teachers.split(",")] if teachers else None,
-                         levels=parse_levels(levels) if levels else None,
-                         formats=parse_formats(formats) if formats else None,
+                         levels=lv, formats=fm,
                          tasks=[t.strip().lower() for t in tasks.split(",") if t.strip()] if tasks else None)
     if not kept:
         held = sorted({t.task for t in traces})

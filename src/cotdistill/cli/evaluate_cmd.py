@@ -26,11 +26,14 @@ def _summary(m: dict, out: Path | None) -> None:
               + (f" ({m['n_capped_without_answer']} without an answer line)" if m.get("n_capped_without_answer") is not None else ""))
     t.add_row("mean output tokens", f"{m['mean_output_tokens']:.1f}")
     tps = m.get("tokens_per_s")
-    t.add_row("throughput", (f"{tps:.0f} tokens/s" if tps else "—") + f"  ({m['n_generated_this_run']} generated this run)")
+    t.add_row("throughput", (f"{tps:.0f} tokens/s" if tps else "—")
+              + f"  ({m['n_generated_this_run']} of {m['n']} items decoded this run)")
     t.add_row("wall time", f"{m['wall_s']:.1f} s")
     t.add_row("decoding", f"{m['decoding']}, max_new_tokens {m['max_new_tokens']}, batch {m['batch_size']}, "
               f"{m['backend']} ({m.get('device')}, {m.get('dtype')})")
-    t.add_row("template", str(m["template"]))
+    t.add_row("template", f"{m['template']} ({m.get('template_source', '')})")
+    if m.get("limit") is not None:
+        t.add_row("limited to", f"the first {m['limit']} of the split's {m.get('n_split', '?')} items (--limit)")
     if out is not None:
         t.add_row("written", f"{out}/predictions.jsonl, {out}/metrics.json")
     console.print(t)
@@ -83,7 +86,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("rescore")
     def rescore_cmd(
-        eval_dir: Path = typer.Argument(..., help="An evaluation directory (predictions.jsonl, metrics.json), or a study's output_dir (every cell)."),
+        eval_dir: Path = typer.Argument(..., metavar="DIR", help="An evaluation directory (predictions.jsonl, metrics.json), or a study's output_dir (every cell)."),
         task: Optional[str] = typer.Option(None, "--task", help="The task it was evaluated on (default: the one in its metrics.json)."),
         split: Optional[str] = typer.Option(None, "--split", help="The split (default: the one in its metrics.json)."),
         data_dir: Optional[Path] = DataDirOpt,
@@ -112,6 +115,11 @@ def register(app: typer.Typer) -> None:
         task = task or old.get("task")
         split = split or old.get("split") or "test"
         if not task:
+            from ..paths import nearby
+
+            if not (eval_dir / "predictions.jsonl").exists():
+                raise UserError(f"{eval_dir} is not an evaluation directory (no predictions.jsonl)"
+                                f"{nearby(eval_dir, 'predictions.jsonl')}: pass one, or a study's output_dir")
             raise UserError(f"{eval_dir}: no metrics.json naming the task: pass --task (and --split)")
         examples = get_task(task, data_dir=opt_path(data_dir)).load(split)
         m = rescore(eval_dir, examples, keep_others=True)
@@ -122,8 +130,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("compare")
     def compare_cmd(
-        a: Path = typer.Argument(..., help="Evaluation A: its directory or metrics.json."),
-        b: Path = typer.Argument(..., help="Evaluation B: its directory or metrics.json."),
+        a: Path = typer.Argument(..., metavar="A", help="Evaluation A: its directory or metrics.json."),
+        b: Path = typer.Argument(..., metavar="B", help="Evaluation B: its directory or metrics.json."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Paired comparison of two evaluations: accuracy difference, bootstrap CI, exact McNemar p."""

@@ -216,12 +216,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("curate")
     def curate_cmd(
-        inp: Path = typer.Argument(..., help="Trace file (traces.jsonl) or a directory that holds one."),
+        inp: Path = typer.Argument(..., metavar="TRACES", help="Trace file (traces.jsonl) or a directory that holds one."),
         out: Path = typer.Option(..., "--out", "-o", help="Output traces file (.jsonl) or directory."),
         keep: str = field_option(CurateOptions, "keep", default="correct", show_default=False),
         decontaminate: bool = field_option(CurateOptions, "decontaminate", "--decontaminate/--no-decontaminate", default=True,
                                            show_default=False),
-        test_file: list[Path] = typer.Option([], "--test-file", help="Extra test questions (JSON/JSONL with question or instruction fields); repeatable."),
+        test_file: list[Path] = typer.Option([], "--test-file", metavar="FILE", help="Extra test questions (JSON/JSONL with question or instruction fields); repeatable."),
         threshold: float = field_option(CurateOptions, "threshold", "--threshold", "--jaccard", default=0.9, show_default=False),
         ngram: int = field_option(CurateOptions, "ngram", default=5, show_default=False),
         data_dir: Optional[Path] = DataDirOpt,
@@ -253,7 +253,7 @@ def register(app: typer.Typer) -> None:
                 raise UserError(f"--out {out}: {out.parent} is {KINDS[k]}; write the curated traces elsewhere")
         from ._common import filter_cells
 
-        traces = filter_cells(read_traces(inp), teachers, levels, formats, tasks)
+        traces = filter_cells(lambda: read_traces(inp), teachers, levels, formats, tasks)
         extra: list[str] = []
         for f in test_file:
             rows = load_json_any(f)

@@ -114,7 +114,15 @@ def _run(cfg, jobs: int, shard: Optional[str], dry_run: bool, report: bool) -> N
 
     # a live table on a terminal; plain progress lines in a log
     progress = LiveTable(err_console) if on_terminal(err_console) else True
-    summary = run_study(cfg, jobs=jobs, shard=sh, progress=progress, console=err_console)
+    from ..errors import Interrupted
+
+    try:
+        summary = run_study(cfg, jobs=jobs, shard=sh, progress=progress, console=err_console)
+    except (Interrupted, KeyboardInterrupt) as e:
+        where = f" ({e.for_cli().split('; resume with')[0]})" if isinstance(e, Interrupted) else ""
+        raise Interrupted(f"study interrupted{where}; finished cells and stages are kept: rerun the same "
+                          "`cotdistill study` command to resume (a cell in training continues from its checkpoint)",
+                          getattr(e, "exit_code", 130) - 128) from None
     console.print(
         f"{summary.done}/{summary.cells} cells ok, {summary.failed} failed, {summary.stages_run} stage(s) run "
         f"in {time.time() - t0:.0f}s → {summary.results_path}"
@@ -239,7 +247,7 @@ def register(app: typer.Typer) -> None:
 
     @study_app.command("run")
     def study(
-        config: Path = typer.Argument(..., help="study YAML (tasks, teachers, levels, formats, students, seeds, train, eval, output_dir)"),
+        config: Path = typer.Argument(..., metavar="CONFIG", help="study YAML (tasks, teachers, levels, formats, students, seeds, train, eval, output_dir)"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print the cells, teacher calls and training tokens each needs, and what is done (with a cluster executor: the jobs, their resources and dependencies, and one batch script); run nothing"),
         jobs: int = typer.Option(1, "--jobs", "-j", help="cells run in parallel (worker processes of the local executor)"),
         shard: Optional[str] = typer.Option(None, "--shard", help="i/n: run every n-th cell starting at i (1-based), e.g. 1/2 and 2/2 on two machines sharing one output_dir"),
@@ -287,7 +295,7 @@ def register(app: typer.Typer) -> None:
 
     @study_app.command("status")
     def status_cmd(
-        study_dir: Path = typer.Argument(..., help="a study's output_dir"),
+        study_dir: Path = typer.Argument(..., metavar="STUDY_DIR", help="a study's output_dir"),
         as_json: bool = typer.Option(False, "--json", help="one JSON object per cell instead of the table"),
     ) -> None:
         """Every cell's state (pending, queued, running with the trainer's step and loss, done, failed
@@ -304,7 +312,7 @@ def register(app: typer.Typer) -> None:
         _print_status(rows, study_dir)
 
     @study_app.command("cancel")
-    def cancel_cmd(study_dir: Path = typer.Argument(..., help="a study's output_dir")) -> None:
+    def cancel_cmd(study_dir: Path = typer.Argument(..., metavar="STUDY_DIR", help="a study's output_dir")) -> None:
         """Cancel the jobs submitted for this study that are still queued or running (finished cells
         are kept; submitting the study again resumes the rest)."""
         from ..cluster import cancel_study
@@ -314,7 +322,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("report")
     def report_cmd(
-        study_dir: Path = typer.Argument(..., help="a study's output_dir (holds results.jsonl)"),
+        study_dir: Path = typer.Argument(..., metavar="STUDY_DIR", help="a study's output_dir (holds results.jsonl)"),
         out: Optional[Path] = typer.Option(None, "--out", help="write the report here instead of STUDY_DIR"),
     ) -> None:
         """Write report.md and report.html (tables, plots, significance, findings) for a study."""

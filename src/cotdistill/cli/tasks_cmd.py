@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
     @app.command("tasks")
     def tasks_cmd(
         data_dir: Optional[Path] = DataDirOpt,
-        names: Optional[List[str]] = typer.Argument(None, help="Tasks to show (default: all)."),
+        names: Optional[List[str]] = typer.Argument(None, metavar="TASK", help="Tasks to show (default: all)."),
     ) -> None:
         """List the tasks: answer type, split sizes and the files each split is read from."""
         from rich.table import Table

@@ -34,11 +34,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("import-paper")
     def import_paper_cmd(
-        src: Path = typer.Argument(..., help="Directory of the released files (.json or .json.gz, names as released), or one file."),
+        src: Path = typer.Argument(..., metavar="SRC", help="Directory of the released files (.json or .json.gz, names as released), or one file."),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory; traces go to OUT/traces.jsonl (written atomically)."),
         data_dir: Optional[Path] = DataDirOpt,
         keep_test: bool = typer.Option(False, "--keep-test", help="Keep rows whose question is a test question of its task (test leakage; dropped by default)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the totals and the problems, not the per-file table."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the totals (the per-file table and every problem go to OUT/import_report.json)."),
     ) -> None:
         """Import the paper's released CoT files into OUT/traces.jsonl, with a per-file report."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -71,8 +71,18 @@ def register(app: typer.Typer) -> None:
             kept = []
             if path.is_file():  # an earlier import into this directory: keep what this one does not replace
                 new = {t.key for t in traces}
-                kept = [t for t in read_traces(path) if t.key not in new]
+                kept = [t for t in read_traces(path, empty_ok=True) if t.key not in new]
             n = write_traces(path, kept + traces)
+            import dataclasses
+            import json
+
+            from ..fileio import atomic_write_text
+
+            rep_path = Path(out) / "import_report.json"
+            atomic_write_text(rep_path, json.dumps({
+                "source": str(src), "traces": len(traces),
+                "files": [{**dataclasses.asdict(f), "correct_pct": f.correct_pct} for f in report.files],
+                "problems": report.problems(), "warnings": report.warnings}, indent=1) + "\n")
             if kept:
                 console.print(f"kept {len(kept):,} traces of earlier imports in {path}", markup=False, highlight=False)
         if not quiet:
@@ -85,18 +95,22 @@ def register(app: typer.Typer) -> None:
                             _pct(f.correct_pct), f"{f.mean_words:.1f}", str(len(f.problems)))
             _wide().print(tab)
         probs = report.problems()
-        if probs:
-            console.print(f"[bold]{len(probs)} problems found[/]:")
+        if probs and quiet:
+            console.print(f"{len(probs)} problems found: listed in {rep_path}", markup=False, highlight=False)
+        elif probs:
+            console.print(f"[bold]{len(probs)} problems found[/] (also in {rep_path}):")
             for p in probs:
                 console.print(f"  - {p}", markup=False, highlight=False, soft_wrap=True)
-        for w in report.warnings:
+        for w in report.warnings[:3] if quiet else report.warnings:
             err_console.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
+        if quiet and len(report.warnings) > 3:
+            err_console.print(f"warning: {len(report.warnings) - 3} more in {rep_path}", markup=False, highlight=False)
         console.print(f"wrote {n:,} traces from {len(report.files)} file cells to {path} in {time.time() - t0:.1f}s",
                       markup=False, highlight=False, soft_wrap=True)
 
     @traces_app.command("stats")
     def stats_cmd(
-        file: Path = typer.Argument(..., help="A traces.jsonl (or a directory holding one)."),
+        file: Path = typer.Argument(..., metavar="TRACES", help="A traces.jsonl (or a directory holding one)."),
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Local tokenizer directory for exact token counts (default: regex word-piece proxy)."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the table as JSON to this file."),
     ) -> None:
@@ -131,7 +145,7 @@ def register(app: typer.Typer) -> None:
 
     @traces_app.command("export")
     def export_cmd(
-        file: Path = typer.Argument(..., help="A traces.jsonl (or a directory holding one)."),
+        file: Path = typer.Argument(..., metavar="TRACES", help="A traces.jsonl (or a directory holding one)."),
         to: str = typer.Option(..., "--to", help="llamafactory (alpaca JSON + dataset_info.json) | trl (prompt/completion JSONL) | hf (datasets save_to_disk)."),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
         template: str = typer.Option("plain", "--template", help="trl only: prompt template plain | qa | alpaca | chat (conversational)."),

@@ -14,7 +14,7 @@ from ._common import console, field_option
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
-        traces: List[Path] = typer.Option(..., "--traces", help="Trace JSONL (or alpaca JSON) file; repeat to combine files."),
+        traces: List[Path] = typer.Option(..., "--traces", metavar="FILE", help="Trace JSONL (or alpaca JSON) file; repeat to combine files."),
         student: str = typer.Option(..., "--student", help="Local path or hub name of a causal LM, a .gguf file, smollm2-135m, or scratch:<llama|gemma|bloom>-<xxs|xs|s|m>."),
         out: Path = typer.Option(..., "--out", help="Output model directory (created only when training finishes)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML TrainConfig (keys: the flags' config names). Default: paper defaults, or the measured scratch defaults for scratch students."),
@@ -26,6 +26,8 @@ def register(app: typer.Typer) -> None:
         lr: Optional[float] = field_option(TrainConfig, "learning_rate", "--learning-rate", "--lr"),
         seed: Optional[int] = field_option(TrainConfig, "seed"),
         lora: Optional[bool] = field_option(TrainConfig, "lora", "--lora/--full"),
+        cutoff_len: Optional[int] = field_option(TrainConfig, "cutoff_len"),
+        overlong: Optional[str] = field_option(TrainConfig, "overlong"),
         save_steps: Optional[int] = field_option(TrainConfig, "save_steps"),
         threads: Optional[int] = field_option(TrainConfig, "threads"),
         objective: Optional[str] = field_option(TrainConfig, "objective"),
@@ -73,7 +75,7 @@ def register(app: typer.Typer) -> None:
         overrides = dict(
             max_steps=max_steps, max_tokens=max_tokens, epochs=epochs, batch_size=batch_size,
             micro_batch_size=micro_batch_size, learning_rate=lr, seed=seed, lora=lora,
-            save_steps=save_steps, threads=threads, report_to=report_to, run_name=run_name,
+            save_steps=save_steps, cutoff_len=cutoff_len, overlong=overlong, threads=threads, report_to=report_to, run_name=run_name,
             push_to_hub=push_to_hub, hub_model_id=hub_model_id, objective=objective, target=target,
             teacher_model=teacher_model, kd_alpha=kd_alpha, kd_top_k=kd_top_k, on_policy_lambda=on_policy_lambda,
             on_policy_beta=on_policy_beta, on_policy_warmup=on_policy_warmup, orpo_lambda=orpo_lambda,
@@ -89,7 +91,7 @@ def register(app: typer.Typer) -> None:
             from ..train import load_traces
             from ._common import filter_cells
 
-            data = filter_cells(load_traces(data), teachers, levels, formats, tasks)
+            data = filter_cells(lambda: load_traces(data), teachers, levels, formats, tasks)
         res = train(data, student, out, cfg, resume=resume, progress=not quiet, overwrite=overwrite, mix=mix)
         s = res.summary
         if s.get("world_size", 1) > 1 and __import__("os").environ.get("RANK", "0") != "0":

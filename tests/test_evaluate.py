@@ -482,3 +482,31 @@ def test_max_new_tokens_defaults_from_the_training_lengths(shared_data, student_
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert "--max-new-tokens" in r.stderr and "auto or a positive integer" in r.stderr
         assert not (tmp_path / f"bad{bad}").exists()
+
+
+def test_instruction_and_fewshot_baseline_use_the_train_split_only(student_dir, shared_data, svamp_test, tmp_path):
+    """An untuned model's fair baseline: the answer form asked for, and solved train examples shown
+    before each question; both are part of the evaluation's identity and its recorded template."""
+    r = _cli("evaluate", "--model", str(student_dir), "--task", "svamp", "--data-dir", str(shared_data), "--limit", "2",
+             "--max-new-tokens", "4", "--quiet", "--instruction", "answer", "--fewshot", "3", "--out", str(tmp_path / "fs"))
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "fs" / "eval_config.json").read_text())
+    tpl = rec["template"]
+    assert tpl["instruction"].startswith("Solve the problem step by step") and len(tpl["exemplars"]) == 3
+    train_q = {e.question: e.answer for e in get_task("svamp", data_dir=shared_data).load("train")}
+    test_q = {e.question for e in svamp_test}
+    for q, a in tpl["exemplars"]:
+        assert q in train_q and q not in test_q and a == f"The answer is {train_q[q]}."
+    m = json.loads((tmp_path / "fs" / "metrics.json").read_text())
+    assert m["template_source"] == "saved + instruction + 3-shot"
+    from cotdistill.template import PromptTemplate
+
+    text = PromptTemplate(**tpl).render_prompt(svamp_test[0].question)
+    assert text.count("Solve the problem step by step") == 4 and tpl["exemplars"][0][0] in text
+    # the same directory with another prompt is another evaluation: refused, not mixed
+    r = _cli("evaluate", "--model", str(student_dir), "--task", "svamp", "--data-dir", str(shared_data), "--limit", "2",
+             "--max-new-tokens", "4", "--quiet", "--out", str(tmp_path / "fs"))
+    assert r.returncode == 2 and "another evaluation" in r.stderr
+    r = _cli("evaluate", "--model", str(student_dir), "--task", "svamp", "--data-dir", str(shared_data), "--split", "train",
+             "--limit", "2", "--fewshot", "2", "--out", str(tmp_path / "tr"))
+    assert r.returncode == 2 and "train split" in r.stderr

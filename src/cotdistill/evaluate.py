@@ -53,6 +53,8 @@ from .template import PromptTemplate
 
 CONFIG_FILE = "eval_config.json"
 
+# the answer form every stage reads (strict scoring), as an instruction for an untuned model
+ANSWER_INSTRUCTION = "Solve the problem step by step. End with a line of the form 'The answer is X'."
 AUTO_TOKEN_BUDGET = 65_536  # auto batch size: rows x (prompt + new tokens) kept under this
 AUTO_MAX_ROWS = 96
 
@@ -72,6 +74,8 @@ class EvalConfig(SectionAccess):  # (a pydantic model)
     template: str | None = Field(None, description="Named template (plain, qa, alpaca, chat); default: the one saved with the model, else the tokenizer's chat template, else plain.")
     backend: Literal["transformers", "vllm"] = Field("transformers", description="transformers, or vllm (needs `pip install 'cotdistill[vllm]'` and a CUDA GPU).")
     cache: Literal["auto", "dynamic", "static"] = Field("auto", description="KV cache of the transformers backend; auto switches to static when outputs fill max_new_tokens.")
+    instruction: str | None = Field(None, description="Text added after each question: the answer form an untuned model is asked for ('answer': the built-in 'Solve the problem step by step. End with a line of the form ...'); part of the prompt template.")
+    fewshot: int = Field(0, ge=0, le=64, description="Solved examples shown before each question: the first N of the task's train split after a seeded shuffle (never the evaluated split), each answered with its gold answer line 'The answer is X'.")
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "EvalConfig":
@@ -92,6 +96,11 @@ class EvalConfig(SectionAccess):  # (a pydantic model)
             return cls.model_validate(data)
         except ValidationError as e:
             raise validation_error(e, source, cls) from None
+
+    @field_validator("instruction")
+    @classmethod
+    def _instruction(cls, v: str | None) -> str | None:
+        return ANSWER_INSTRUCTION if v is not None and v.strip().lower() == "answer" else (v or None)
 
     @field_validator("decoding")
     @classmethod
@@ -198,6 +207,8 @@ def _evaluate(
     device: str | None = "auto",
     dtype: str = "float32",
     cache: Literal["auto", "dynamic", "static"] = "auto",
+    instruction: str | None = None,
+    fewshot: int = 0,
     config: EvalConfig | None = None,
     _stack: contextlib.ExitStack | None = None,
 ) -> dict:
@@ -222,6 +233,7 @@ def _evaluate(
         decoding, max_new_tokens, batch_size, limit = config.decoding, config.max_new_tokens, config.batch_size, config.limit
         backend, cache = config.backend, config.cache
         template = config.template if config.template is not None else template
+        instruction, fewshot = config.instruction, config.fewshot
     parse_decoding(decoding)
     if cache not in ("auto", "dynamic", "static"):
         raise UserError(f"{opt('cache')} {cache!r}: choose auto, dynamic or static")
@@ -233,7 +245,8 @@ def _evaluate(
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise UserError(f"limit {limit!r}: use a positive integer")
     cfg = EvalConfig(decoding=decoding, max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit,
-                     template=template if isinstance(template, str) else None, backend=backend, cache=cache)
+                     template=template if isinstance(template, str) else None, backend=backend, cache=cache,
+                     instruction=instruction, fewshot=fewshot)
 
     # ---- items
     if examples is None:
@@ -283,6 +296,9 @@ def _evaluate(
             raise UserError("the vllm backend needs a model directory or hub name, not a loaded model")
         mdl.eval()
     tpl, tpl_label = resolve_template(template, model_dir, tok)
+    if cfg.instruction or cfg.fewshot:
+        tpl = tpl.model_copy(update={"instruction": cfg.instruction or None,
+                                     "exemplars": _exemplars(task, data_dir, split, examples, cfg.fewshot)})
     cap_source = "set"
     if cfg.max_new_tokens == "auto":
         cap, cap_source = auto_max_new_tokens(model_dir)
@@ -392,7 +408,8 @@ def _evaluate(
         "limit": limit,  # the first N items of the split (None: all of them)
         "n_split": n_split,
         "template": tpl.kind,
-        "template_source": tpl_label,  # saved (with the model), custom, a named template, or the tokenizer's kind
+        "template_source": tpl_label + (" + instruction" if cfg.instruction else "")
+        + (f" + {cfg.fewshot}-shot" if cfg.fewshot else ""),  # saved, custom, a name, or tokenizer default
         "backend": cfg.backend,
         "dtype": str(next(mdl.parameters()).dtype).replace("torch.", "") if mdl is not None else dtype,
         "device": str(next(mdl.parameters()).device) if mdl is not None else "vllm",
@@ -409,6 +426,31 @@ def _evaluate(
 
 DEFAULT_MAX_NEW_TOKENS = 512
 MAX_AUTO_NEW_TOKENS = 8192
+
+
+def _exemplars(task: str | None, data_dir, split: str | None, evaluated: list, n: int) -> list[tuple[str, str]]:
+    """``n`` solved examples of ``task``'s train split (seeded shuffle, seed 0): (question, gold
+    answer line). Never an item of the evaluated split: a task without a train split is an error."""
+    if n == 0:
+        return []
+    import random
+
+    from .prompts import answer_only
+    from .tasks import get_task
+
+    name = task or (evaluated[0].task if evaluated else None)
+    if split == "train":
+        raise UserError(f"{opt('fewshot')} takes its examples from the train split: evaluate another split")
+    try:
+        pool = list(get_task(name, data_dir=data_dir).load("train"))
+    except UserError as e:
+        raise UserError(f"{opt('fewshot')} {n}: the {name} task has no train split to take examples from ({e})") from None
+    seen = {e.question for e in evaluated}
+    pool = [e for e in pool if e.question not in seen]
+    random.Random(0).shuffle(pool)
+    if len(pool) < n:
+        raise UserError(f"{opt('fewshot')} {n}: the {name} train split has only {len(pool)} examples")
+    return [(e.question, answer_only(e)) for e in pool[:n]]
 
 
 def parse_max_new_tokens(value: Any, name: str = "max_new_tokens") -> int | Literal["auto"]:

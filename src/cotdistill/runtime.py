@@ -86,7 +86,8 @@ def load_model(name_or_path: str | os.PathLike, device: str | None = "auto", dty
 
 
 def resolve_template(template: str | PromptTemplate | None, model_dir: Path | None, tokenizer) -> tuple[PromptTemplate, str]:
-    """``(template, label)``: explicit > saved with the model > tokenizer chat template > plain."""
+    """``(template, source)``: explicit (``custom`` or the name) > ``saved`` with the model >
+    ``tokenizer default`` (its chat template, else plain)."""
     if isinstance(template, PromptTemplate):
         return template, "custom"
     if template:
@@ -104,7 +105,7 @@ def resolve_template(template: str | PromptTemplate | None, model_dir: Path | No
         if saved is not None:
             return saved, "saved"
     t = PromptTemplate.for_tokenizer(tokenizer)
-    return t, t.kind
+    return t, "tokenizer default"
 
 
 def _model_label(model: Any) -> str:

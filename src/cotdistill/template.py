@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 TEMPLATE_FILE = "cotdistill_template.json"
 
@@ -30,18 +30,39 @@ class PromptTemplate(BaseModel):
     # a task prefix before the question (the step-by-step objective trains "[label] " and
     # "[rationale] " tasks; the saved template keeps "[label] ", so evaluation asks for the answer)
     question_prefix: str = ""
+    # an untuned model's evaluation: an instruction after each question (the answer form asked
+    # for) and solved examples shown before it, as earlier turns (chat) or earlier Q/A pairs (plain)
+    instruction: str | None = None
+    exemplars: list[tuple[str, str]] = []
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # without an instruction or exemplars a template dumps as it always has (the evaluation
+        # records and saved templates of earlier runs keep matching)
+        d = handler(self)
+        if not self.instruction:
+            d.pop("instruction", None)
+        if not self.exemplars:
+            d.pop("exemplars", None)
+        return d
 
     # -- rendering ---------------------------------------------------------------------------
+    def _ask(self, question: str) -> str:
+        q = self.question_prefix + question
+        return f"{q}\n{self.instruction}" if self.instruction else q
+
     def render_prompt(self, question: str, tokenizer: Any = None) -> str:
-        question = self.question_prefix + question
         if self.kind == "chat":
             if tokenizer is None or not getattr(tokenizer, "chat_template", None):
                 raise ValueError("chat template requested but the tokenizer has none")
-            msgs = ([{"role": "system", "content": self.system}] if self.system else []) + [
-                {"role": "user", "content": question}
-            ]
+            msgs = [{"role": "system", "content": self.system}] if self.system else []
+            for q, a in self.exemplars:
+                msgs += [{"role": "user", "content": self._ask(q)}, {"role": "assistant", "content": a}]
+            msgs.append({"role": "user", "content": self._ask(question)})
             return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        return self.prompt.format(question=question)
+        shots = "".join(self.prompt.format(question=self._ask(q)) + self.completion_prefix + a + "\n\n"
+                        for q, a in self.exemplars)
+        return shots + self.prompt.format(question=self._ask(question))
 
     def render_completion(self, output: str) -> str:
         """Completion text (without EOS; the trainer appends the tokenizer's EOS token)."""

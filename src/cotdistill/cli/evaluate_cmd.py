@@ -55,6 +55,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto (GPU when visible), cpu, cuda, cuda:N."),
         dtype: str = typer.Option("float32", "--dtype", help="float32 (exact, batch-invariant), bfloat16, float16, or auto (as stored)."),
         cache: Optional[str] = field_option(EvalConfig, "cache"),
+        instruction: Optional[str] = field_option(EvalConfig, "instruction"),
+        fewshot: Optional[int] = field_option(EvalConfig, "fewshot"),
         threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML EvalConfig (keys: the config names shown; flags override it)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier predictions in --out instead of resuming."),
@@ -65,7 +67,8 @@ def register(app: typer.Typer) -> None:
         from ..evaluate import evaluate, parse_batch_size, parse_decoding, parse_max_new_tokens
 
         given = dict(decoding=decoding, max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit,
-                     template=template, backend=backend, cache=cache)
+                     template=template, backend=backend, cache=cache, fewshot=fewshot,
+                     instruction=instruction)
         given = {k: v for k, v in given.items() if v is not None}
         if "decoding" in given:  # flags are checked as flags: the error names --decoding
             parse_decoding(given["decoding"])

@@ -276,9 +276,7 @@ def claim(path: str | os.PathLike, kind: str, flag: str = "--out", identity: str
             if identity is not None:
                 rec["identity"] = identity
             rec.update(info or {})
-            tmp = m.with_name(f"{m.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(rec) + "\n", encoding="utf-8")
-            os.replace(tmp, m)
+            atomic_write_text(m, json.dumps(rec) + "\n", fsync=False)
         yield p
 
 

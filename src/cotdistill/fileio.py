@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +36,35 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", fsync: bool = True) ->
         if isinstance(e, OSError) and e.filename is None:
             e.filename = str(path)  # (a failed write names no file: name the one being written)
         raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """A temp path beside ``path`` for writers that take a name (``savefig``, ``torch.save``, a
+    directory a library fills): on success it replaces ``path`` (a directory whole, see
+    :func:`replace_dir`), on any error it is removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    try:
+        yield tmp
+        if tmp.is_dir():
+            replace_dir(tmp, path)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        raise
+
+
+def replace_dir(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Put the finished directory ``src`` at ``dest`` by a rename (an existing ``dest`` is removed
+    first): a reader sees the old directory, none, or the new one, never a half-filled one."""
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(src, dest)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = True) -> None:

@@ -371,14 +371,11 @@ def train_pieces(pieces: list[Piece], student: str, out_dir: str | os.PathLike, 
         tot["pieces"].append({"steps": p.steps, "schedule": p.schedule, "level": p.level,
                               "train_tokens": int(res.train_tokens)})
         cur = str(pdir)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(cur, tmp)
-    (tmp / "pieces.json").write_text(json.dumps(tot, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    from .fileio import atomic_path
+
+    with atomic_path(out) as tmp:
+        shutil.copytree(cur, tmp)
+        (tmp / "pieces.json").write_text(json.dumps(tot, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)
     return tot
 

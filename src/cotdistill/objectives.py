@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -157,10 +156,10 @@ def load_or_compute_topk(cache_dir: Path, key: str, compute) -> tuple[list[tuple
         except Exception:  # noqa: BLE001 - a torn file from a killed run: compute again
             pass
     table = compute()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(table, tmp)
-    os.replace(tmp, path)
+    from .fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(table, tmp)
     return table, False
 
 

@@ -953,16 +953,15 @@ def _link_traces(cl: CellLayout, cur_path: Path, marks: dict[str, Any], keys: di
     """The cell's ``traces.jsonl``: a hard link to (else a copy of) the curated traces it trains on."""
     if cl.traces.exists() and (marks.get("curate") or {}).get("key") == keys["curate"]:
         return
-    tmp = cl.dir / ".traces.jsonl.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    try:
-        os.link(cur_path, tmp)
-    except OSError:
-        import shutil
+    import shutil
 
-        shutil.copyfile(cur_path, tmp)
-    os.replace(tmp, cl.traces)
+    from .fileio import atomic_path
+
+    with atomic_path(cl.traces) as tmp:
+        try:
+            os.link(cur_path, tmp)
+        except OSError:
+            shutil.copyfile(cur_path, tmp)
     marks["curate"] = {"key": keys["curate"]}
     atomic_write_json(cl.stages, marks)
 

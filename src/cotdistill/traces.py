@@ -377,13 +377,10 @@ def export_traces(
                 cols[k].append(str(v) if k == "level" else v)
         cols["usage"] = [json.dumps(u) if u is not None else None for u in cols["usage"]]
         ds = datasets.Dataset.from_dict(cols)
-        import shutil
 
-        tmp = out.with_name(out.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        ds.save_to_disk(str(tmp))
-        shutil.rmtree(out)  # checked above: empty or a previous saved dataset
-        os.replace(tmp, out)
+        from .fileio import atomic_path
+
+        with atomic_path(out) as tmp:  # (out, checked above: empty or a previous saved dataset, is replaced)
+            ds.save_to_disk(str(tmp))
         written.append(out)
     return written

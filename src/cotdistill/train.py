@@ -41,7 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .artifacts import COMPLETE, RunRecord, is_complete, mark_complete  # noqa: F401  (COMPLETE, is_complete re-exported)
-from .fileio import atomic_write_text, load_yaml_mapping
+from .fileio import atomic_path, atomic_write_text, load_yaml_mapping, replace_dir
 from .errors import Interrupted, UserError, field_error, opt, switch, validation_error
 from .progress import Progress
 from .spec import OBJECTIVES, TEACHER_MODEL_OBJECTIVES, Objective, SectionAccess  # noqa: F401  (re-exported)
@@ -636,10 +636,9 @@ def _plot_loss(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name("tmp-" + path.name)
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _params_checksum(model) -> str:
@@ -1427,9 +1426,7 @@ def _train(
         _plot_loss(history, stage / LOSS_PNG, f"{student}  ({len(rows)} traces, {state.global_step} steps)")
         atomic_write_text(stage / SUMMARY, json.dumps(summary, indent=2) + "\n")
         mark_complete(stage, run_key, data_fingerprint=fp, run_key=run_key)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(stage, out)
+        replace_dir(stage, out)
         if not cfg.keep_checkpoints:
             shutil.rmtree(work, ignore_errors=True)
         result_summary = summary

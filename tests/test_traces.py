@@ -108,7 +108,7 @@ def test_stats_with_a_real_tokenizer(svamp_traces, tmp_path):
     rows = json.loads((tmp_path / "s.json").read_text())
     assert len(rows) == 4 and {"rows", "correct_pct", "p90_tokens", "mean_steps"} <= set(rows[0])
     r = run("traces", "stats", str(svamp_traces), "--tokenizer", str(tmp_path / "nope"))
-    assert r.returncode == 2 and r.stderr.startswith("error: cannot load tokenizer")
+    assert r.returncode == 2 and r.stderr.startswith("error: cannot load the tokenizer")
 
 
 def test_cli_stats_table(svamp_traces):

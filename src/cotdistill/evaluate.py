@@ -466,6 +466,13 @@ def parse_max_new_tokens(value: Any, name: str = "max_new_tokens") -> int | Lite
     return n
 
 
+def cap_for_longest(longest: int) -> int:
+    """The generation cap for outputs like ones ``longest`` tokens long: 1.5 x that + 16 (room for a
+    longer answer than any seen, so a cap rarely cuts a real one). The one home of this rule:
+    evaluation's ``auto`` cap, select's validation scoring, on-policy and preference sampling."""
+    return int(1.5 * longest) + 16
+
+
 def auto_max_new_tokens(model_dir: str | os.PathLike | None) -> tuple[int, str]:
     """The generation cap for a model: 1.5 x the longest completion it was trained on + 16 (room
     for a longer answer than any seen, so a cap rarely cuts a real one), read from the
@@ -478,7 +485,7 @@ def auto_max_new_tokens(model_dir: str | os.PathLike | None) -> tuple[int, str]:
         except (OSError, ValueError, TypeError, AttributeError):
             longest = 0
         if longest > 0:
-            return min(MAX_AUTO_NEW_TOKENS, int(1.5 * longest) + 16), f"auto: 1.5 x longest training completion ({longest}) + 16"
+            return min(MAX_AUTO_NEW_TOKENS, cap_for_longest(longest)), f"auto: 1.5 x longest training completion ({longest}) + 16"
     return DEFAULT_MAX_NEW_TOKENS, f"auto: default {DEFAULT_MAX_NEW_TOKENS} (no training lengths recorded with the model)"
 
 

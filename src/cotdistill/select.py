@@ -75,6 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .fileio import atomic_open, atomic_write_json, atomic_write_text
 from .records import SELECTION_FILE, StudyLayout, read_predictions, read_results, read_selection, write_selection
 from .stats import wilson_ci
+from .evaluate import cap_for_longest
 from .artifacts import RunRecord, check as check_out, claim, content_key
 from .progress import ProgressEvent, Reporter
 from .errors import GenerateOptions, UserError, drop_masked_secrets, opt, validation_error
@@ -665,7 +666,7 @@ def _run_select(cfg: SelectConfig | dict[str, Any], progress: bool, console: Any
                                     p.schedule = "cosine"
                             info = train_pieces(pieces, cfg.student, rdir / "model",
                                                 candidate_config(base, c, out).with_overrides(max_steps=target), cfg.seed)
-                        sc = score_model(rdir / "model", val_ex, max_new_tokens=int(val_len[c.name] * 1.5) + 16,
+                        sc = score_model(rdir / "model", val_ex, max_new_tokens=cap_for_longest(val_len[c.name]),
                                          batch_size=cfg.eval_batch_size)
                         with atomic_open(rdir / "val_predictions.jsonl") as f:
                             for p in sc.pop("predictions"):

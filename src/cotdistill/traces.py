@@ -271,17 +271,6 @@ def trace_stats(traces: Iterable[Trace], tokenizer: Any = None) -> list[GroupSta
     return out
 
 
-def load_tokenizer(path: str):
-    """A transformers tokenizer from a local directory (``--tokenizer PATH``); one-line error otherwise."""
-    try:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(path)
-    except Exception as e:  # noqa: BLE001 - any failure is the user's path
-        raise UserError(f"cannot load tokenizer from {path}: {str(e).splitlines()[0][:200]}; "
-                        f"pass a local directory with tokenizer files (tokenizer.json / tokenizer_config.json)") from None
-
-
 # ============================================================================================
 # export
 

@@ -1128,11 +1128,13 @@ def _train(
     mean_len = sum(len(r["input_ids"]) for r in rows) / len(rows)
 
     # ---- a teacher model for the logit objectives ---------------------------------------------
+    from .evaluate import cap_for_longest
+
     teacher_ctx: dict[str, Any] | None = None
     if cfg.objective == "preference":
         longest = max(sum(1 for x in r["labels"] if x != -100) for r in rows)
         teacher_ctx = {"model": None, "params": 0, "forward_tokens": 0, "generated_tokens": 0, "pairs": 0,
-                       "max_new_tokens": cfg.on_policy_max_new_tokens or int(1.5 * longest) + 16}
+                       "max_new_tokens": cfg.on_policy_max_new_tokens or cap_for_longest(longest)}
         for r in rows:
             r["prompt_len"] = next(i for i, x in enumerate(r["labels"]) if x != -100)
     if cfg.objective in TEACHER_MODEL_OBJECTIVES:
@@ -1154,7 +1156,7 @@ def _train(
             teacher_ctx.update(_attach_topk(rows, teacher, cfg, traces, work, progress))
         else:
             longest = max(sum(1 for x in r["labels"] if x != -100) for r in rows)
-            teacher_ctx["max_new_tokens"] = cfg.on_policy_max_new_tokens or int(1.5 * longest) + 16
+            teacher_ctx["max_new_tokens"] = cfg.on_policy_max_new_tokens or cap_for_longest(longest)
             for r in rows:
                 r["prompt_len"] = next(i for i, x in enumerate(r["labels"]) if x != -100)
     steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)

@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
     @traces_app.command("stats")
     def stats_cmd(
         file: Path = typer.Argument(..., metavar="TRACES", help="A traces.jsonl (or a directory holding one)."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Local tokenizer directory for exact token counts (default: regex word-piece proxy)."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="A tokenizer for exact token counts: a student name (smollm2-135m), a model directory or a hub name (default: regex word-piece proxy)."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the table as JSON to this file."),
     ) -> None:
         """Per (task, teacher, level, format): rows, correct %, words, tokens and steps."""
@@ -119,7 +119,8 @@ def register(app: typer.Typer) -> None:
 
         from rich.table import Table
 
-        from ..traces import load_tokenizer, read_traces, trace_stats
+        from ..students import load_tokenizer
+        from ..traces import read_traces, trace_stats
 
         tok = load_tokenizer(tokenizer) if tokenizer else None
         stats = trace_stats(read_traces(file), tokenizer=tok)

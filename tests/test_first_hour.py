@@ -55,7 +55,7 @@ def test_replay_path_error_says_how_paths_resolve_and_how_to_fix(tmp_path):
     (tmp_path / "work" / "paper-traces" / "traces.jsonl").write_text("")
     study.write_text(study.read_text().replace("../paper-traces", "paper-traces"))
     p = cli("study", study, "--dry-run", cwd=tmp_path / "work")
-    one_line_error(p, "working directory has it", f"replay:{tmp_path / 'work' / 'paper-traces' / 'traces.jsonl'}")
+    one_line_error(p, "exists (relative to the working directory)", f"replay:{tmp_path / 'work' / 'paper-traces' / 'traces.jsonl'}")
     assert err != p.stderr
 
 
@@ -125,7 +125,7 @@ def test_import_paper_quiet_prints_totals_and_keeps_the_problems_in_a_file(tmp_p
     lines = (p.stdout + p.stderr).strip().splitlines()
     assert len(lines) <= 5, lines
     rep = json.loads((tmp_path / "pt" / "import_report.json").read_text())
-    assert len(rep["problems"]) > 100 and f"{len(rep['problems'])} problems found" in p.stdout
+    assert len(rep["problems"]) > 100 and f"{len(rep['problems'])} notes" in p.stdout
     assert rep["traces"] > 200_000 and len(rep["files"]) > 70
 
 
@@ -224,3 +224,40 @@ def test_sigterm_in_training_saves_a_checkpoint_and_says_how_to_resume(tmp_path)
     summ = json.loads((out / "train_summary.json").read_text())
     assert summ["resumed_from"] == ckpts[-1].name
     assert json.loads((out / "train_config.json").read_text())["config"]["cutoff_len"] == 200
+
+
+def test_second_pass_mistakes_get_the_right_hint(tmp_path):
+    """A data directory one level too deep, a model path mistyped or one level too high, a bad
+    generate teacher (nothing written), both --task and --from-traces, a missing directory."""
+    if not (DATA / "benchmarks").is_dir():
+        pytest.skip("needs the benchmark data")
+    p = cli("evaluate", "--model", tmp_path / "m", "--task", "svamp", "--out", tmp_path / "e",
+            env={"COTDISTILL_DATA": str(DATA / "paper")})
+    one_line_error(p, f"did you mean {DATA}?")
+    traces = tmp_path / "t"
+    assert cli("generate", "--task", "arith", "--teacher", "lab", "--levels", "0-1", "--formats", "cot,subq", "--limit", "5",
+               "--out", traces).returncode == 0
+    rows = [json.loads(x) for x in (traces / "traces.jsonl").read_text().splitlines()]
+    assert sorted({(r["level"], r["format"]) for r in rows}, key=str) == [(0, "cot"), (1, "cot"), (1, "subq")]  # L0: one form
+    model = tmp_path / "run" / "model"
+    assert cli("train", "--traces", traces / "traces.jsonl", "--levels", "1", "--formats", "cot", "--student",
+               "scratch:llama-xxs", "--max-steps", "2", "--out", model).returncode == 0
+    assert oct(os.stat(model / "model.safetensors").st_mode & 0o777) == oct(0o666 & ~_umask())
+    one_line_error(cli("evaluate", "--model", tmp_path / "run" / "modle", "--task", "arith", "--out", tmp_path / "e1"),
+                   f"did you mean {model}?")
+    one_line_error(cli("evaluate", "--model", tmp_path / "run", "--task", "arith", "--out", tmp_path / "e2"),
+                   f"did you mean {model}?")
+    for bad in (["--teacher", "labb"], ["--teacher", "lab", "--task", "svamp"]):
+        args = ["generate", "--task", "arith", "--limit", "2", "--out", tmp_path / "g", *bad]
+        one_line_error(cli(*args, env={"COTDISTILL_DATA": str(DATA)}), "teacher")
+        assert not (tmp_path / "g").exists()
+    one_line_error(cli("generate", "--task", "arith", "--from-traces", traces, "--teacher", "lab", "--out", tmp_path / "g"),
+                   "not both")
+    one_line_error(cli("rescore", tmp_path / "nope"), "does not exist")
+    assert cli("--version").stdout.strip() == cli("version").stdout.strip() != ""
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m

@@ -58,6 +58,17 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+def usual_modes(directory: str | os.PathLike) -> None:
+    """Give the files under ``directory`` the modes the user's umask gives new files (writers that
+    go through a private temp file, e.g. a safetensors save, leave them readable by the owner only)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in Path(directory).rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            with contextlib.suppress(OSError):
+                os.chmod(f, 0o666 & ~mask)
+
+
 def replace_dir(src: str | os.PathLike, dest: str | os.PathLike) -> None:
     """Put the finished directory ``src`` at ``dest`` by a rename (an existing ``dest`` is removed
     first): a reader sees the old directory, none, or the new one, never a half-filled one."""

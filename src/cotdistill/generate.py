@@ -142,7 +142,7 @@ def examples_from_traces(path: str | os.PathLike, known: dict[str, Any] | None =
         k = (t.task, t.id)
         if k in seen:
             raise UserError(f"{path} holds several traces of {t.task}/{t.id} ({seen[k]} and {t.teacher} L{t.level} "
-                            f"{t.format}): keep one cell with `cotdistill curate {path} --teachers T --levels L --out DIR`")
+                            f"{t.format}): keep one cell with `cotdistill curate {path} --teachers T --levels L --formats F --out DIR`")
         seen[k] = f"{t.teacher} L{t.level} {t.format}"
         atype = get_task(t.task).answer_type
         source = (f"{t.reasoning.strip()}\n\n{t.output.strip()}" if t.reasoning else t.output).strip()
@@ -169,7 +169,8 @@ def plan(examples: list[Any], config: GenerateConfig, teacher: Teacher | None = 
         raise UserError(f"level 'human' can only be replayed from imported data: use {opt('teacher')} replay:FILE")
     for ex in examples:
         for level in config.levels:
-            for fmt in config.formats:
+            # answer only (level 0) and human rationales have one form: one cell, `cot`
+            for fmt in (["cot"] if level in (0, "human") else config.formats):
                 for s in range(1 if level == 0 else config.samples):
                     r = Request(example=ex, level=level, fmt=fmt, sample=s)
                     src = (getattr(ex, "meta", None) or {}).get("rewrite_source")
@@ -283,6 +284,14 @@ def generate(
     out = Path(out_dir)
     if config.max_cost is not None and config.prices() is None:
         raise UserError(f"{opt('max_cost')} needs prices for {config.teacher}: pass {opt('price_in')} and {opt('price_out')} (USD per 1M tokens)")
+    if teacher is None:  # a teacher that cannot run these examples is refused before anything is written
+        from .spec import TeacherSpec
+
+        spec = TeacherSpec.parse(config.teacher)
+        other = sorted({e.task for e in examples} - {"arith"})
+        if spec.backend == "lab" and other:
+            raise UserError(f"the lab teacher only solves the arith task, not {other[0]!r}: use another teacher "
+                            "(openai:MODEL, hf:DIR, vllm:DIR, replay:FILE)")
     with claim(out, "generate", wait=wait_for_lock):
         return _generate(examples, out, config, teacher, progress, console, t_start)
 

@@ -285,6 +285,7 @@ def import_paper(
         raise UserError(
             f"no traces imported from {src}: it has no released file with a known name "
             f"(e.g. SVAMP_gemini_level3_ranked.json.gz); point SRC at the paper directory"
+            + (f" (did you mean {src / 'paper'}?)" if (src / "paper").is_dir() else "")
         )
     return report
 

@@ -58,9 +58,12 @@ def require(root: Path, rel: str) -> Path:
         return p
     if p.suffix == ".gz" and p.with_suffix("").exists():
         return p.with_suffix("")
+    near = [root.parent] + (sorted(c for c in root.iterdir() if c.is_dir())[:50] if root.is_dir() else [])
+    off = next((str(q) for q in near if (q / rel).exists() or (q / rel).with_suffix("").exists()), None)
+    hint = f" ({root} is one level off: did you mean {off}?)" if off else ""
     raise UserError(
-        f"missing data file {p}: run `cotdistill data download` (needs internet) to fill "
-        f"{CACHE_DIR}, or point --data-dir / ${ENV_VAR} at a directory that has {rel}"
+        f"missing data file {p}{hint}: run `cotdistill data download` (needs internet) to fill "
+        f"{root}, or point --data-dir / ${ENV_VAR} at a directory that has {rel}"
     )
 
 

@@ -70,7 +70,9 @@ def load_model(name_or_path: str | os.PathLike, device: str | None = "auto", dty
     if src.kind == "local":
         p = Path(src.path)
         if not p.is_dir() or not (p / "config.json").exists():
-            raise UserError(f"{opt('model')} {p}: not a model directory (no config.json); pass the directory written by `cotdistill train`, save_pretrained, or a .gguf file")
+            from .students import local_path_hint
+
+            raise UserError(f"{opt('model')} {p}: not a model directory (no config.json){local_path_hint(str(p))}; pass the directory written by `cotdistill train`, save_pretrained, or a .gguf file")
         model, tok = load_pretrained(str(p), **dkw)
     elif src.kind == "hub":
         # a hub name: avoid minutes of retries when the hub cannot be reached (use the local cache only)

@@ -394,6 +394,27 @@ def _keep_plain_copy(src: StudentSource, model, tok) -> None:
         pass
 
 
+def local_path_hint(name: str) -> str:
+    """`` (did you mean P?)`` for a model path that looks local and is a little off: a mistyped
+    last part of an existing directory, or a directory whose child holds the model; else ``""``."""
+    import difflib
+
+    p = Path(name).expanduser()
+    if p.is_dir() and not (p / "config.json").exists():
+        from .paths import nearby
+
+        return nearby(p, "config.json")
+    parent = p.parent
+    if str(parent) in ("", ".") and not name.startswith("."):
+        return ""  # a bare name: a hub id or a short name, not a path
+    if parent.is_dir():
+        names = [c.name for c in parent.iterdir() if c.is_dir() and (c / "config.json").exists() or c.suffix == ".gguf"]
+        close = difflib.get_close_matches(p.name, names, n=1, cutoff=0.6)
+        if close:
+            return f" (did you mean {parent / close[0]}?)"
+    return ""
+
+
 def load_tokenizer(name_or_path: str):
     """The tokenizer of a pretrained student (short name, GGUF file, directory or hub name),
     without loading its weights."""
@@ -439,6 +460,9 @@ def load_pretrained(name_or_path: str, **kwargs):
                 raise UserError(f"cannot load model from {local}: {first}") from None
             if not isinstance(e, (OSError, ValueError)):
                 raise
+            hint = local_path_hint(name_or_path)
+            if hint:
+                raise UserError(f"cannot load model {name_or_path!r}: no such directory{hint}") from None
             raise UserError(
                 f"cannot load model {name_or_path!r} (not a local directory, and the Hugging Face Hub "
                 "is unreachable or has no such model): download it where you have internet "

@@ -279,9 +279,11 @@ def _missing_replay(source: str, i: int, written: str, fp: Path, base: Path) -> 
     if Path(os.path.expandvars(written)).expanduser().is_absolute():
         return msg + "; check the path"
     msg += (f" at {fp} (relative paths in a study file are relative to the file's directory, {base})")
-    here = Path(os.path.expandvars(written)).expanduser().resolve()
-    if here.exists():
-        return msg + f"; the working directory has it: write the absolute path replay:{here}"
+    rel = Path(os.path.expandvars(written)).expanduser()
+    tail = Path(*[p for p in rel.parts if p not in ("..", ".")] or ["."])
+    for here in (rel.resolve(), (Path.cwd() / tail).resolve()):  # read from the working directory instead
+        if here.is_file():
+            return msg + f"; {here} exists (relative to the working directory): write that absolute path, replay:{here}"
     hint = (f"; make it with `cotdistill import-paper $COTDISTILL_DATA/paper --out {fp.parent}`"
             if fp.name == "traces.jsonl" else "")
     return msg + hint + ", or write an absolute path ($VARS expand)"

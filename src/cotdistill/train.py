@@ -41,7 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .artifacts import COMPLETE, RunRecord, is_complete, mark_complete  # noqa: F401  (COMPLETE, is_complete re-exported)
-from .fileio import atomic_path, atomic_write_text, load_yaml_mapping, replace_dir
+from .fileio import atomic_path, atomic_write_text, load_yaml_mapping, replace_dir, usual_modes
 from .errors import Interrupted, UserError, field_error, opt, switch, validation_error
 from .progress import Progress
 from .spec import OBJECTIVES, TEACHER_MODEL_OBJECTIVES, Objective, SectionAccess  # noqa: F401  (re-exported)
@@ -1428,6 +1428,7 @@ def _train(
         _plot_loss(history, stage / LOSS_PNG, f"{student}  ({len(rows)} traces, {state.global_step} steps)")
         atomic_write_text(stage / SUMMARY, json.dumps(summary, indent=2) + "\n")
         mark_complete(stage, run_key, data_fingerprint=fp, run_key=run_key)
+        usual_modes(stage)
         replace_dir(stage, out)
         if not cfg.keep_checkpoints:
             shutil.rmtree(work, ignore_errors=True)

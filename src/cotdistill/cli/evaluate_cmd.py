@@ -120,6 +120,8 @@ def register(app: typer.Typer) -> None:
         if not task:
             from ..paths import nearby
 
+            if not eval_dir.exists():
+                raise UserError(f"{eval_dir} does not exist: pass an evaluation directory or a study's output_dir")
             if not (eval_dir / "predictions.jsonl").exists():
                 raise UserError(f"{eval_dir} is not an evaluation directory (no predictions.jsonl)"
                                 f"{nearby(eval_dir, 'predictions.jsonl')}: pass one, or a study's output_dir")

@@ -128,7 +128,9 @@ def register(app: typer.Typer) -> None:
         if limit is not None and limit < 1:
             raise UserError("--limit must be at least 1")
         if (task is None) == (from_traces is None):
-            raise UserError("give --task (generate for a task's split) or --from-traces FILE (rewrite its rationales)")
+            raise UserError("give either --task (generate for a task's split) or --from-traces FILE (rewrite its "
+                            "rationales), not both" if task and from_traces else
+                            "give --task (generate for a task's split) or --from-traces FILE (rewrite its rationales)")
         if from_traces is not None:
             from ..generate import examples_from_traces
 

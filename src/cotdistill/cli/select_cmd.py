@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..select import SelectConfig  # (light: pydantic only) the flags' help comes from its fields
-from ._common import console, err_console, field_option
+from ._common import DataDirOpt, console, err_console, field_option
 
 
 def _split(values: Optional[List[str]]) -> Optional[list[str]]:
@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         budget: Optional[str] = field_option(SelectConfig, "budget", note="E.g. 3000000, 3M, 40% or 0.4."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output directory (selection.json, summary.md, traces.jsonl)."),
         seed: Optional[int] = field_option(SelectConfig, "seed"),
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Benchmark data directory."),
+        data_dir: Optional[Path] = DataDirOpt,
         task_option: Optional[List[str]] = typer.Option(None, "--task-option", help="Task option KEY=VALUE (repeatable), e.g. n_train=12800."),
         schedule: Optional[str] = field_option(SelectConfig, "schedule"),
         eta: Optional[float] = field_option(SelectConfig, "eta"),

@@ -96,7 +96,8 @@ def register(app: typer.Typer) -> None:
             _wide().print(tab)
         probs = report.problems()
         if probs and quiet:
-            console.print(f"{len(probs)} problems found: listed in {rep_path}", markup=False, highlight=False)
+            console.print(f"{len(probs)} notes (mostly rows whose output disagrees with the gold answer, and test "
+                          f"questions dropped): listed in {rep_path}", markup=False, highlight=False)
         elif probs:
             console.print(f"[bold]{len(probs)} problems found[/] (also in {rep_path}):")
             for p in probs:
@@ -135,7 +136,8 @@ def register(app: typer.Typer) -> None:
                         f"{s.mean_steps:.2f}")
         _wide().print(tab)
         if tok is None:
-            console.print("* tokens: regex word-piece proxy (\\w{1,4} runs and punctuation); pass --tokenizer PATH for exact counts. "
+            console.print("* tokens: a regex proxy (letters in chunks of <= 6, digits in chunks of <= 3, each punctuation mark "
+                          "one); pass --tokenizer NAME for exact counts. "
                           "steps: sub-questions for subq, else numbered items, else sentences (final answer excluded).",
                           markup=False, highlight=False, soft_wrap=True)
         if json_out:
@@ -143,6 +145,7 @@ def register(app: typer.Typer) -> None:
 
             json_out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(json_out, json.dumps([s.as_dict() for s in stats], indent=2) + "\n")
+            console.print(f"wrote {json_out}", markup=False, highlight=False)
 
     @traces_app.command("export")
     def export_cmd(

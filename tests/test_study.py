@@ -414,8 +414,8 @@ def test_quickstart_mixed_extends_the_quickstart_grid(tmp_path):
     base = {c.id for c in expand_cells(qs)}
     new = [c for c in expand_cells(mixed) if c.id not in base]
     assert base <= {c.id for c in expand_cells(mixed)}
-    assert sorted({str(c.level) for c in new}) == ["curriculum:2-4", "mix:3-4", "mix:3-4:loss", "mix:3-6"]
-    assert len(new) == 4 * len(qs.students) * len(qs.seeds)
+    assert sorted({str(c.level) for c in new}) == ["2", "curriculum:2-4", "mix:3-4", "mix:3-4:loss", "mix:3-6"]
+    assert len(new) == 5 * len(qs.students) * len(qs.seeds)
 
 
 def test_an_api_key_in_the_generate_options_is_never_written(tmp_path):

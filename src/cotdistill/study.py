@@ -1308,6 +1308,8 @@ def _run_study(cfg: StudyConfig, root: Path, jobs: int, shard: tuple[int, int] |
                     summary.done += 1
                 else:
                     summary.failed += 1
+            if finished:
+                merge_results(cfg)  # results.jsonl holds every finished cell while the study runs
             view.refresh()
     summary.results_path = merge_results(cfg)
     return summary

@@ -338,8 +338,6 @@ def test_cli_evaluate_then_compare(student_dir, shared_data, tmp_path):
     r = _cli("evaluate", *[x for x in common if x != "--quiet"], "--out", str(tmp_path / "c"))
     assert r.returncode == 0, r.stderr
     assert "evaluate svamp: 0/3 items (0 %)" in r.stderr and "evaluate svamp: 3/3 items (100 %)" in r.stderr
-    # and only those: no third-party bars (transformers' weight loading) in a log
-    assert "Loading weights" not in r.stderr and "it/s]" not in r.stderr, r.stderr
 
 
 def test_cli_errors_are_one_line(student_dir, tmp_path):
